@@ -1,0 +1,199 @@
+"""Audio decoding, resampling and PCM/WAV framing: the one home for them, used by every adapter.
+
+PCM here means signed 16-bit little-endian mono unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+WHISPER_RATE = 16000
+
+
+class AudioError(ValueError):
+    """Bad audio input. ``code`` becomes the JSON error code, ``status`` the HTTP status."""
+
+    def __init__(self, message: str, *, code: str = "invalid_audio", status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+# Magic bytes of the containers we accept, so an unknown upload gets 415 before any decoding.
+_SIGNATURES: list[tuple[str, int, bytes]] = [
+    ("wav", 0, b"RIFF"),
+    ("flac", 0, b"fLaC"),
+    ("ogg", 0, b"OggS"),
+    ("webm", 0, b"\x1a\x45\xdf\xa3"),
+    ("mp3", 0, b"ID3"),
+    ("mp4", 4, b"ftyp"),
+]
+
+
+def sniff_format(head: bytes) -> str | None:
+    for name, offset, magic in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    # Bare MPEG audio frames start with an 11-bit sync word.
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "mp3"
+    return None
+
+
+def decode_audio(data: bytes, *, target_rate: int = WHISPER_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """Any accepted container/codec -> float32 mono samples in [-1, 1] at ``target_rate``."""
+    import av
+
+    if not data:
+        raise AudioError("the audio file is empty", code="empty_audio")
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise AudioError(
+            "unsupported audio format: send WAV, MP3, OGG/Opus, WebM or FLAC",
+            code="unsupported_audio_format", status=415,
+        )
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
+    pieces: list[np.ndarray] = []
+    total = 0
+    limit = int(max_seconds * target_rate) if max_seconds else None
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise AudioError(f"the {fmt} file has no audio stream")
+            for frame in container.decode(audio=0):
+                frame.pts = None
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    pieces.append(arr)
+                    total += arr.size
+                if limit is not None and total > limit:
+                    raise AudioError(f"audio is longer than the {max_seconds:.0f} s limit",
+                                     code="audio_too_long", status=413)
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise AudioError(f"could not decode the {fmt} audio: {exc}") from exc
+    if not pieces:
+        raise AudioError(f"the {fmt} file holds no audio samples", code="empty_audio")
+    return np.concatenate(pieces).astype(np.float32) / 32768.0
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+class Resampler:
+    """Streaming PCM resampler (libsoxr through livekit.rtc); identity when the rates match."""
+
+    def __init__(self, src_rate: int, dst_rate: int):
+        self.src_rate, self.dst_rate = src_rate, dst_rate
+        self._inner = None
+        if src_rate != dst_rate:
+            from livekit import rtc
+
+            self._inner = rtc.AudioResampler(src_rate, dst_rate, num_channels=1,
+                                              quality=rtc.AudioResamplerQuality.MEDIUM)
+
+    def push(self, pcm: bytes) -> bytes:
+        if self._inner is None:
+            return pcm
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        return b"".join(bytes(f.data) for f in self._inner.push(bytearray(pcm)))
+
+    def flush(self) -> bytes:
+        if self._inner is None:
+            return b""
+        return b"".join(bytes(f.data) for f in self._inner.flush())
+
+
+def resample_pcm(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    r = Resampler(src_rate, dst_rate)
+    return r.push(pcm) + r.flush()
+
+
+def wav_header(sample_rate: int, data_bytes: int | None = None, channels: int = 1) -> bytes:
+    """A 44-byte PCM WAV header; ``data_bytes=None`` marks a stream of unknown length."""
+    size = 0xFFFFFFFF if data_bytes is None else data_bytes
+    riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
+    byte_rate = sample_rate * channels * 2
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate, channels * 2, 16)
+            + b"data" + struct.pack("<I", size))
+
+
+def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
+    return wav_header(sample_rate, len(pcm)) + pcm
+
+
+def pcm_to_mp3(pcm: bytes, sample_rate: int) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=sample_rate, layout="mono")
+        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@dataclass
+class WavInfo:
+    sample_rate: int
+    channels: int
+    bits: int
+    header_len: int
+
+
+def parse_wav_header(head: bytes) -> WavInfo | None:
+    """Parse a (possibly streamed) WAV header; None until enough bytes have arrived."""
+    if len(head) < 12:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioError("not a WAV stream", code="bad_upstream_audio", status=502)
+    pos = 12
+    fmt: tuple[int, int, int] | None = None
+    while pos + 8 <= len(head):
+        cid = head[pos:pos + 4]
+        size = struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if cid == b"data":
+            if fmt is None:
+                raise AudioError("WAV stream has no fmt chunk", code="bad_upstream_audio", status=502)
+            return WavInfo(sample_rate=fmt[1], channels=fmt[0], bits=fmt[2], header_len=pos + 8)
+        if cid == b"fmt ":
+            if pos + 8 + 16 > len(head):
+                return None
+            _, channels, rate, _, _, bits = struct.unpack("<HHIIHH", head[pos + 8:pos + 24])
+            fmt = (channels, rate, bits)
+        pos += 8 + size + (size & 1)
+    return None
+
+
+AUDIO_MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg"}
+
+
+def encode_audio(pcm: bytes, sample_rate: int, fmt: str) -> bytes:
+    """PCM -> the container a client asked for (one of AUDIO_MEDIA_TYPES)."""
+    if fmt == "wav":
+        return pcm_to_wav(pcm, sample_rate)
+    if fmt == "mp3":
+        return pcm_to_mp3(pcm, sample_rate)
+    if fmt == "pcm":
+        return pcm
+    raise AudioError(f"unsupported output format {fmt!r}: use one of {', '.join(AUDIO_MEDIA_TYPES)}",
+                     code="unsupported_format")

@@ -1,0 +1,25 @@
+"""Voice activity detection: silero (the model shipped in livekit-plugins-silero), the one VAD of the project.
+
+The WebSocket voice session and the LiveKit agent both load it from here with the same thresholds.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from app.config.settings import Settings
+
+
+@lru_cache(maxsize=4)
+def _load(min_silence_ms: int, min_speech_ms: int, threshold: float, padding_ms: int):
+    from livekit.plugins import silero
+
+    return silero.VAD.load(min_silence_duration=min_silence_ms / 1000, min_speech_duration=min_speech_ms / 1000,
+                           activation_threshold=threshold, prefix_padding_duration=padding_ms / 1000,
+                           sample_rate=16000, force_cpu=True)
+
+
+def load_vad(settings: Settings, *, padding_ms: int = 300):
+    """A silero ``VAD``; each caller opens its own ``.stream()`` (the ONNX session is shared)."""
+    return _load(settings.vad_min_silence_ms, settings.vad_min_speech_ms, settings.vad_activation_threshold,
+                 padding_ms)

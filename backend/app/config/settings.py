@@ -1,0 +1,143 @@
+"""The one settings class. Read once (``get_settings()``) and passed in; nothing else reads the environment.
+
+Every variable is documented in ``.env.example`` at the repository root.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+REPO_DIR = BACKEND_DIR.parent
+
+# Values that ship in .env.example: refused as secrets outside development.
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "devkey", "devsecret", "your-api-key", "your-api-secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=(REPO_DIR / ".env", BACKEND_DIR / ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- server -------------------------------------------------------------------------------
+    app_env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    api_key: Optional[SecretStr] = None
+    cors_origins: str = "http://localhost:5173,http://127.0.0.1:5173"
+    web_dist_dir: Path = REPO_DIR / "frontend" / "dist"
+    models_dir: Path = BACKEND_DIR / ".models"
+
+    # --- limits -------------------------------------------------------------------------------
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_audio_seconds: float = 300.0
+    max_text_chars: int = 4000
+    max_prompt_chars: int = 16000
+    max_tokens_cap: int = 1024
+    ready_wait_seconds: float = 5.0
+
+    # --- LLM ----------------------------------------------------------------------------------
+    llm_model_path: Optional[Path] = None
+    llm_hf_repo: Optional[str] = None
+    llm_hf_file: Optional[str] = None
+    llm_embedded: Literal["smollm2", "gemma3-270m"] = "smollm2"
+    llm_n_ctx: int = 4096
+    llm_n_threads: int = 2
+    llm_instances: int = Field(1, ge=1, le=16)
+    llm_queue_size: int = Field(16, ge=0)
+    llm_default_max_tokens: int = 256
+    llm_request_timeout: float = 120.0
+
+    # --- STT ----------------------------------------------------------------------------------
+    whisper_model: str = "embedded-base"
+    whisper_device: str = "cpu"
+    whisper_compute_type: str = "int8"
+    whisper_threads: int = 2
+    whisper_beam_size: int = 1
+
+    # --- TTS ----------------------------------------------------------------------------------
+    tts_engine: Literal["auto", "openaudio", "local"] = "auto"
+    tts_default_voice: Optional[str] = None
+    openaudio_url: Optional[str] = None
+    openaudio_api_key: Optional[SecretStr] = None
+    openaudio_reference_id: Optional[str] = None
+    openaudio_timeout: float = 60.0
+    openaudio_retries: int = 2
+    openaudio_chunk_length: int = 200
+    openaudio_sample_rate: int = 44100
+
+    # --- voice conversation -------------------------------------------------------------------
+    voice_instructions: str = (
+        "You are Gemma, a friendly voice assistant. Answer in one or two short spoken sentences, "
+        "with no lists, markdown or emoji."
+    )
+    voice_history_turns: int = 12
+    voice_max_reply_tokens: int = 120
+    vad_min_silence_ms: int = 250
+    vad_min_speech_ms: int = 80
+    vad_activation_threshold: float = 0.5
+    max_voice_sessions: int = 32
+
+    # --- LiveKit ------------------------------------------------------------------------------
+    livekit_url: Optional[str] = None
+    livekit_public_url: Optional[str] = None
+    livekit_api_key: Optional[str] = None
+    livekit_api_secret: Optional[SecretStr] = None
+    livekit_room_name: str = "gemma-voice-room"
+    livekit_token_ttl: int = 86400
+    livekit_agent_name: str = "gemma-voice-agent"
+    livekit_worker_load_threshold: float = 0.75
+
+    @field_validator("api_key", "openaudio_api_key", "livekit_api_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if value in ("", None) else value
+
+    @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url",
+                     "livekit_public_url", "livekit_api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "Settings":
+        if self.app_env != "production":
+            return self
+        problems = []
+        if self.api_key is not None and self.api_key.get_secret_value().lower() in _PLACEHOLDERS:
+            problems.append("API_KEY is a placeholder")
+        if self.livekit_api_secret is not None:
+            secret = self.livekit_api_secret.get_secret_value()
+            if secret.lower() in _PLACEHOLDERS or len(secret) < 32:
+                problems.append("LIVEKIT_API_SECRET must be a real secret of at least 32 characters")
+        if self.livekit_api_key is not None and self.livekit_api_key.lower() in _PLACEHOLDERS:
+            problems.append("LIVEKIT_API_KEY is a placeholder")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def livekit_configured(self) -> bool:
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
+
+    @property
+    def livekit_browser_url(self) -> Optional[str]:
+        return self.livekit_public_url or self.livekit_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,99 @@
+"""create_app(): the lifespan starts the services in the background, routers and the web client are mounted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from app.api import health
+from app.api.deps import require_api_key
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimitMiddleware
+from app.api.v1 import conversation, generation, livekit, openai_compat, speech
+from app.config.settings import Settings, get_settings
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.services.container import Services
+
+log = logging.getLogger("app")
+
+
+def _mount_web_client(app: FastAPI, dist: Path) -> None:
+    index = dist / "index.html"
+    if not index.is_file():
+        log.info("web client not built (%s missing): serving the API only", index)
+        return
+    if (dist / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=dist / "assets"), name="assets")
+
+    @app.get("/{path:path}", include_in_schema=False)
+    async def web_client(path: str):
+        candidate = (dist / path).resolve()
+        if path and candidate.is_file() and dist.resolve() in candidate.parents:
+            return FileResponse(candidate)
+        return FileResponse(index)  # client-side routes
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    services = services or Services.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Models load in the background: the server answers (health, 503 + Retry-After) while they do.
+        loading = asyncio.create_task(services.start())
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await services.close()
+
+    app = FastAPI(title="GemmaVoice", version="0.1.0", lifespan=lifespan,
+                  description="Self-hosted real-time voice assistant: Gemma LLM, Whisper STT, OpenAudio TTS.")
+    app.state.services = services
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def record(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, name, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
+                       allow_methods=["GET", "POST", "OPTIONS"],
+                       allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
+                       expose_headers=["X-Sample-Rate", "Retry-After"])
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+
+    app.include_router(health.router)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    for module in (generation, speech, conversation, openai_compat, livekit):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    # The WebSocket checks the key itself (browsers pass it as a query parameter).
+    app.include_router(conversation.ws_router, prefix="/v1")
+    _mount_web_client(app, settings.web_dist_dir)
+    return app
+
+
+def run() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+app = create_app()

@@ -1,0 +1,92 @@
+"""What every model service shares: background loading with a visible state, and typed failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+
+class ServiceError(RuntimeError):
+    """A failure the API turns into a JSON error with this status and code."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ServiceError):
+    status = 503
+    code = "service_unavailable"
+
+
+class ServiceOverloaded(ServiceError):
+    status = 503
+    code = "overloaded"
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class UpstreamError(ServiceError):
+    status = 502
+    code = "upstream_error"
+
+
+class ModelService:
+    """Loads its model in the background; requests that come too early wait briefly, then get 503."""
+
+    component = "model"
+
+    def __init__(self) -> None:
+        self.state = "idle"  # idle -> loading -> ready | failed
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._ready = asyncio.Event()
+        self.log = logging.getLogger(f"app.services.{self.component}")
+
+    async def _load(self) -> None:  # pragma: no cover - subclasses implement
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self.state in ("loading", "ready"):
+            return
+        self.state = "loading"
+        self.log.info("%s: loading", self.component)
+        started = time.perf_counter()
+        try:
+            await self._load()
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.log.error("%s: failed to load: %s", self.component, self.error)
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.state = "ready"
+        self._ready.set()
+        self.log.info("%s: ready in %.2f s", self.component, self.load_seconds)
+
+    async def wait_ready(self, timeout: float) -> None:
+        if self.state == "ready":
+            return
+        if self.state != "failed":
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+                return
+            except asyncio.TimeoutError:
+                pass
+        if self.state == "failed":
+            raise ServiceUnavailable(f"{self.component} failed to load: {self.error}")
+        raise ServiceUnavailable(f"{self.component} is still loading", retry_after=5)
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "ready": self.state == "ready", "error": self.error,
+                "load_seconds": self.load_seconds}
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,83 @@
+"""LiveKit access tokens: user tokens scoped to one room that dispatch the agent, and agent tokens."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from livekit import api
+from livekit.protocol.agent_dispatch import RoomAgentDispatch
+from livekit.protocol.room import RoomConfiguration
+
+from app.config.settings import Settings
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
+MIN_TTL = 60
+MAX_TTL = 7 * 86400
+
+
+class TokenRequestError(ValueError):
+    """A bad room name, identity or TTL (422)."""
+
+
+@dataclass
+class IssuedToken:
+    token: str
+    url: str | None
+    room_name: str
+    participant_identity: str
+    expires_at: datetime
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise TokenRequestError(f"{kind} must be 1-128 characters of letters, digits and _ - . : @")
+    return value
+
+
+def _ttl(settings: Settings, ttl: int | None) -> timedelta:
+    seconds = settings.livekit_token_ttl if ttl is None else ttl
+    if not MIN_TTL <= seconds <= MAX_TTL:
+        raise TokenRequestError(f"ttl must be between {MIN_TTL} and {MAX_TTL} seconds")
+    return timedelta(seconds=seconds)
+
+
+def _builder(settings: Settings) -> api.AccessToken:
+    return api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+
+
+def user_token(settings: Settings, *, room_name: str | None = None, identity: str | None = None,
+               name: str | None = None, metadata: str | dict | None = None, ttl: int | None = None) -> IssuedToken:
+    """A token for one room (join/publish/subscribe/data only) whose room configuration dispatches the agent."""
+    room = _check_name("room_name", room_name) if room_name else \
+        f"{settings.livekit_room_name}-{secrets.token_hex(4)}"  # a fresh room per session unless asked
+    identity = _check_name("participant_identity", identity) if identity else f"user-{secrets.token_hex(6)}"
+    lifetime = _ttl(settings, ttl)
+    meta = json.dumps(metadata) if isinstance(metadata, dict) else (metadata or "")
+    if len(meta) > 4096:
+        raise TokenRequestError("metadata may be at most 4096 characters")
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
+                             can_publish_data=True, room_admin=False, room_create=False, room_list=False)
+    dispatch = RoomConfiguration(agents=[RoomAgentDispatch(agent_name=settings.livekit_agent_name, metadata=meta)])
+    jwt = (_builder(settings).with_identity(identity).with_name(name or identity).with_metadata(meta)
+           .with_ttl(lifetime).with_grants(grants).with_room_config(dispatch).to_jwt())
+    return IssuedToken(token=jwt, url=settings.livekit_browser_url, room_name=room, participant_identity=identity,
+                       expires_at=datetime.now(timezone.utc) + lifetime)
+
+
+def agent_token(settings: Settings, *, room_name: str, identity: str | None = None,
+                ttl: int | None = None) -> IssuedToken:
+    """A token for an agent participant in one room (kind=agent, hidden from nobody, may publish)."""
+    room = _check_name("room_name", room_name)
+    identity = _check_name("participant_identity", identity) if identity else \
+        f"agent-{settings.livekit_agent_name}-{secrets.token_hex(4)}"
+    lifetime = _ttl(settings, ttl)
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
+                             can_publish_data=True, agent=True)
+    jwt = (_builder(settings).with_identity(identity).with_name(settings.livekit_agent_name).with_kind("agent")
+           .with_ttl(lifetime).with_grants(grants).to_jwt())
+    return IssuedToken(token=jwt, url=settings.livekit_url, room_name=room, participant_identity=identity,
+                       expires_at=datetime.now(timezone.utc) + lifetime)

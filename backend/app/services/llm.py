@@ -1,0 +1,223 @@
+"""LLMService: llama.cpp models behind a bounded, fair queue.
+
+Each llama.cpp instance is entered by one thread at a time. Requests wait FIFO for a free instance;
+past ``llm_queue_size`` waiters they are refused with 503 + Retry-After instead of piling up.
+Generation runs in a worker thread and checks a cancel flag between tokens, so a client that goes
+away (or a timeout) stops it within a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+from app.config.settings import Settings
+from app.models import LLMSource, resolve_llm
+from app.services.base import BadRequest, ModelService, ServiceOverloaded, ServiceUnavailable
+
+GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_s: float | None = None
+    finish_reason: str = "stop"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+def gemma_prompt(messages: Sequence[ChatMessage]) -> str:
+    """Gemma's turn format. It has no system role: system text is folded into the first user turn."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    turns = [m for m in messages if m.role != "system"]
+    parts: list[str] = []
+    pending_system = system
+    for m in turns:
+        role = "model" if m.role == "assistant" else "user"
+        text = m.content
+        if role == "user" and pending_system:
+            text, pending_system = f"{pending_system}\n\n{text}", ""
+        parts.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
+    if pending_system:  # a system prompt with no user turn yet
+        parts.append(f"<start_of_turn>user\n{pending_system}<end_of_turn>\n")
+    parts.append("<start_of_turn>model\n")
+    return "".join(parts)
+
+
+class _Instance:
+    """One llama.cpp model plus how to turn messages into its prompt."""
+
+    def __init__(self, source: LLMSource, settings: Settings):
+        from llama_cpp import Llama
+
+        self.llama = Llama(model_path=str(source.path), n_ctx=settings.llm_n_ctx,
+                           n_threads=settings.llm_n_threads, n_threads_batch=settings.llm_n_threads,
+                           verbose=False)
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if source.has_chat_template is False:
+            template = None
+        self.formatter = None
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos = self.llama.detokenize([self.llama.token_eos()]).decode("utf-8", "ignore")
+            bos = self.llama.detokenize([self.llama.token_bos()]).decode("utf-8", "ignore")
+            self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.chat_format = "gguf-template" if self.formatter else "gemma"
+
+    def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
+        if self.formatter is None:
+            return gemma_prompt(messages), list(GEMMA_STOP)
+        result = self.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
+        return result.prompt, stop
+
+
+class LLMService(ModelService):
+    component = "llm"
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.settings = settings
+        self.model_name = "unknown"
+        self.model_path: str | None = None
+        self._free: asyncio.Queue[_Instance] = asyncio.Queue()
+        self._waiting = 0
+        self._active = 0
+        self._executor = ThreadPoolExecutor(max_workers=settings.llm_instances, thread_name_prefix="llm")
+
+    async def _load(self) -> None:
+        source = await asyncio.to_thread(resolve_llm, self.settings)
+        self.model_name, self.model_path = source.name, str(source.path)
+        for _ in range(self.settings.llm_instances):
+            self._free.put_nowait(await asyncio.to_thread(_Instance, source, self.settings))
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "model": self.model_name, "path": self.model_path,
+                "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting}
+
+    async def _acquire(self) -> _Instance:
+        await self.wait_ready(self.settings.ready_wait_seconds)
+        if self._free.empty() and self._waiting >= self.settings.llm_queue_size:
+            raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
+        self._waiting += 1
+        try:
+            inst = await self._free.get()  # asyncio.Queue serves waiters first come, first served
+        finally:
+            self._waiting -= 1
+        self._active += 1
+        return inst
+
+    def _release(self, inst: _Instance) -> None:
+        self._active -= 1
+        self._free.put_nowait(inst)
+
+    def _check(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        if not messages or not any(m.content.strip() for m in messages if m.role != "system"):
+            raise BadRequest("the prompt is empty")
+        if sum(len(m.content) for m in messages) > self.settings.max_prompt_chars:
+            raise BadRequest(f"the prompt is longer than {self.settings.max_prompt_chars} characters")
+        if params.max_tokens > self.settings.max_tokens_cap:
+            raise BadRequest(f"max_tokens may be at most {self.settings.max_tokens_cap}")
+
+    async def stream_chat(self, messages: Sequence[ChatMessage], params: GenerationParams,
+                          usage: Usage | None = None) -> AsyncIterator[str]:
+        """Yield text pieces as they are generated. Closing the iterator stops generation."""
+        self._check(messages, params)
+        usage = usage if usage is not None else Usage()
+        inst = await self._acquire()
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(kind: str, value: Any) -> None:
+            loop.call_soon_threadsafe(out.put_nowait, (kind, value))
+
+        def run() -> None:
+            try:
+                prompt, stop = inst.render(messages)
+                tokens = inst.llama.tokenize(prompt.encode("utf-8"), add_bos=inst.formatter is None,
+                                             special=True)
+                room = self.settings.llm_n_ctx - len(tokens)
+                if room < 8:
+                    raise BadRequest(f"the conversation ({len(tokens)} tokens) does not fit the "
+                                     f"{self.settings.llm_n_ctx}-token context")
+                usage.prompt_tokens = len(tokens)
+                started = time.perf_counter()
+                stream: Iterable[dict] = inst.llama.create_completion(
+                    tokens, max_tokens=min(params.max_tokens, room), temperature=params.temperature,
+                    top_p=params.top_p, stop=stop + list(params.stop), stream=True, seed=params.seed,
+                )
+                for chunk in stream:
+                    if cancel.is_set():
+                        usage.finish_reason = "cancelled"
+                        break
+                    choice = chunk["choices"][0]
+                    text = choice.get("text") or ""
+                    usage.completion_tokens += 1
+                    if usage.first_token_s is None:
+                        usage.first_token_s = time.perf_counter() - started
+                    if text:
+                        emit("text", text)
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = choice["finish_reason"]
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+                emit("end", None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
+                emit("error", exc)
+
+        future = loop.run_in_executor(self._executor, run)
+        deadline = loop.time() + self.settings.llm_request_timeout
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(out.get(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    raise ServiceUnavailable("generation timed out", retry_after=5) from None
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            cancel.set()
+            # The instance is only free again once its thread has really stopped.
+            future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._release, inst))
+
+    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> tuple[str, Usage]:
+        usage = Usage()
+        pieces = [piece async for piece in self.stream_chat(messages, params, usage)]
+        return "".join(pieces).strip(), usage
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,141 @@
+"""OpenAudioService: an httpx client of an OpenAudio / fish-speech server (``POST /v1/tts``).
+
+Requests are msgpack (so reference audio bytes can travel), ask for streamed WAV (the only format the
+server streams), and the WAV body is turned into PCM as it arrives. Connection failures and 5xx before
+the first audio byte are retried with backoff; once audio has flowed a failure is reported instead,
+since replaying would repeat speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx
+import msgpack
+
+from app.audio.codec import AudioError, Resampler, parse_wav_header
+from app.config.settings import Settings
+from app.services.base import ServiceUnavailable, UpstreamError
+from app.services.tts import TTSEngine
+
+
+@dataclass
+class ReferenceAudio:
+    """A voice to clone: a short clip and the words spoken in it."""
+
+    audio: bytes
+    text: str
+
+
+class OpenAudioService(TTSEngine):
+    engine = "openaudio"
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
+        super().__init__(settings)
+        if not settings.openaudio_url:
+            raise ValueError("OpenAudioService needs OPENAUDIO_URL")
+        self.base_url = settings.openaudio_url.rstrip("/")
+        self.sample_rate = settings.openaudio_sample_rate
+        headers = {}
+        if settings.openaudio_api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.openaudio_api_key.get_secret_value()}"
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(settings.openaudio_timeout, connect=5.0),
+        )
+
+    async def _load(self) -> None:
+        # The server holds the model; "loading" here means it answers its health check.
+        last: Exception | None = None
+        for attempt in range(5):
+            try:
+                response = await self.client.get("/v1/health", timeout=5.0)
+                if response.status_code < 500:
+                    return
+                last = UpstreamError(f"health check returned {response.status_code}")
+            except httpx.HTTPError as exc:
+                last = exc
+            await asyncio.sleep(min(2 ** attempt, 8))
+        raise ServiceUnavailable(f"OpenAudio server at {self.base_url} is not reachable: {last}")
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "url": self.base_url, "reference_id": self.settings.openaudio_reference_id}
+
+    def request_body(self, text: str, *, voice: str | None = None,
+                     references: list[ReferenceAudio] | None = None) -> dict[str, Any]:
+        """A body within the fish-speech schema (no fields it doesn't define)."""
+        return {
+            "text": text,
+            "chunk_length": self.settings.openaudio_chunk_length,
+            "format": "wav",
+            "streaming": True,
+            "references": [{"audio": r.audio, "text": r.text} for r in references or []],
+            "reference_id": voice or self.settings.openaudio_reference_id,
+            "normalize": True,
+            "use_memory_cache": "on",
+            "max_new_tokens": 1024,
+            "top_p": 0.8,
+            "repetition_penalty": 1.1,
+            "temperature": 0.8,
+        }
+
+    async def stream(self, text: str, *, voice: str | None = None,
+                     references: list[ReferenceAudio] | None = None) -> AsyncIterator[bytes]:
+        text = self.check_text(text)
+        body = msgpack.packb(self.request_body(text, voice=voice, references=references))
+        headers = {"Content-Type": "application/msgpack"}
+        attempts = self.settings.openaudio_retries + 1
+        for attempt in range(attempts):
+            sent_audio = False
+            try:
+                async with self.client.stream("POST", "/v1/tts", content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        detail = (await response.aread())[:300].decode("utf-8", "replace")
+                        error = UpstreamError(f"OpenAudio server answered {response.status_code}: {detail}")
+                        if response.status_code < 500 or attempt == attempts - 1:
+                            raise error
+                        await asyncio.sleep(0.5 * 2 ** attempt)
+                        continue
+                    async for pcm in self._wav_to_pcm(response.aiter_bytes()):
+                        sent_audio = True
+                        yield pcm
+                    return
+            except httpx.HTTPError as exc:
+                if sent_audio or attempt == attempts - 1:
+                    raise UpstreamError(f"OpenAudio server at {self.base_url} failed: {exc}") from exc
+                await asyncio.sleep(0.5 * 2 ** attempt)
+
+    async def _wav_to_pcm(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        head = b""
+        resampler: Resampler | None = None
+        carry = b""
+        async for piece in body:
+            if resampler is None:
+                head += piece
+                try:
+                    info = parse_wav_header(head)
+                except AudioError as exc:
+                    raise UpstreamError(f"OpenAudio server sent something other than WAV: {exc}") from exc
+                if info is None:
+                    continue
+                if info.bits != 16 or info.channels != 1:
+                    raise UpstreamError(f"OpenAudio server sent {info.bits}-bit {info.channels}-channel WAV; "
+                                        "expected 16-bit mono")
+                resampler = Resampler(info.sample_rate, self.sample_rate)
+                piece = head[info.header_len:]
+            piece = carry + piece
+            usable = len(piece) - len(piece) % 2  # keep samples whole across network chunks
+            piece, carry = piece[:usable], piece[usable:]
+            if piece:
+                out = resampler.push(piece)
+                if out:
+                    yield out
+        if resampler is not None:
+            tail = resampler.flush()
+            if tail:
+                yield tail
+
+    async def close(self) -> None:
+        await self.client.aclose()

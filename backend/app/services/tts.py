@@ -1,0 +1,54 @@
+"""The TTS interface both engines implement, and the choice between them.
+
+Engines stream PCM s16le mono at ``sample_rate`` as it is synthesized, so callers can send the first
+audio before the whole text is done.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from app.config.settings import Settings
+from app.services.base import BadRequest, ModelService
+
+
+class TTSEngine(ModelService):
+    component = "tts"
+    engine = "base"
+    sample_rate = 22050
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.settings = settings
+
+    def check_text(self, text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            raise BadRequest("the text to speak is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise BadRequest(f"the text is longer than {self.settings.max_text_chars} characters")
+        return text
+
+    def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> bytes:
+        return b"".join([chunk async for chunk in self.stream(text, voice=voice)])
+
+    def voices(self) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "engine": self.engine, "sample_rate": self.sample_rate}
+
+
+def create_tts_engine(settings: Settings) -> TTSEngine:
+    """``TTS_ENGINE=auto``: the OpenAudio server when ``OPENAUDIO_URL`` is set, else the embedded engine."""
+    use_openaudio = settings.tts_engine == "openaudio" or (settings.tts_engine == "auto" and settings.openaudio_url)
+    if use_openaudio:
+        from app.services.openaudio import OpenAudioService
+
+        return OpenAudioService(settings)
+    from app.services.local_tts import LocalTTSService
+
+    return LocalTTSService(settings)

@@ -1,0 +1,327 @@
+"""The deployment files agree with each other and with what the docs promise.
+
+Parses docker-compose.yml and livekit.yaml (no Docker engine needed) and checks the wiring that
+breaks silently when one file changes without the other: published LiveKit ports vs. its RTC
+config, the Redis address, secrets coming from the environment, health checks, the worker command,
+the nginx proxy routes, and the portable llama.cpp build in the backend image.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+LIVEKIT_FILE = REPO / "livekit.yaml"
+BACKEND_DOCKERFILE = REPO / "backend" / "Dockerfile"
+FRONTEND_DOCKERFILE = REPO / "frontend" / "Dockerfile"
+NGINX_CONF = REPO / "frontend" / "nginx.conf"
+DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
+
+PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio"}
+APP_SERVICES = ("backend", "worker")
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose-style interpolation, enough for this file (no nesting)."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"] or ""
+        current = env.get(name)
+        if op in (":-", ":?"):
+            missing = not current
+        else:
+            missing = current is None
+        if op in ("-", ":-"):
+            return arg if missing else current
+        if op in ("?", ":?"):
+            if missing:
+                raise KeyError(f"{name}: {arg}")
+            return current
+        return current or ""
+
+    return _VAR.sub(sub, value)
+
+
+def with_defaults(value: str) -> str:
+    """The value compose would produce with nothing set but the required secrets."""
+    env = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40}
+    return interpolate(value, env)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def livekit_conf() -> dict:
+    return yaml.safe_load(LIVEKIT_FILE.read_text())
+
+
+def env_of(service: dict) -> dict:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def command_of(service: dict) -> list[str]:
+    cmd = service.get("command") or []
+    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def parse_port(spec) -> tuple[str, tuple[int, int], tuple[int, int], str]:
+    """'[ip:]host[-host]:container[-container][/proto]' -> (ip, host range, container range, proto)."""
+    text = with_defaults(str(spec))
+    proto = "tcp"
+    if "/" in text:
+        text, proto = text.rsplit("/", 1)
+    parts = text.split(":")
+    assert len(parts) in (2, 3), f"publish host and container port explicitly: {spec!r}"
+    ip = parts[0] if len(parts) == 3 else ""
+    host, container = parts[-2], parts[-1]
+
+    def rng(s: str) -> tuple[int, int]:
+        lo, _, hi = s.partition("-")
+        return int(lo), int(hi or lo)
+
+    return ip, rng(host), rng(container), proto
+
+
+def published(service: dict) -> list[tuple[str, tuple[int, int], tuple[int, int], str]]:
+    return [parse_port(p) for p in service.get("ports", [])]
+
+
+# --- the promised services -------------------------------------------------------------------
+
+
+def test_every_documented_service_exists(services):
+    assert PROMISED_SERVICES <= set(services), PROMISED_SERVICES - set(services)
+
+
+def test_compose_interpolates_with_only_the_required_secrets():
+    # What `docker compose config` needs: nothing but LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
+    yaml.safe_load(with_defaults(COMPOSE_FILE.read_text()))
+
+
+def test_compose_refuses_to_start_without_livekit_secrets():
+    text = COMPOSE_FILE.read_text()
+    with pytest.raises(KeyError):
+        interpolate(text, {})
+    with pytest.raises(KeyError):
+        interpolate(text, {"LIVEKIT_API_KEY": "APIkey"})
+
+
+def test_openaudio_is_opt_in(services):
+    assert "openaudio" in services["openaudio"].get("profiles", [])
+    for name, service in services.items():
+        if name != "openaudio":
+            assert not service.get("profiles"), f"{name} must start with a plain `docker compose up`"
+    dep = (services["backend"].get("depends_on") or {}).get("openaudio")
+    if dep is not None:
+        assert dep.get("required") is False, "the backend must start without the openaudio profile"
+
+
+def test_openaudio_server_port_and_checkpoints(services):
+    oa = services["openaudio"]
+    assert any(c == (8080, 8080) for _, _, c, _ in published(oa))
+    assert any(str(v).endswith(":/app/checkpoints") or ":/app/checkpoints:" in str(v) for v in oa["volumes"])
+
+
+# --- LiveKit: published ports match livekit.yaml ---------------------------------------------
+
+
+def test_livekit_uses_the_repo_config(services):
+    lk = services["livekit"]
+    cmd = command_of(lk)
+    assert "--config" in cmd
+    config_path = cmd[cmd.index("--config") + 1]
+    mounts = [str(v) for v in lk.get("volumes", [])]
+    assert any(m.startswith("./livekit.yaml:" + config_path) for m in mounts), mounts
+
+
+def test_livekit_signal_port_published(services, livekit_conf):
+    port = livekit_conf["port"]
+    tcp = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "tcp"]
+    assert ((port, port), (port, port)) in tcp
+
+
+def test_livekit_rtc_tcp_port_published(services, livekit_conf):
+    tcp_port = livekit_conf["rtc"]["tcp_port"]
+    tcp = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "tcp"]
+    assert ((tcp_port, tcp_port), (tcp_port, tcp_port)) in tcp
+
+
+def test_livekit_udp_ports_published_exactly(services, livekit_conf):
+    rtc = livekit_conf["rtc"]
+    if "port_range_start" in rtc or "port_range_end" in rtc:
+        expected = (rtc["port_range_start"], rtc["port_range_end"])
+        assert "udp_port" not in rtc, "udp_port is ignored when a port range is set"
+    else:
+        udp = rtc["udp_port"]
+        expected = (udp, udp)
+    assert expected[0] <= expected[1]
+    udp_published = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "udp"]
+    # Same numbers on both sides: the server announces its own port numbers in ICE candidates.
+    assert udp_published == [(expected, expected)], udp_published
+
+
+def test_livekit_node_ip_is_configured(services, livekit_conf):
+    rtc = livekit_conf["rtc"]
+    env = env_of(services["livekit"])
+    assert rtc.get("use_external_ip") is not None or rtc.get("node_ip") or env.get("NODE_IP")
+    if env.get("NODE_IP"):
+        assert with_defaults(str(env["NODE_IP"])), "NODE_IP must never be empty"
+
+
+def test_livekit_redis_address_matches_the_redis_service(services, livekit_conf):
+    host, _, port = livekit_conf["redis"]["address"].partition(":")
+    assert host in services, f"redis.address points at {host!r}, which is no compose service"
+    redis_cmd = command_of(services[host])
+    if "--port" in redis_cmd:
+        assert redis_cmd[redis_cmd.index("--port") + 1] == port
+    else:
+        assert port == "6379"
+    depends = services["livekit"].get("depends_on") or {}
+    assert host in depends
+
+
+def test_livekit_keys_come_from_the_environment(services, livekit_conf):
+    assert "keys" not in livekit_conf, "API secrets don't belong in livekit.yaml"
+    keys = env_of(services["livekit"]).get("LIVEKIT_KEYS")
+    assert keys, "the livekit service needs LIVEKIT_KEYS"
+    assert re.fullmatch(r"\$\{LIVEKIT_API_KEY[^}]*\}: \$\{LIVEKIT_API_SECRET[^}]*\}", keys), keys
+
+
+def test_livekit_is_not_in_dev_mode(services, livekit_conf):
+    assert not livekit_conf.get("development")
+    assert "--dev" not in command_of(services["livekit"])
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY", "OPENAUDIO_API_KEY", "LIVEKIT_KEYS")
+
+
+def test_no_secret_is_hard_coded(services):
+    for name, service in services.items():
+        for key, value in env_of(service).items():
+            if key in SECRET_NAMES and value is not None:
+                assert "${" in str(value), f"{name}.{key} is hard-coded"
+    for name in APP_SERVICES:
+        env = env_of(services[name])
+        for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+            assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % key, str(env[key])), f"{name}.{key} must be required"
+
+
+def test_no_secret_literal_in_files():
+    suspicious = re.compile(r"(?i)(secret|api_key|password)\s*:\s*['\"]?[A-Za-z0-9+/=_-]{16,}")
+    for path in (COMPOSE_FILE, LIVEKIT_FILE):
+        for line in path.read_text().splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            assert not suspicious.search(re.sub(r"\$\{[^}]*\}", "", line)), f"{path.name}: {line.strip()}"
+
+
+# --- backend and worker ----------------------------------------------------------------------
+
+
+def test_backend_healthcheck_targets_readiness(services):
+    test = services["backend"]["healthcheck"]["test"]
+    text = " ".join(test) if isinstance(test, list) else test
+    assert "/health/ready" in text
+    assert ":8000" in text
+
+
+def test_backend_publishes_its_port_and_keeps_models(services):
+    backend = services["backend"]
+    assert any(c == (8000, 8000) for _, _, c, _ in published(backend))
+    assert backend["build"]["context"] in ("./backend", "backend")
+    env = env_of(backend)
+    model_dir = env["MODELS_DIR"]
+    assert any(str(v).split(":")[1] == model_dir for v in backend["volumes"])
+
+
+def test_worker_runs_the_agent_worker(services):
+    worker = services["worker"]
+    cmd = command_of(worker)
+    assert cmd[-4:] == ["python", "-m", "app.agents.worker", "start"] or (
+        "app.agents.worker" in cmd and cmd[-1] == "start"
+    ), cmd
+    # Same image as the backend, no host ports: it can be scaled with --scale worker=N.
+    assert with_defaults(worker["image"]) == with_defaults(services["backend"]["image"])
+    assert not worker.get("ports")
+    assert not worker.get("container_name")
+    # `start` exits 0 when it gives up on LiveKit; only these policies bring it back.
+    assert worker.get("restart") in ("always", "unless-stopped")
+
+
+def test_app_services_reach_livekit_inside_the_network(services, livekit_conf):
+    for name in APP_SERVICES:
+        env = env_of(services[name])
+        assert with_defaults(env["LIVEKIT_URL"]) == f"ws://livekit:{livekit_conf['port']}"
+        public = with_defaults(env["LIVEKIT_PUBLIC_URL"])
+        assert public.startswith(("ws://", "wss://")) and "livekit:" not in public
+
+
+def test_app_settings_names_exist(services):
+    """Every variable compose hands the app is a field of its settings class (no silent typos)."""
+    settings_mod = pytest.importorskip("app.config.settings")
+    fields = {name.upper() for name in settings_mod.Settings.model_fields}
+    not_settings = {"HF_HOME", "HF_TOKEN"}  # read by huggingface_hub itself
+    for name in APP_SERVICES:
+        unknown = set(env_of(services[name])) - fields - not_settings
+        assert not unknown, f"{name}: {sorted(unknown)} are not settings"
+
+
+# --- frontend --------------------------------------------------------------------------------
+
+
+def test_frontend_proxies_the_api_and_websocket():
+    conf = NGINX_CONF.read_text()
+    assert "backend:8000" in conf
+    for location in ("location /v1/", "location /health", "location = /metrics", "location = /v1/conversation/ws"):
+        assert location in conf, location
+    ws_block = conf.split("location = /v1/conversation/ws", 1)[1].split("}", 1)[0]
+    assert "Upgrade $http_upgrade" in ws_block and "$connection_upgrade" in ws_block
+    assert "try_files $uri $uri/ /index.html" in conf
+
+
+def test_frontend_image_builds_the_client():
+    text = FRONTEND_DOCKERFILE.read_text()
+    assert "npm ci" in text and "npm run build" in text
+    assert "nginx.conf" in text and "/dist" in text
+
+
+# --- backend image ---------------------------------------------------------------------------
+
+
+def test_backend_image_builds_portable_llama_and_prepares_models():
+    text = BACKEND_DOCKERFILE.read_text()
+    assert "python:3.11-slim-bookworm" in text
+    for flag in ("-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DLLAVA_BUILD=OFF"):
+        assert flag in text, flag
+    assert "pip install -e" in text
+    assert "python -m app.models prepare" in text
+    assert "uvicorn app.main:app" in text
+
+
+def test_deployment_doc_exists_and_covers_the_topics():
+    text = DEPLOYMENT_DOC.read_text().lower()
+    for topic in ("livekit cloud", "node_ip", "--scale worker", "redis", "llm_hf_repo", "whisper_model", "openaudio_url"):
+        assert topic in text, topic

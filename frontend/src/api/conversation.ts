@@ -1,0 +1,108 @@
+/** The real-time voice protocol of `WS /v1/conversation/ws` (see docs/contract.md). */
+
+export const CONVERSATION_PATH = '/v1/conversation/ws';
+
+export interface ConversationConfig {
+  instructions?: string;
+  voice?: string;
+  language?: string;
+  input_sample_rate: number;
+  /** true: the server detects turns; false: push-to-talk, the client sends end_turn. */
+  vad: boolean;
+}
+
+export type ServerEvent =
+  | { type: 'ready'; session_id?: string; input_sample_rate?: number; output_sample_rate: number }
+  | { type: 'vad'; state: 'speech_start' | 'speech_end' }
+  | { type: 'transcript'; role: 'user'; text: string; final: boolean }
+  | { type: 'text'; role: 'assistant'; delta: string }
+  | { type: 'response_end'; [key: string]: unknown }
+  | { type: 'interrupted'; [key: string]: unknown }
+  | { type: 'metrics'; voice_to_voice_ms?: number; [key: string]: unknown }
+  | { type: 'error'; code?: string; message?: string };
+
+export interface ConversationHandlers {
+  onEvent: (event: ServerEvent) => void;
+  /** A binary frame: reply audio, PCM s16le mono at the ready event's output_sample_rate. */
+  onAudio: (pcm: ArrayBuffer) => void;
+  /** The socket closed; `code`/`reason` as sent by the server when it closed it. */
+  onClose: (code: number, reason: string) => void;
+  /** A frame that is not valid JSON, or a socket-level error. */
+  onProtocolError?: (message: string) => void;
+}
+
+/** A thin wrapper over the WebSocket that speaks the conversation protocol. */
+export class ConversationSocket {
+  private socket: WebSocket | null = null;
+
+  constructor(
+    private readonly url: string,
+    private readonly handlers: ConversationHandlers,
+  ) {}
+
+  /** Opens the socket and sends the config as the first frame. */
+  open(config: ConversationConfig): void {
+    const socket = new WebSocket(this.url);
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
+    socket.onopen = () => this.sendJson({ type: 'config', ...config });
+    socket.onmessage = (message: MessageEvent) => this.receive(message.data);
+    socket.onerror = () => this.handlers.onProtocolError?.('WebSocket error');
+    socket.onclose = (event: CloseEvent) => {
+      if (this.socket === socket) this.socket = null;
+      this.handlers.onClose(event.code, event.reason);
+    };
+  }
+
+  get isOpen(): boolean {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  sendAudio(pcm: ArrayBuffer): void {
+    if (this.isOpen) this.socket!.send(pcm);
+  }
+
+  sendText(text: string): void {
+    this.sendJson({ type: 'text', text });
+  }
+
+  endTurn(): void {
+    this.sendJson({ type: 'end_turn' });
+  }
+
+  interrupt(): void {
+    this.sendJson({ type: 'interrupt' });
+  }
+
+  close(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+      socket.close(1000, 'client closed');
+    }
+  }
+
+  private sendJson(message: Record<string, unknown>): void {
+    if (this.isOpen) this.socket!.send(JSON.stringify(message));
+  }
+
+  private receive(data: unknown): void {
+    if (typeof data === 'string') {
+      let event: unknown;
+      try {
+        event = JSON.parse(data);
+      } catch {
+        this.handlers.onProtocolError?.(`Unreadable message from the server: ${data.slice(0, 120)}`);
+        return;
+      }
+      if (event && typeof event === 'object' && typeof (event as { type?: unknown }).type === 'string') {
+        this.handlers.onEvent(event as ServerEvent);
+      }
+    } else if (data instanceof ArrayBuffer) {
+      this.handlers.onAudio(data);
+    } else if (data instanceof Blob) {
+      // Only if binaryType could not be set; keeps the order of frames within one blob.
+      void data.arrayBuffer().then((buffer) => this.handlers.onAudio(buffer));
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import { useRef, useState, type FormEvent } from 'react';
+import { describeError } from '../api/errors';
+import type { TokenUsage } from '../api/sse';
+import { ErrorMessage } from './ErrorMessage';
+import { useApiClient } from './SettingsContext';
+
+/** Streams a completion from POST /v1/generate_stream. */
+export function TextGenerationPanel() {
+  const client = useApiClient();
+  const [prompt, setPrompt] = useState('Write a haiku about the sea.');
+  const [system, setSystem] = useState('');
+  const [maxTokens, setMaxTokens] = useState(256);
+  const [temperature, setTemperature] = useState(0.7);
+  const [output, setOutput] = useState('');
+  const [usage, setUsage] = useState<TokenUsage | null>(null);
+  const [elapsedMs, setElapsedMs] = useState<number | null>(null);
+  const [streaming, setStreaming] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const abortRef = useRef<AbortController | null>(null);
+
+  const generate = async (event: FormEvent) => {
+    event.preventDefault();
+    if (!prompt.trim() || streaming) return;
+    const controller = new AbortController();
+    abortRef.current = controller;
+    setStreaming(true);
+    setError(null);
+    setOutput('');
+    setUsage(null);
+    setElapsedMs(null);
+    const started = performance.now();
+    let streamed = '';
+    try {
+      const request = {
+        prompt,
+        max_tokens: maxTokens,
+        temperature,
+        ...(system.trim() ? { system: system.trim() } : {}),
+      };
+      for await (const item of client.generateStream(request, controller.signal)) {
+        if (item.kind === 'token') {
+          streamed += item.text;
+          setOutput(streamed);
+        } else if (item.kind === 'done') {
+          if (!streamed && item.text) setOutput(item.text);
+          setUsage(item.usage ?? null);
+        }
+      }
+    } catch (err) {
+      if (!controller.signal.aborted) setError(describeError(err));
+    } finally {
+      setElapsedMs(performance.now() - started);
+      setStreaming(false);
+      abortRef.current = null;
+    }
+  };
+
+  return (
+    <section className="card" aria-labelledby="generation-title">
+      <h2 id="generation-title">Text generation</h2>
+      <form onSubmit={generate} className="stack">
+        <label className="field">
+          <span>Prompt</span>
+          <textarea
+            name="prompt"
+            rows={4}
+            value={prompt}
+            onChange={(e) => setPrompt(e.target.value)}
+            onKeyDown={(e) => {
+              if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void generate(e);
+            }}
+          />
+        </label>
+        <details>
+          <summary>Options</summary>
+          <div className="grid-3">
+            <label className="field">
+              <span>System prompt</span>
+              <input value={system} onChange={(e) => setSystem(e.target.value)} placeholder="optional" />
+            </label>
+            <label className="field">
+              <span>Max tokens</span>
+              <input
+                type="number"
+                min={1}
+                max={4096}
+                value={maxTokens}
+                onChange={(e) => setMaxTokens(Number(e.target.value))}
+              />
+            </label>
+            <label className="field">
+              <span>Temperature: {temperature.toFixed(2)}</span>
+              <input
+                type="range"
+                min={0}
+                max={1.5}
+                step={0.05}
+                value={temperature}
+                onChange={(e) => setTemperature(Number(e.target.value))}
+              />
+            </label>
+          </div>
+        </details>
+        <div className="actions">
+          <button type="submit" disabled={streaming || !prompt.trim()}>
+            {streaming ? 'Generating…' : 'Generate'}
+          </button>
+          {streaming && (
+            <button type="button" className="secondary" onClick={() => abortRef.current?.abort()}>
+              Stop
+            </button>
+          )}
+        </div>
+      </form>
+      <ErrorMessage message={error} onDismiss={() => setError(null)} />
+      <div className={`output${streaming ? ' streaming' : ''}`} data-testid="generation-output" aria-live="polite">
+        {output || <span className="muted">The reply streams here.</span>}
+      </div>
+      {(usage || elapsedMs !== null) && !streaming && (
+        <p className="muted small" data-testid="generation-usage">
+          {usage?.completion_tokens !== undefined && `${usage.completion_tokens} tokens · `}
+          {usage?.prompt_tokens !== undefined && `${usage.prompt_tokens} prompt tokens · `}
+          {elapsedMs !== null && `${(elapsedMs / 1000).toFixed(2)} s`}
+        </p>
+      )}
+    </section>
+  );
+}
