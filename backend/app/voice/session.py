@@ -144,7 +144,7 @@ class VoiceSession:
         if self.ws.application_state == WebSocketState.CONNECTED:
             try:
                 await self.ws.close()
-            except RuntimeError:
+            except (RuntimeError, WebSocketDisconnect):
                 pass
 
     # --- client frames ----------------------------------------------------------------------

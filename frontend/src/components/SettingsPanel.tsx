@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from 'react';
+import { useId, useState, type FormEvent } from 'react';
 import { useSettings } from './SettingsContext';
 
 interface SettingsPanelProps {
@@ -12,6 +12,7 @@ export function SettingsPanel({ onClose }: SettingsPanelProps) {
   const [apiKey, setApiKey] = useState(settings.apiKey);
   const [showKey, setShowKey] = useState(false);
   const [saved, setSaved] = useState(false);
+  const id = useId();
 
   const submit = (event: FormEvent) => {
     event.preventDefault();
@@ -29,9 +30,11 @@ export function SettingsPanel({ onClose }: SettingsPanelProps) {
           </button>
         )}
       </div>
-      <label className="field">
-        <span>API base URL</span>
+      <div className="field">
+        <label htmlFor={`${id}-url`}>API base URL</label>
         <input
+          id={`${id}-url`}
+          aria-describedby={`${id}-url-hint`}
           type="url"
           name="apiBaseUrl"
           placeholder="same origin as this page"
@@ -41,12 +44,14 @@ export function SettingsPanel({ onClose }: SettingsPanelProps) {
             setSaved(false);
           }}
         />
-        <small>Leave empty when the web client is served by the API itself.</small>
-      </label>
-      <label className="field">
-        <span>API key</span>
+        <small id={`${id}-url-hint`}>Leave empty when the web client is served by the API itself.</small>
+      </div>
+      <div className="field">
+        <label htmlFor={`${id}-key`}>API key</label>
         <div className="input-row">
           <input
+            id={`${id}-key`}
+            aria-describedby={`${id}-key-hint`}
             type={showKey ? 'text' : 'password'}
             name="apiKey"
             autoComplete="off"
@@ -61,8 +66,8 @@ export function SettingsPanel({ onClose }: SettingsPanelProps) {
             {showKey ? 'Hide' : 'Show'}
           </button>
         </div>
-        <small>Stored in this browser only and sent as a Bearer token.</small>
-      </label>
+        <small id={`${id}-key-hint`}>Stored in this browser only and sent as a Bearer token.</small>
+      </div>
       <div className="actions">
         <button type="submit">Save</button>
         {saved && <span className="muted" role="status">Saved.</span>}

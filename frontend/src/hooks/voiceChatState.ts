@@ -171,10 +171,13 @@ function applyUserTranscript(state: VoiceChatState, text: string, final: boolean
   return { ...next, agent, responseEnded: final ? false : state.responseEnded };
 }
 
+/** Ends the reply in progress (the user's barge-in transcript may already follow it). */
 function finishAssistant(state: VoiceChatState, interrupted: boolean): VoiceChatState {
-  const last = state.items[state.items.length - 1];
-  if (!last || last.role !== 'assistant' || last.final) return state;
-  return replaceLast(state, { ...last, final: true, interrupted: interrupted || undefined });
+  const index = state.items.findLastIndex((item) => item.role === 'assistant' && !item.final);
+  if (index === -1) return state;
+  const items = state.items.slice();
+  items[index] = { ...items[index], final: true, interrupted: interrupted || undefined };
+  return { ...state, items };
 }
 
 function pushItem(state: VoiceChatState, item: Omit<ChatItem, 'id'>): VoiceChatState {

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import type { ServerEvent } from '../../src/api/conversation';
+import { initialVoiceChatState, voiceChatReducer, type VoiceChatState } from '../../src/hooks/voiceChatState';
+
+const apply = (state: VoiceChatState, ...events: ServerEvent[]) =>
+  events.reduce((s, event) => voiceChatReducer(s, { type: 'server', event }), state);
+
+const ready = apply(initialVoiceChatState, { type: 'ready', output_sample_rate: 24000 });
+
+describe('voiceChatReducer', () => {
+  it('updates a partial user transcript in place, even after a reply it interrupted began', () => {
+    let s = apply(ready, { type: 'text', role: 'assistant', delta: 'Hel' });
+    s = apply(
+      s,
+      { type: 'transcript', role: 'user', text: 'wait', final: false },
+      { type: 'interrupted' },
+      { type: 'transcript', role: 'user', text: 'wait, stop', final: true },
+    );
+    expect(s.items.map((i) => [i.role, i.text, i.final, i.interrupted ?? false])).toEqual([
+      ['assistant', 'Hel', true, true],
+      ['user', 'wait, stop', true, false],
+    ]);
+    expect(s.agent).toBe('thinking');
+  });
+
+  it('starts a new assistant message for each reply', () => {
+    const s = apply(
+      ready,
+      { type: 'text', role: 'assistant', delta: 'One' },
+      { type: 'response_end' },
+      { type: 'text', role: 'assistant', delta: 'Two' },
+    );
+    expect(s.items.map((i) => i.text)).toEqual(['One', 'Two']);
+    expect(s.items.map((i) => i.final)).toEqual([true, false]);
+  });
+
+  it('stays speaking after response_end until playback is idle', () => {
+    let s = voiceChatReducer(apply(ready, { type: 'text', role: 'assistant', delta: 'Hi' }), { type: 'audio-started' });
+    s = apply(s, { type: 'response_end' });
+    expect(s.agent).toBe('speaking');
+    s = voiceChatReducer(s, { type: 'playback-idle' });
+    expect(s.agent).toBe('listening');
+  });
+
+  it('keeps the last few errors and ignores empty transcripts', () => {
+    let s = ready;
+    for (let i = 0; i < 8; i++) s = apply(s, { type: 'error', code: 'e', message: `m${i}` });
+    expect(s.errors.map((e) => e.message)).toEqual(['m3', 'm4', 'm5', 'm6', 'm7']);
+    expect(apply(ready, { type: 'transcript', role: 'user', text: '  ', final: true }).items).toEqual([]);
+  });
+});
