@@ -9,11 +9,8 @@ from app.api.errors import APIError, error_body
 
 
 class BodyTooLarge(APIError):
-    """Raised mid-body; the API's own error handler turns it into the 413."""
-
     def __init__(self, max_bytes: int):
-        super().__init__(413, "payload_too_large",
-                         f"request body exceeds the {max_bytes // (1024 * 1024)} MiB limit")
+        super().__init__(413, "payload_too_large", f"request body exceeds the {max_bytes // (1024 * 1024)} MiB limit")
 
 
 class BodySizeLimitMiddleware:
@@ -22,11 +19,10 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _refuse(self, send) -> None:
-        body = json.dumps(error_body("payload_too_large",
-                                     f"request body exceeds the {self.max_bytes // (1024 * 1024)} MiB limit")).encode()
+        exc = BodyTooLarge(self.max_bytes)
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": json.dumps(error_body(exc.code, exc.message)).encode()})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -35,25 +31,31 @@ class BodySizeLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._refuse(send)
         seen = 0
-        started = False
+        exceeded = False
+        replaced = False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message):
+            # Body parsers wrap our exception in their own 400; whatever the app answers, it becomes the 413.
+            nonlocal replaced
+            if exceeded:
+                if not replaced:
+                    replaced = True
+                    await self._refuse(send)
+                return
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not replaced:
                 await self._refuse(send)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+# Imported at module load: LiveKit plugins must register on the main thread.
+from livekit.plugins import silero
+
 from app.config.settings import Settings
 
 
 @lru_cache(maxsize=4)
 def _load(min_silence_ms: int, min_speech_ms: int, threshold: float, padding_ms: int):
-    from livekit.plugins import silero
-
     return silero.VAD.load(min_silence_duration=min_silence_ms / 1000, min_speech_duration=min_speech_ms / 1000,
                            activation_threshold=threshold, prefix_padding_duration=padding_ms / 1000,
                            sample_rate=16000, force_cpu=True)

@@ -1,0 +1,124 @@
+"""GemmaLLM: LiveKit Agents' LLM interface over the project's ``LLMService`` (llama.cpp).
+
+The service owns the model, its queue and its prompt format (the model's chat template, or Gemma's
+turn format); this plugin only turns a ``ChatContext`` into chat messages and the service's text
+stream into ``ChatChunk``s.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from livekit.agents import APIConnectOptions, NotGivenOr, llm, utils
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
+
+from app.agents.plugins._errors import api_error
+from app.agents.runtime import shared_services
+from app.services.base import ServiceError
+from app.services.container import Services
+from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
+
+log = logging.getLogger("app.agents.llm")
+
+
+def chat_messages(chat_ctx: llm.ChatContext) -> list[ChatMessage]:
+    """A ChatContext as the service's messages: text only; tool calls and results rendered as text."""
+    messages: list[ChatMessage] = []
+    provider_messages, _ = chat_ctx.to_provider_format("openai")
+    for message in provider_messages:
+        role = message["role"]
+        text = _text(message.get("content"))
+        if role == "developer":
+            role = "system"
+        elif role == "tool":  # small chat templates know no tool role
+            role, text = "user", f"[tool result] {text}"
+        for call in message.get("tool_calls") or []:
+            fn = call["function"]
+            text = f"{text}\n[called {fn['name']}({fn['arguments']})]".strip()
+        if text.strip():
+            messages.append(ChatMessage(role=role, content=text))
+    return messages
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    # a list of parts (images and text): only the text reaches a text model
+    return "".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+
+
+class GemmaLLM(llm.LLM):
+    def __init__(self, *, services: Services | None = None, temperature: float = 0.7,
+                 max_tokens: int | None = None, top_p: float = 0.95) -> None:
+        """``services``: default, the process-wide ones (``app.agents.runtime``).
+        ``max_tokens``: default ``VOICE_MAX_REPLY_TOKENS``: spoken replies are short."""
+        super().__init__()
+        self._services = services or shared_services()
+        if not 0.0 <= temperature <= 2.0:
+            raise ValueError("temperature must be between 0 and 2")
+        self._params = GenerationParams(
+            max_tokens=max_tokens or self._services.settings.voice_max_reply_tokens,
+            temperature=temperature, top_p=top_p)
+        self._warned_tools = False
+
+    @property
+    def service(self) -> LLMService:
+        return self._services.llm
+
+    @property
+    def model(self) -> str:
+        return self.service.model_name
+
+    @property
+    def provider(self) -> str:
+        return "llama.cpp"
+
+    def update_options(self, *, temperature: float | None = None, max_tokens: int | None = None) -> None:
+        if temperature is not None:
+            self._params.temperature = temperature
+        if max_tokens is not None:
+            self._params.max_tokens = max_tokens
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> GemmaLLMStream:
+        if tools and not self._warned_tools:
+            self._warned_tools = True
+            log.warning("GemmaLLM ignores tools: the local models have no tool-calling format")
+        return GemmaLLMStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options,
+                              params=GenerationParams(**vars(self._params)))
+
+
+class GemmaLLMStream(llm.LLMStream):
+    def __init__(self, gemma: GemmaLLM, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool],
+                 conn_options: APIConnectOptions, params: GenerationParams) -> None:
+        super().__init__(gemma, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._gemma = gemma
+        self._params = params
+        # A retry after text went out would repeat it to the listener.
+        self._retry_on_chunk_sent = False
+
+    async def _run(self) -> None:
+        request_id = utils.shortuuid("gemma_")
+        usage = Usage()
+        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage)
+        try:
+            async for piece in pieces:
+                self._event_ch.send_nowait(
+                    llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)))
+        except ServiceError as exc:
+            raise api_error(exc) from exc
+        finally:
+            # Also on cancellation (the user interrupted): closing the stream stops generation.
+            await pieces.aclose()
+        self._event_ch.send_nowait(llm.ChatChunk(id=request_id, usage=llm.CompletionUsage(
+            completion_tokens=usage.completion_tokens, prompt_tokens=usage.prompt_tokens,
+            total_tokens=usage.total_tokens)))

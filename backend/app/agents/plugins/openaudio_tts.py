@@ -1,0 +1,78 @@
+"""OpenAudioTTS: LiveKit Agents' TTS interface over the project's TTS engine.
+
+The engine is whichever ``create_tts_engine`` picked: the OpenAudio / fish-speech server when
+``OPENAUDIO_URL`` is set, else the embedded piper voice. Both stream PCM s16le mono as they
+synthesize, so audio is pushed on as it arrives. Non-streaming: the agent feeds it one sentence at a
+time (see ``voice_agent.py``).
+"""
+
+from __future__ import annotations
+
+from livekit.agents import APIConnectOptions, tts, utils
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+
+from app.agents.plugins._errors import api_error
+from app.agents.runtime import shared_services
+from app.services.base import ServiceError
+from app.services.container import Services
+from app.services.tts import TTSEngine
+
+
+class OpenAudioTTS(tts.TTS):
+    def __init__(self, *, services: Services | None = None, voice: str | None = None) -> None:
+        """``voice``: a voice / OpenAudio reference id; default ``TTS_DEFAULT_VOICE``, and the
+        engine's own default (``OPENAUDIO_REFERENCE_ID``) when that is unset too."""
+        self._services = services or shared_services()
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
+                         sample_rate=self.engine.sample_rate, num_channels=1)
+        self._voice = voice or self._services.settings.tts_default_voice
+
+    @property
+    def engine(self) -> TTSEngine:
+        return self._services.tts
+
+    @property
+    def sample_rate(self) -> int:
+        # The engine knows its rate for sure only once its model has loaded.
+        return self.engine.sample_rate
+
+    @property
+    def voice(self) -> str | None:
+        return self._voice
+
+    @property
+    def model(self) -> str:
+        return self.engine.engine
+
+    @property
+    def provider(self) -> str:
+        return "openaudio" if self.engine.engine == "openaudio" else "local"
+
+    def update_options(self, *, voice: str | None = None) -> None:
+        if voice is not None:
+            self._voice = voice
+
+    def synthesize(self, text: str, *,
+                   conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> OpenAudioChunkedStream:
+        return OpenAudioChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class OpenAudioChunkedStream(tts.ChunkedStream):
+    def __init__(self, *, tts: OpenAudioTTS, input_text: str, conn_options: APIConnectOptions) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._openaudio = tts
+        self._voice = tts.voice  # fixed per request, even if options change meanwhile
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        engine = self._openaudio.engine
+        output_emitter.initialize(request_id=utils.shortuuid("tts_"), sample_rate=engine.sample_rate,
+                                  num_channels=1, mime_type="audio/pcm")
+        chunks = engine.stream(self._input_text, voice=self._voice)
+        try:
+            async for pcm in chunks:
+                output_emitter.push(pcm)
+        except ServiceError as exc:
+            raise api_error(exc) from exc
+        finally:
+            await chunks.aclose()  # stops synthesis when the reply is interrupted
+        output_emitter.flush()

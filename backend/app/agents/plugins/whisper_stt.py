@@ -1,0 +1,70 @@
+"""WhisperSTT: LiveKit Agents' STT interface over the project's ``WhisperService`` (faster-whisper).
+
+Whisper transcribes whole utterances, so this STT is non-streaming: the session's VAD cuts the
+microphone audio into utterances and each one is recognized here. Room audio arrives at the room's
+rate (24-48 kHz) and is resampled to Whisper's 16 kHz.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.utils import is_given
+
+from app.agents.plugins._errors import api_error
+from app.agents.runtime import shared_services
+from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
+from app.services.base import ServiceError
+from app.services.container import Services
+from app.services.whisper import WhisperService
+
+
+class WhisperSTT(stt.STT):
+    def __init__(self, *, services: Services | None = None, language: str | None = None,
+                 prompt: str | None = None) -> None:
+        """``language``: an ISO code to skip detection (faster, surer on short turns); default: detect.
+        ``prompt``: words to bias recognition towards (names, jargon)."""
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self._services = services or shared_services()
+        self._language = language
+        self._prompt = prompt
+
+    @property
+    def service(self) -> WhisperService:
+        return self._services.stt
+
+    @property
+    def model(self) -> str:
+        return self.service.model_name
+
+    @property
+    def provider(self) -> str:
+        return "faster-whisper"
+
+    def update_options(self, *, language: str | None = None, prompt: str | None = None) -> None:
+        if language is not None:
+            self._language = language or None
+        if prompt is not None:
+            self._prompt = prompt or None
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions) -> stt.SpeechEvent:
+        frame = utils.merge_frames(buffer)
+        pcm = bytes(frame.data)
+        if frame.num_channels > 1:
+            pcm = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels).mean(axis=1).astype("<i2").tobytes()
+        audio = pcm16_to_float(resample_pcm(pcm, frame.sample_rate, WHISPER_RATE))
+        try:
+            # No timestamps: they cost decoding time and the session needs none.
+            result = await self.service.transcribe(
+                audio, language=language if is_given(language) else self._language, prompt=self._prompt,
+                timestamps=False)
+        except ServiceError as exc:
+            raise api_error(exc) from exc
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            request_id=utils.shortuuid("stt_"),
+            alternatives=[stt.SpeechData(language=result.language, text=result.text, start_time=0.0,
+                                         end_time=result.duration, confidence=result.confidence)],
+        )

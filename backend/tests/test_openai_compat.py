@@ -1,0 +1,67 @@
+"""The OpenAI-compatible routes, driven with the official openai SDK."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from app.audio.codec import decode_audio
+from conftest import words
+
+
+@pytest.fixture(scope="module")
+def sdk(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_list(sdk):
+    ids = [m.id for m in sdk.models.list().data]
+    assert any(i.startswith("smollm2") for i in ids)
+    assert len(ids) == 3
+
+
+def test_chat_completion(sdk):
+    result = sdk.chat.completions.create(model="gemma", max_tokens=16, messages=[
+        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}])
+    assert result.choices[0].message.role == "assistant"
+    assert result.choices[0].message.content.strip()
+    assert result.choices[0].finish_reason in ("stop", "length")
+    assert result.usage.completion_tokens >= 1
+
+
+def test_chat_completion_stream(sdk):
+    stream = sdk.chat.completions.create(model="gemma", max_tokens=16, stream=True,
+                                         messages=[{"role": "user", "content": "Count: one, two,"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_transcription(sdk, question_wav):
+    result = sdk.audio.transcriptions.create(model="whisper-1", file=("q.wav", question_wav))
+    assert {"capital", "france"} <= words(result.text)
+
+
+def test_transcription_verbose(sdk, question_wav):
+    result = sdk.audio.transcriptions.create(model="whisper-1", file=("q.wav", question_wav),
+                                             response_format="verbose_json")
+    assert result.language == "en" and result.duration > 1
+
+
+def test_speech_mp3_and_wav(sdk):
+    mp3 = sdk.audio.speech.create(model="tts-1", voice="alloy", input="Good morning.").read()
+    assert decode_audio(mp3).size > 16000 * 0.3
+    wav = sdk.audio.speech.create(model="tts-1", voice="alloy", input="Good morning.", response_format="wav").read()
+    assert wav[:4] == b"RIFF"
+
+
+def test_speech_unsupported_format_is_a_clear_error(sdk):
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="aac")
+    assert "not supported" in str(err.value)
+
+
+def test_chat_completion_errors_are_sdk_errors(sdk):
+    with pytest.raises(openai.UnprocessableEntityError):
+        sdk.chat.completions.create(model="gemma", messages=[])

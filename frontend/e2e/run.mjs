@@ -1,0 +1,486 @@
+#!/usr/bin/env node
+// Browser end-to-end tests of the web client against the real GemmaVoice backend.
+//
+// Starts the backend (unless E2E_BASE_URL points at one), waits for /health/ready, then drives
+// Debian's Chromium through playwright-core: every tab, streamed generation, speech synthesis,
+// transcription, and a spoken voice-chat turn through a fake microphone playing a WAV that the
+// backend itself synthesized. Ends with one line, "N passed, N failed", and a non-zero exit on failure.
+//
+// Environment:
+//   E2E_BASE_URL          use this running server instead of starting one (e.g. http://127.0.0.1:8000)
+//   E2E_API_KEY           API key to type into the settings and send when preparing audio (default: API_KEY)
+//   E2E_CHROMIUM          Chromium executable (default /usr/bin/chromium)
+//   E2E_READY_TIMEOUT_S   how long to wait for /health/ready (default 120)
+//   E2E_HEADFUL=1         show the browser window
+//   E2E_BACKEND_PYTHON    interpreter for the started backend (default ../backend/.venv/bin/python)
+
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const frontendDir = resolve(here, '..');
+const backendDir = resolve(frontendDir, '../backend');
+const screenshotDir = join(here, 'screenshots');
+
+const env = process.env;
+const apiKey = env.E2E_API_KEY ?? env.API_KEY ?? '';
+const chromiumPath = env.E2E_CHROMIUM ?? '/usr/bin/chromium';
+const readyTimeoutMs = Number(env.E2E_READY_TIMEOUT_S ?? 120) * 1000;
+
+const SPOKEN_SENTENCE = 'What is the capital of France?';
+const EXPECTED_WORD = /france/i;
+
+const workDir = mkdtempSync(join(tmpdir(), 'gemmavoice-e2e-'));
+let backend = null;
+let browser = null;
+
+function log(message) {
+  console.log(message);
+}
+
+// ---------------------------------------------------------------- backend
+
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function startBackend() {
+  const python = env.E2E_BACKEND_PYTHON ?? join(backendDir, '.venv/bin/python');
+  if (!existsSync(python)) {
+    throw new Error(`No backend environment at ${python}: run \`make setup\` (or set E2E_BASE_URL).`);
+  }
+  const port = await freePort();
+  const logPath = join(workDir, 'backend.log');
+  const logStream = createWriteStream(logPath);
+  const child = spawn(python, ['-m', 'uvicorn', 'app.main:app', '--host', '127.0.0.1', '--port', String(port)], {
+    cwd: backendDir,
+    env: { ...env, ...(apiKey ? { API_KEY: apiKey } : {}) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(logStream);
+  child.stderr.pipe(logStream);
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  backend = { child, logPath, exited: () => exited };
+  log(`started the backend (pid ${child.pid}) on port ${port}; log: ${logPath}`);
+  return `http://127.0.0.1:${port}`;
+}
+
+async function stopBackend() {
+  if (!backend || backend.exited()) return;
+  const { child } = backend;
+  child.kill('SIGTERM');
+  const deadline = Date.now() + 10_000;
+  while (!backend.exited() && Date.now() < deadline) await sleep(100);
+  if (!backend.exited()) child.kill('SIGKILL');
+}
+
+function backendLogTail(lines = 40) {
+  if (!backend) return '';
+  try {
+    return readFileSync(backend.logPath, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+async function waitReady(baseUrl) {
+  const deadline = Date.now() + readyTimeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    if (backend?.exited()) {
+      throw new Error(`the backend exited (${JSON.stringify(backend.exited())}) before it was ready:\n${backendLogTail()}`);
+    }
+    try {
+      const response = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(3000) });
+      if (response.ok) return;
+      last = `${response.status} ${(await response.text()).slice(0, 300)}`;
+    } catch (error) {
+      last = String(error.cause?.code ?? error.message);
+    }
+    await sleep(1000);
+  }
+  throw new Error(`${baseUrl}/health/ready not 200 after ${readyTimeoutMs / 1000} s (last: ${last})`);
+}
+
+function ensureWebClientBuilt() {
+  if (existsSync(join(frontendDir, 'dist/index.html'))) return;
+  log('frontend/dist is missing: building the web client');
+  const result = spawnSync('npm', ['run', 'build'], { cwd: frontendDir, stdio: 'inherit' });
+  if (result.status !== 0) throw new Error('npm run build failed');
+}
+
+// ---------------------------------------------------------------- audio for the fake microphone
+
+function authHeaders() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+}
+
+/** Reads a PCM WAV: its format and the raw sample bytes. */
+function parseWav(buffer) {
+  if (buffer.toString('ascii', 0, 4) !== 'RIFF' || buffer.toString('ascii', 8, 12) !== 'WAVE') {
+    throw new Error('the text-to-speech answer is not a WAV file');
+  }
+  let offset = 12;
+  let format = null;
+  let data = null;
+  while (offset + 8 <= buffer.length) {
+    const id = buffer.toString('ascii', offset, offset + 4);
+    let size = buffer.readUInt32LE(offset + 4);
+    const body = offset + 8;
+    if (id === 'data' && (size === 0 || size === 0xffffffff || body + size > buffer.length)) {
+      size = buffer.length - body; // streamed WAVs may carry a placeholder size
+    }
+    if (id === 'fmt ') {
+      format = {
+        audioFormat: buffer.readUInt16LE(body),
+        channels: buffer.readUInt16LE(body + 2),
+        sampleRate: buffer.readUInt32LE(body + 4),
+        bitsPerSample: buffer.readUInt16LE(body + 14),
+      };
+    } else if (id === 'data') {
+      data = buffer.subarray(body, body + size);
+      break;
+    }
+    offset = body + size + (size % 2);
+  }
+  if (!format || !data) throw new Error('WAV without fmt or data chunk');
+  if (format.audioFormat !== 1 || format.bitsPerSample !== 16) {
+    throw new Error(`expected 16-bit PCM WAV, got format ${format.audioFormat} / ${format.bitsPerSample} bit`);
+  }
+  return { ...format, data };
+}
+
+function wavFile(pcm, sampleRate, channels) {
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0, 'ascii');
+  header.writeUInt32LE(36 + pcm.length, 4);
+  header.write('WAVE', 8, 'ascii');
+  header.write('fmt ', 12, 'ascii');
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(channels, 22);
+  header.writeUInt32LE(sampleRate, 24);
+  header.writeUInt32LE(sampleRate * channels * 2, 28);
+  header.writeUInt16LE(channels * 2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36, 'ascii');
+  header.writeUInt32LE(pcm.length, 40);
+  return Buffer.concat([header, pcm]);
+}
+
+/**
+ * Asks the backend to say the sentence, then pads it with silence: 1 s before (the capture starts
+ * as the microphone opens) and 2.5 s after, so the server's VAD sees the end of the turn. The fake
+ * capture plays the file once (%noloop), in real time.
+ */
+async function prepareSpokenWav(baseUrl) {
+  const response = await fetch(`${baseUrl}/v1/text-to-speech`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'audio/wav', ...authHeaders() },
+    body: JSON.stringify({ text: SPOKEN_SENTENCE, format: 'wav' }),
+  });
+  if (!response.ok) throw new Error(`text-to-speech answered ${response.status}: ${await response.text()}`);
+  const wav = parseWav(Buffer.from(await response.arrayBuffer()));
+  const bytesPerSecond = wav.sampleRate * wav.channels * 2;
+  const silence = (seconds) => Buffer.alloc(Math.round(seconds * wav.sampleRate) * wav.channels * 2);
+  const padded = Buffer.concat([silence(1), wav.data, silence(2.5)]);
+  const path = join(workDir, 'question.wav');
+  writeFileSync(path, wavFile(padded, wav.sampleRate, wav.channels));
+  const speechSeconds = wav.data.length / bytesPerSecond;
+  log(`spoken question: ${speechSeconds.toFixed(2)} s of speech at ${wav.sampleRate} Hz -> ${path}`);
+  return { path, wavBytes: wavFile(wav.data, wav.sampleRate, wav.channels) };
+}
+
+// ---------------------------------------------------------------- test helpers
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function openApp(context, baseUrl, tab) {
+  const page = await context.newPage();
+  page.on('pageerror', (error) => pageErrors.push(`${tab}: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') consoleErrors.push(`${tab}: ${message.text()}`);
+  });
+  await page.goto(`${baseUrl}/#${tab}`);
+  await page.getByRole('tab', { selected: true }).waitFor();
+  if (apiKey) {
+    await page.getByRole('button', { name: 'Settings' }).click();
+    await page.getByLabel('API key').fill(apiKey);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('button', { name: 'Close settings' }).click();
+  }
+  return page;
+}
+
+async function screenshot(page, name) {
+  await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
+}
+
+const pageErrors = [];
+const consoleErrors = [];
+
+// ---------------------------------------------------------------- tests
+
+function defineTests(baseUrl, spoken) {
+  return [
+    {
+      name: 'every tab renders (screenshots in e2e/screenshots/)',
+      async run(context) {
+        const page = await openApp(context, baseUrl, 'generate');
+        await page.getByText('Server ready').waitFor({ timeout: 20_000 });
+        const tabs = [
+          ['generate', 'Text generation'],
+          ['stt', 'Speech-to-text'],
+          ['tts', 'Text-to-speech'],
+          ['voice', 'Voice chat'],
+        ];
+        for (const [id, label] of tabs) {
+          await page.getByRole('tab', { name: label }).click();
+          await page.getByRole('tabpanel').getByRole('heading', { name: label, level: 2 }).waitFor();
+          await screenshot(page, `tab-${id}`);
+        }
+        await page.getByRole('button', { name: 'Settings' }).click();
+        await page.getByRole('form', { name: 'Settings' }).waitFor();
+        await screenshot(page, 'settings');
+        await page.close();
+      },
+    },
+    {
+      name: 'text generation streams tokens',
+      async run(context) {
+        const page = await openApp(context, baseUrl, 'generate');
+        const output = page.getByTestId('generation-output');
+        // Count how many times the output changes: a streamed reply changes it token by token.
+        await output.evaluate((node) => {
+          window.__outputUpdates = 0;
+          new MutationObserver(() => (window.__outputUpdates += 1)).observe(node, {
+            childList: true,
+            subtree: true,
+            characterData: true,
+          });
+        });
+        await page.getByLabel('Prompt').fill('Name three colours of the rainbow.');
+        await page.getByRole('button', { name: 'Generate' }).click();
+        await page.getByTestId('generation-usage').waitFor({ timeout: 60_000 });
+        const text = (await output.innerText()).trim();
+        const updates = await page.evaluate(() => window.__outputUpdates);
+        assert(text.length > 0 && text !== 'The reply streams here.', 'no generated text');
+        assert(updates >= 3, `output changed only ${updates} time(s): not streamed`);
+        assert((await page.getByRole('alert').count()) === 0, 'an error is shown');
+        await screenshot(page, 'generate-result');
+        log(`    generated ${text.length} chars in ${updates} updates: ${JSON.stringify(text.slice(0, 80))}`);
+        await page.close();
+      },
+    },
+    {
+      name: 'text-to-speech produces playable audio',
+      async run(context) {
+        const page = await openApp(context, baseUrl, 'tts');
+        await page.getByLabel('Text').fill('The quick brown fox jumps over the lazy dog.');
+        await page.getByRole('button', { name: 'Speak' }).click();
+        const audio = page.getByTestId('tts-audio');
+        await audio.waitFor({ timeout: 60_000 });
+        const played = await audio.evaluate(async (element) => {
+          if (element.readyState < 1) {
+            await new Promise((ok, fail) => {
+              element.addEventListener('loadedmetadata', ok, { once: true });
+              element.addEventListener('error', () => fail(new Error('audio element error')), { once: true });
+            });
+          }
+          element.currentTime = 0;
+          await element.play();
+          await new Promise((ok) => setTimeout(ok, 600));
+          return { duration: element.duration, currentTime: element.currentTime, error: element.error?.code ?? null };
+        });
+        assert(played.error === null, `the audio element failed to decode (code ${played.error})`);
+        assert(played.duration > 1, `audio too short: ${played.duration} s`);
+        assert(played.currentTime > 0.2, `audio did not play (currentTime ${played.currentTime})`);
+        const href = await page.getByRole('link', { name: 'Download WAV' }).getAttribute('href');
+        assert(href?.startsWith('blob:'), 'no download link');
+        await screenshot(page, 'tts-result');
+        log(`    ${played.duration.toFixed(2)} s of audio; played to ${played.currentTime.toFixed(2)} s`);
+        await page.close();
+      },
+    },
+    {
+      name: 'speech-to-text transcribes an uploaded WAV',
+      async run(context) {
+        const page = await openApp(context, baseUrl, 'stt');
+        await page.getByLabel('Audio file').setInputFiles({
+          name: 'question.wav',
+          mimeType: 'audio/wav',
+          buffer: spoken.wavBytes,
+        });
+        await page.getByRole('button', { name: 'Transcribe' }).click();
+        const result = page.getByTestId('stt-result');
+        await result.waitFor({ timeout: 60_000 });
+        const text = await result.innerText();
+        assert(EXPECTED_WORD.test(text), `transcript lacks ${EXPECTED_WORD}: ${JSON.stringify(text)}`);
+        assert(/Language: \w+/.test(text), 'no language shown');
+        await screenshot(page, 'stt-result');
+        await page.close();
+      },
+    },
+    {
+      name: 'voice chat over WebSocket: spoken question -> transcript, reply text and reply audio',
+      async run(context) {
+        const page = await openApp(context, baseUrl, 'voice');
+        await page.getByRole('radio', { name: 'WebSocket' }).click();
+        await page.getByRole('button', { name: 'Connect' }).click();
+        await page.getByTestId('agent-state').and(page.locator('[data-state="listening"]')).waitFor({ timeout: 20_000 });
+
+        const finalUser = page.locator('[data-testid="transcript-user"][data-final="true"]').first();
+        await finalUser.waitFor({ timeout: 60_000 });
+        const heard = (await finalUser.innerText()).replace(/^You\s*/, '').trim();
+        assert(heard.length > 0, 'empty user transcript');
+        assert(EXPECTED_WORD.test(heard), `user transcript lacks ${EXPECTED_WORD}: ${JSON.stringify(heard)}`);
+
+        const reply = page.getByTestId('assistant-message').first();
+        await reply.waitFor({ timeout: 60_000 });
+        await page.waitForFunction(
+          () => {
+            const bytes = Number(document.querySelector('[data-testid="audio-bytes-received"]')?.textContent);
+            const played = Number(document.querySelector('[data-testid="audio-played-ms"]')?.textContent);
+            const text = document.querySelector('[data-testid="assistant-message"] .bubble-text')?.textContent ?? '';
+            return bytes > 0 && played > 0 && text.replace('…', '').trim().length > 0;
+          },
+          null,
+          { timeout: 60_000, polling: 250 },
+        );
+        const replyText = (await reply.locator('.bubble-text').innerText()).trim();
+        const bytes = Number(await page.getByTestId('audio-bytes-received').innerText());
+        // Let the reply play on, so the screenshot shows the finished turn and its metrics.
+        await page
+          .getByTestId('metric-voice-to-voice')
+          .filter({ hasText: /\d+ ms/ })
+          .waitFor({ timeout: 30_000 })
+          .catch(() => undefined);
+        await sleep(1500);
+        const playedMs = Number(await page.getByTestId('audio-played-ms').innerText());
+        const v2v = await page.getByTestId('metric-voice-to-voice').innerText();
+        const errors = await page.getByRole('alert').allInnerTexts();
+        await screenshot(page, 'voice-chat-websocket');
+        assert(errors.length === 0, `errors shown: ${errors.join(' | ')}`);
+        log(`    heard ${JSON.stringify(heard)}; replied ${JSON.stringify(replyText.slice(0, 80))}`);
+        log(`    reply audio: ${bytes} bytes received, ${playedMs} ms played; voice-to-voice ${v2v}`);
+        await page.getByRole('button', { name: 'Disconnect' }).click();
+        await page.close();
+      },
+    },
+    {
+      name: 'voice chat LiveKit mode reports the server configuration',
+      async run(context) {
+        const status = await (await fetch(`${baseUrl}/v1/livekit/status`, { headers: authHeaders() })).json();
+        const page = await openApp(context, baseUrl, 'voice');
+        await page.getByRole('radio', { name: 'LiveKit' }).click();
+        if (status.configured) {
+          await page.getByRole('button', { name: 'Start conversation' }).waitFor({ timeout: 20_000 });
+        } else {
+          await page.getByText('LiveKit is not configured on the server').waitFor({ timeout: 20_000 });
+        }
+        await screenshot(page, 'voice-chat-livekit');
+        // Leave the default mode for the next visit.
+        await page.getByRole('radio', { name: 'WebSocket' }).click();
+        await page.close();
+      },
+    },
+    {
+      name: 'no uncaught errors in the page',
+      async run() {
+        assert(pageErrors.length === 0, `uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  let passed = 0;
+  let failed = 0;
+  try {
+    mkdirSync(screenshotDir, { recursive: true });
+    let baseUrl = env.E2E_BASE_URL?.replace(/\/+$/, '');
+    if (!baseUrl) {
+      ensureWebClientBuilt();
+      baseUrl = await startBackend();
+    }
+    log(`waiting for ${baseUrl}/health/ready (up to ${readyTimeoutMs / 1000} s)`);
+    await waitReady(baseUrl);
+    const spoken = await prepareSpokenWav(baseUrl);
+
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: env.E2E_HEADFUL !== '1',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--use-fake-ui-for-media-stream',
+        '--use-fake-device-for-media-stream',
+        `--use-file-for-fake-audio-capture=${spoken.path}%noloop`,
+        '--autoplay-policy=no-user-gesture-required',
+      ],
+    });
+    const context = await browser.newContext({ viewport: { width: 1180, height: 860 }, permissions: ['microphone'] });
+
+    for (const test of defineTests(baseUrl, spoken)) {
+      const started = Date.now();
+      try {
+        await test.run(context);
+        passed += 1;
+        log(`PASS ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      } catch (error) {
+        failed += 1;
+        log(`FAIL ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n    ${error.stack ?? error}`);
+      }
+    }
+    await context.close();
+  } catch (error) {
+    failed += 1;
+    log(`FAIL set-up: ${error.stack ?? error}`);
+  } finally {
+    await browser?.close().catch(() => undefined);
+    if (failed > 0 && backend) log(`--- backend log (tail) ---\n${backendLogTail()}\n---`);
+    if (failed > 0 && consoleErrors.length) log(`--- browser console errors ---\n${consoleErrors.join('\n')}\n---`);
+    await stopBackend();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+  log(`${passed} passed, ${failed} failed`);
+  process.exit(failed > 0 ? 1 : 0);
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    backend?.child.kill('SIGTERM');
+    process.exit(130);
+  });
+}
+
+await main();
