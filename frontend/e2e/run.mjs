@@ -281,7 +281,7 @@ function defineTests(baseUrl, spoken) {
             characterData: true,
           });
         });
-        await page.getByLabel('Prompt').fill('Name three colours of the rainbow.');
+        await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('Name three colours of the rainbow.');
         await page.getByRole('button', { name: 'Generate' }).click();
         await page.getByTestId('generation-usage').waitFor({ timeout: 60_000 });
         const text = (await output.innerText()).trim();
@@ -298,7 +298,7 @@ function defineTests(baseUrl, spoken) {
       name: 'text-to-speech produces playable audio',
       async run(context) {
         const page = await openApp(context, baseUrl, 'tts');
-        await page.getByLabel('Text').fill('The quick brown fox jumps over the lazy dog.');
+        await page.getByRole('textbox', { name: 'Text', exact: true }).fill('The quick brown fox jumps over the lazy dog.');
         await page.getByRole('button', { name: 'Speak' }).click();
         const audio = page.getByTestId('tts-audio');
         await audio.waitFor({ timeout: 60_000 });
@@ -353,7 +353,7 @@ function defineTests(baseUrl, spoken) {
 
         const finalUser = page.locator('[data-testid="transcript-user"][data-final="true"]').first();
         await finalUser.waitFor({ timeout: 60_000 });
-        const heard = (await finalUser.innerText()).replace(/^You\s*/, '').trim();
+        const heard = (await finalUser.locator('.bubble-text').innerText()).trim();
         assert(heard.length > 0, 'empty user transcript');
         assert(EXPECTED_WORD.test(heard), `user transcript lacks ${EXPECTED_WORD}: ${JSON.stringify(heard)}`);
 

@@ -32,8 +32,9 @@ class TTSEngine(ModelService):
     def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
-    async def synthesize(self, text: str, *, voice: str | None = None) -> bytes:
-        return b"".join([chunk async for chunk in self.stream(text, voice=voice)])
+    async def synthesize(self, text: str, **options) -> bytes:
+        """The whole utterance; ``options`` are the engine's own ``stream()`` keywords (voice, references...)."""
+        return b"".join([chunk async for chunk in self.stream(text, **options)])
 
     def voices(self) -> list[str]:
         return []

@@ -39,14 +39,19 @@ class SentenceChunker:
             # A sentence end needs the following whitespace (or more text) to be sure it isn't "3.5".
             if match and match.group(2):
                 cut = match.end()
-            elif self._released == 0 and (clause := _CLAUSE_END.search(self._buffer)) and \
-                    len(self._buffer[:clause.start()].split()) >= self.first_clause_words:
-                cut = clause.end()
+            elif self._released == 0 and (clause := self._first_clause()):
+                cut = clause
             else:
                 break
             piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
             self._emit(piece, pieces)
         return pieces
+
+    def _first_clause(self) -> int | None:
+        for clause in _CLAUSE_END.finditer(self._buffer):
+            if len(self._buffer[:clause.start()].split()) >= self.first_clause_words:
+                return clause.end()
+        return None
 
     def flush(self) -> list[str]:
         pieces: list[str] = []

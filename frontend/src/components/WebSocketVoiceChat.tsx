@@ -13,6 +13,16 @@ const STATE_LABELS: Record<AgentState, string> = {
   speaking: 'Speaking',
 };
 
+const ACRONYMS = new Set(['stt', 'llm', 'tts', 'vad']);
+
+/** `llm_first_token_ms` -> `LLM first token`. */
+function metricLabel(key: string): string {
+  const words = key.replace(/_ms$/, '').split('_');
+  return words
+    .map((word, i) => (ACRONYMS.has(word) ? word.toUpperCase() : i === 0 ? word[0].toUpperCase() + word.slice(1) : word))
+    .join(' ');
+}
+
 /** Real-time voice chat over WS /v1/conversation/ws. */
 export function WebSocketVoiceChat() {
   const client = useApiClient();
@@ -174,12 +184,12 @@ export function WebSocketVoiceChat() {
         </div>
         {metrics &&
           Object.entries(metrics)
-            .filter(([key, value]) => key !== 'voice_to_voice_ms' && typeof value === 'number')
+            .filter(([key, value]) => key !== 'voice_to_voice_ms' && key.endsWith('_ms') && typeof value === 'number')
             .slice(0, 6)
             .map(([key, value]) => (
               <div key={key}>
-                <dt>{key.replace(/_ms$/, '').replace(/_/g, ' ')}</dt>
-                <dd>{key.endsWith('_ms') ? `${Math.round(value as number)} ms` : String(value)}</dd>
+                <dt>{metricLabel(key)}</dt>
+                <dd>{Math.round(value as number)} ms</dd>
               </div>
             ))}
         <div>

@@ -92,12 +92,13 @@ describe('WebSocketVoiceChat', () => {
     expect(screen.getByTestId('agent-state')).toHaveAttribute('data-state', 'speaking');
     expect(context.started).toHaveLength(2);
     act(() => socket.serverSend({ type: 'response_end' }));
-    act(() => socket.serverSend({ type: 'metrics', voice_to_voice_ms: 812.4, stt_ms: 300 }));
+    act(() => socket.serverSend({ type: 'metrics', voice_to_voice_ms: 812.4, stt_ms: 300, turn: 1 }));
 
     const replies = screen.getAllByTestId('assistant-message');
     expect(replies).toHaveLength(1);
     expect(replies[0]).toHaveTextContent('Paris is the capital.');
     expect(screen.getByTestId('metric-voice-to-voice')).toHaveTextContent('812 ms');
+    expect(screen.getByText('STT')).toBeInTheDocument();
     expect(screen.getByText('300 ms')).toBeInTheDocument();
 
     // Counters are published on a timer; let the played audio finish meanwhile.

@@ -1,0 +1,158 @@
+"""Audio I/O that drives an ``AgentSession`` without a LiveKit room (tests, the latency benchmark).
+
+``ClipMicrophone`` is an open microphone: it delivers frames in real time, playing queued clips and
+silence in between. ``RecordingSpeaker`` keeps what the agent says and takes as long to "play" it
+as a real speaker would, so the session sees speaking turns of realistic length (and barge-ins).
+
+    session.input.audio = mic = ClipMicrophone()
+    session.output.audio = speaker = RecordingSpeaker()
+    await session.start(GemmaVoiceAgent())
+    clip = mic.play(pcm, sample_rate)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice import io
+
+from app.audio.codec import resample_pcm
+
+
+def voiced_end(samples: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -> int:
+    """Index just past the last 10 ms window louder than ``floor_db`` below the loudest one."""
+    win = max(1, sample_rate // 100)
+    count = len(samples) // win
+    if count == 0:
+        return 0
+    windows = samples[:count * win].astype(np.float32).reshape(count, win)
+    rms = np.sqrt(np.mean(windows ** 2, axis=1))
+    loud = np.nonzero(rms > rms.max() * 10 ** (floor_db / 20))[0]
+    return int(loud[-1] + 1) * win if loud.size else 0
+
+
+@dataclass
+class PlayedClip:
+    samples: np.ndarray
+    speech_end: int  # sample index where the voiced part ends
+    position: int = 0
+    started_at: float | None = None  # perf_counter() when its first sample was captured
+    speech_ended_at: float | None = None  # ... and its last voiced sample
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ClipMicrophone(io.AudioInput):
+    def __init__(self, *, sample_rate: int = 48000, frame_ms: int = 20) -> None:
+        super().__init__(label="clip-microphone")
+        self.sample_rate = sample_rate
+        self._frame_samples = sample_rate * frame_ms // 1000
+        self._queue: deque[PlayedClip] = deque()
+        self._next_at: float | None = None
+        self._closed = False
+
+    def play(self, pcm: bytes, sample_rate: int) -> PlayedClip:
+        """Queue a clip (PCM s16le mono at ``sample_rate``): heard after the clips queued before it."""
+        samples = np.frombuffer(resample_pcm(pcm, sample_rate, self.sample_rate), dtype="<i2")
+        clip = PlayedClip(samples=samples, speech_end=voiced_end(samples, self.sample_rate))
+        self._queue.append(clip)
+        return clip
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        if self._closed:
+            raise StopAsyncIteration
+        # Real time: a frame is available once its last sample has been "captured".
+        loop = asyncio.get_running_loop()
+        self._next_at = (self._next_at or loop.time()) + self._frame_samples / self.sample_rate
+        await asyncio.sleep(max(0.0, self._next_at - loop.time()))
+        captured_at = time.perf_counter()
+
+        n = self._frame_samples
+        out = np.zeros(n, dtype="<i2")
+        filled = 0
+        while filled < n and self._queue:
+            clip = self._queue[0]
+            take = clip.samples[clip.position:clip.position + n - filled]
+            if clip.started_at is None:
+                clip.started_at = captured_at - (n - filled) / self.sample_rate
+            if clip.speech_ended_at is None and clip.position + len(take) >= clip.speech_end:
+                offset = filled + clip.speech_end - clip.position  # where in this frame the speech ended
+                clip.speech_ended_at = captured_at - (n - offset) / self.sample_rate
+            out[filled:filled + len(take)] = take
+            filled += len(take)
+            clip.position += len(take)
+            if clip.position >= len(clip.samples):
+                self._queue.popleft()
+                clip.done.set()
+        return rtc.AudioFrame(data=out.tobytes(), sample_rate=self.sample_rate, num_channels=1,
+                              samples_per_channel=n)
+
+
+@dataclass
+class SpokenSegment:
+    first_frame_at: float  # perf_counter() when its first frame reached the speaker
+    frames: list[rtc.AudioFrame] = field(default_factory=list)
+    play_from: float = 0.0  # loop time its playback starts (after the segments before it)
+    flushed: bool = False
+    interrupted: bool | None = None  # None while it plays
+
+    @property
+    def duration(self) -> float:
+        return sum(f.duration for f in self.frames)
+
+    def audio(self) -> rtc.AudioFrame:
+        return rtc.combine_audio_frames(self.frames)
+
+
+class RecordingSpeaker(io.AudioOutput):
+    def __init__(self) -> None:
+        super().__init__(label="recording-speaker", capabilities=io.AudioOutputCapabilities(pause=False),
+                         sample_rate=None)
+        self.segments: list[SpokenSegment] = []
+        self.clear_count = 0
+        self._playing: deque[tuple[SpokenSegment, asyncio.TimerHandle | None]] = deque()
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        if not self._playing or self._playing[-1][0].flushed:
+            loop = asyncio.get_running_loop()
+            previous_end = self._playing[-1][0].play_from + self._playing[-1][0].duration if self._playing else 0.0
+            segment = SpokenSegment(first_frame_at=time.perf_counter(), play_from=max(loop.time(), previous_end))
+            self.segments.append(segment)
+            self._playing.append((segment, None))
+            self.on_playback_started(created_at=time.time())
+        self._playing[-1][0].frames.append(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        if not self._playing or self._playing[-1][0].flushed:
+            return
+        segment, _ = self._playing.pop()
+        segment.flushed = True
+        loop = asyncio.get_running_loop()
+        ends_in = segment.play_from + segment.duration - loop.time()
+        self._playing.append((segment, loop.call_later(max(0.0, ends_in), self._finished, segment)))
+
+    def clear_buffer(self) -> None:
+        """The agent was interrupted: every segment still playing stops now."""
+        self.clear_count += 1
+        loop = asyncio.get_running_loop()
+        while self._playing:
+            segment, timer = self._playing.popleft()
+            if timer is not None:
+                timer.cancel()
+            segment.interrupted = True
+            played = min(segment.duration, max(0.0, loop.time() - segment.play_from))
+            self.on_playback_finished(playback_position=played, interrupted=True)
+
+    def _finished(self, segment: SpokenSegment) -> None:
+        self._playing.popleft()
+        segment.interrupted = False
+        self.on_playback_finished(playback_position=segment.duration, interrupted=False)

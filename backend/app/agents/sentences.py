@@ -1,0 +1,58 @@
+"""The project's sentence chunker (``app.voice.sentences``) as a LiveKit Agents sentence tokenizer.
+
+The agent speaks a reply one piece at a time through the non-streaming TTS. The framework's default
+tokenizer waits for a whole first sentence of 20+ characters; this one releases the first clause
+(up to a comma, once it has a few words) so the first audio starts sooner, exactly like the
+WebSocket voice session does.
+"""
+
+from __future__ import annotations
+
+from livekit.agents import tokenize, utils
+
+from app.voice.sentences import SentenceChunker
+
+
+class SpokenSentenceTokenizer(tokenize.SentenceTokenizer):
+    def __init__(self, *, first_clause_words: int = 4) -> None:
+        self._first_clause_words = first_clause_words
+
+    def _chunker(self) -> SentenceChunker:
+        return SentenceChunker(first_clause_words=self._first_clause_words)
+
+    def tokenize(self, text: str, *, language: str | None = None) -> list[str]:
+        chunker = self._chunker()
+        return chunker.push(text) + chunker.flush()
+
+    def stream(self, *, language: str | None = None) -> tokenize.SentenceStream:
+        return _SpokenSentenceStream(self._chunker)
+
+
+class _SpokenSentenceStream(tokenize.SentenceStream):
+    def __init__(self, new_chunker) -> None:
+        super().__init__()
+        self._new_chunker = new_chunker
+        self._chunker: SentenceChunker = new_chunker()
+        self._segment_id = utils.shortuuid()
+
+    def _send(self, pieces: list[str]) -> None:
+        for piece in pieces:
+            self._event_ch.send_nowait(tokenize.TokenData(segment_id=self._segment_id, token=piece))
+
+    def push_text(self, text: str) -> None:
+        self._check_not_closed()
+        self._send(self._chunker.push(text))
+
+    def flush(self) -> None:
+        """End of a segment: speak what is left; the next text starts afresh (first clause early again)."""
+        self._check_not_closed()
+        self._send(self._chunker.flush())
+        self._chunker = self._new_chunker()
+        self._segment_id = utils.shortuuid()
+
+    def end_input(self) -> None:
+        self.flush()
+        self._do_close()
+
+    async def aclose(self) -> None:
+        self._do_close()

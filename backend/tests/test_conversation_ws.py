@@ -1,0 +1,213 @@
+"""The real-time voice session over a real WebSocket, with the embedded models."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import pytest
+import websockets
+
+from conftest import words
+
+FRAME = 640  # 20 ms at 16 kHz, in samples
+SILENCE = b"\0\0" * FRAME
+
+
+class VoiceClient:
+    """A scripted WebSocket voice client: sends frames, collects events and reply audio."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.events: list[dict] = []
+        self.audio = bytearray()
+        self.audio_times: list[float] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for message in self.ws:
+                if isinstance(message, bytes):
+                    self.audio += message
+                    self.audio_times.append(time.perf_counter())
+                else:
+                    event = json.loads(message)
+                    event["_t"] = time.perf_counter()
+                    self.events.append(event)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def send(self, payload: dict):
+        await self.ws.send(json.dumps(payload))
+
+    async def speak(self, pcm: bytes, *, speed: float = 1.0, trailing_silence_s: float = 1.0):
+        chunk = FRAME * 2
+        for i in range(0, len(pcm), chunk):
+            await self.ws.send(pcm[i:i + chunk])
+            await asyncio.sleep(0.02 / speed)
+        for _ in range(int(trailing_silence_s / 0.02)):
+            await self.ws.send(SILENCE)
+            await asyncio.sleep(0.02 / speed)
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+    async def wait_for(self, kind: str, count: int = 1, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.of(kind)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {kind!r} event within {timeout}s; got {[e['type'] for e in self.events]}")
+            await asyncio.sleep(0.02)
+        return self.of(kind)
+
+    async def close(self):
+        await self.ws.close()
+        self._reader.cancel()
+
+
+@pytest.fixture
+async def voice(server):
+    ws = await websockets.connect(f"{server.ws_url}/v1/conversation/ws", max_size=None)
+    client = VoiceClient(ws)
+    yield client
+    await client.close()
+
+
+async def test_ready_comes_first(voice):
+    ready = await voice.wait_for("ready")
+    assert voice.events[0]["type"] == "ready"
+    assert ready[0]["input_sample_rate"] == 16000 and ready[0]["output_sample_rate"] == 22050
+    assert ready[0]["session_id"]
+
+
+async def test_bad_frames_get_errors_and_the_session_goes_on(voice):
+    await voice.wait_for("ready")
+    await voice.ws.send("not json {")
+    await voice.send({"no": "type"})
+    await voice.send({"type": "dance"})
+    await voice.send({"type": "text", "text": "   "})
+    await voice.send({"type": "audio", "data": "%%%not-base64%%%"})
+    await voice.send({"type": "audio", "data": base64.b64encode(b"hello world, not audio").decode()})
+    await voice.send({"type": "config", "input_sample_rate": 12345})
+    await voice.send({"type": "end_turn"})
+    errors = await voice.wait_for("error", 8)
+    assert [e["code"] for e in errors] == ["bad_frame", "bad_frame", "unknown_type", "empty_text", "bad_frame",
+                                           "unsupported_audio_format", "bad_config", "no_audio"]
+    await voice.send({"type": "text", "text": "Say hello."})
+    await voice.wait_for("response_end")
+
+
+async def test_typed_turn_streams_text_and_audio(voice):
+    await voice.wait_for("ready")
+    await voice.send({"type": "text", "text": "What colour is the sky?"})
+    end = (await voice.wait_for("response_end"))[0]
+    deltas = voice.of("text")
+    assert deltas and all(d["role"] == "assistant" for d in deltas)
+    assert "".join(d["delta"] for d in deltas).strip() == end["text"]
+    assert len(voice.audio) > 22050  # over half a second of reply audio
+    metrics = (await voice.wait_for("metrics"))[0]
+    assert metrics["llm_first_token_ms"] > 0 and metrics["reply_first_audio_ms"] > 0
+
+
+async def test_spoken_turn_with_server_vad(voice, question_pcm16k):
+    await voice.wait_for("ready")
+    await voice.speak(question_pcm16k, speed=2.0, trailing_silence_s=1.0)
+    transcript = (await voice.wait_for("transcript"))[0]
+    assert transcript["role"] == "user" and transcript["final"] is True
+    assert {"capital", "france"} <= words(transcript["text"]), transcript["text"]
+    states = [e["state"] for e in voice.of("vad")]
+    assert states[:2] == ["speech_start", "speech_end"]
+    await voice.wait_for("response_end")
+    metrics = (await voice.wait_for("metrics"))[0]
+    assert metrics["voice_to_voice_ms"] > 0 and metrics["stt_ms"] > 0 and metrics["endpointing_ms"] > 0
+    assert len(voice.audio) > 0
+
+
+async def test_push_to_talk(voice, question_pcm16k):
+    await voice.wait_for("ready")
+    await voice.send({"type": "config", "vad": False, "instructions": "Answer in five words."})
+    await voice.wait_for("config")
+    await voice.speak(question_pcm16k, speed=8.0, trailing_silence_s=0)
+    assert not voice.of("transcript")  # nothing happens until the user lets go
+    await voice.send({"type": "end_turn"})
+    transcript = (await voice.wait_for("transcript"))[0]
+    assert {"capital", "france"} <= words(transcript["text"])
+    await voice.wait_for("response_end")
+
+
+async def test_recorded_utterance(voice, question_wav):
+    await voice.wait_for("ready")
+    await voice.send({"type": "audio", "format": "wav", "data": base64.b64encode(question_wav).decode()})
+    transcript = (await voice.wait_for("transcript"))[0]
+    assert {"capital", "france"} <= words(transcript["text"])
+    await voice.wait_for("response_end")
+
+
+async def test_interrupt_stops_reply_audio(voice):
+    await voice.wait_for("ready")
+    await voice.send({"type": "config", "instructions": "You tell very long stories.", "vad": False})
+    await voice.send({"type": "text", "text": "Tell me a long story about a brave knight and a dragon."})
+    deadline = time.monotonic() + 60
+    while not voice.audio and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await voice.send({"type": "interrupt"})
+    interrupted = (await voice.wait_for("interrupted"))[0]
+    await asyncio.sleep(0.5)
+    assert not [t for t in voice.audio_times if t > interrupted["_t"] + 0.05], "audio kept coming after interrupt"
+    assert not voice.of("response_end")
+
+
+async def test_barge_in_by_speaking(voice, question_pcm16k):
+    await voice.wait_for("ready")
+    await voice.send({"type": "config", "instructions": "You tell very long stories."})
+    await voice.send({"type": "text", "text": "Tell me a long story about a brave knight and a dragon."})
+    deadline = time.monotonic() + 60
+    while not voice.audio and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    speech_started = time.perf_counter()
+    await voice.speak(question_pcm16k, trailing_silence_s=1.0)
+    interrupted = (await voice.wait_for("interrupted"))[0]
+    assert interrupted["reason"] == "barge_in"
+    # the new question is answered after the barge-in
+    transcript = (await voice.wait_for("transcript"))[0]
+    assert "france" in words(transcript["text"])
+    assert interrupted["_t"] - speech_started < 2.0
+
+
+async def test_vanishing_client_leaves_no_work_behind(server):
+    llm = server.services.llm
+    ws = await websockets.connect(f"{server.ws_url}/v1/conversation/ws")
+    await ws.recv()
+    await ws.send(json.dumps({"type": "config", "instructions": "You tell very long stories.", "vad": False}))
+    await ws.send(json.dumps({"type": "text", "text": "Tell me a very long story."}))
+    async for message in ws:
+        if isinstance(message, bytes):
+            break  # the reply is speaking: now vanish
+    ws.transport.abort()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (llm.status()["active"] or server.app.state.voice_sessions):
+        await asyncio.sleep(0.05)
+    assert llm.status()["active"] == 0
+    assert server.app.state.voice_sessions == 0
+    tasks = server.call(_session_tasks())
+    assert not tasks, tasks
+
+
+async def _session_tasks():
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("turn-", "vad-"))]
+
+
+async def test_sessions_run_side_by_side(server):
+    async def one(i):
+        async with websockets.connect(f"{server.ws_url}/v1/conversation/ws") as ws:
+            client = VoiceClient(ws)
+            await client.wait_for("ready")
+            await client.send({"type": "text", "text": f"Say the number {i}."})
+            await client.wait_for("response_end", timeout=120)
+            assert not client.of("error")
+            return len(client.audio)
+
+    sizes = await asyncio.gather(*(one(i) for i in range(3)))
+    assert all(size > 0 for size in sizes)

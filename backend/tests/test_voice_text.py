@@ -1,0 +1,41 @@
+"""Sentence cutting for the spoken reply, and what a listener heard before a barge-in."""
+
+from app.voice.reply import SentenceSpoken, SpokenReply
+from app.voice.sentences import SentenceChunker, speakable
+
+
+def feed(chunker, text, step=3):
+    out = []
+    for i in range(0, len(text), step):
+        out += chunker.push(text[i:i + step])
+    return out + chunker.flush()
+
+
+def test_sentences_are_released_as_soon_as_they_end():
+    chunker = SentenceChunker(first_clause_words=99)
+    assert chunker.push("Paris is the capital") == []
+    assert chunker.push(" of France. It is") == ["Paris is the capital of France."]
+    assert chunker.flush() == ["It is"]
+
+
+def test_first_clause_goes_early_then_whole_sentences():
+    pieces = feed(SentenceChunker(first_clause_words=4), "Well, as far as I know, Paris is lovely, truly. Bye now!")
+    assert pieces == ["Well, as far as I know,", "Paris is lovely, truly.", "Bye now!"]
+
+
+def test_decimal_points_do_not_cut():
+    assert feed(SentenceChunker(), "It costs 3.50 euros today. Yes.") == ["It costs 3.50 euros today.", "Yes."]
+
+
+def test_markup_and_emoji_are_not_spoken():
+    assert speakable("**Hello** _there_ 👋 [link](http://x) `code`") == "Hello there link code"
+    assert feed(SentenceChunker(), "*** ... ") == []
+
+
+def test_heard_text_stops_where_playback_stopped():
+    reply = SpokenReply.__new__(SpokenReply)
+    reply.spoken = [SentenceSpoken(0, "One two three four.", 2.0), SentenceSpoken(1, "Five six seven eight.", 2.0)]
+    assert reply.heard_text(0.0) == ""
+    assert reply.heard_text(2.0) == "One two three four."
+    assert reply.heard_text(3.0) == "One two three four. Five six"
+    assert reply.heard_text(10.0) == "One two three four. Five six seven eight."
