@@ -282,8 +282,11 @@ function defineTests(baseUrl, spoken) {
           });
         });
         await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('Name three colours of the rainbow.');
+        // A short reply keeps the test quick on a busy CPU; streaming shows after a few tokens.
+        await page.getByText('Options', { exact: true }).click();
+        await page.getByRole('spinbutton', { name: 'Max tokens' }).fill('32');
         await page.getByRole('button', { name: 'Generate' }).click();
-        await page.getByTestId('generation-usage').waitFor({ timeout: 60_000 });
+        await page.getByTestId('generation-usage').waitFor({ timeout: 120_000 });
         const text = (await output.innerText()).trim();
         const updates = await page.evaluate(() => window.__outputUpdates);
         assert(text.length > 0 && text !== 'The reply streams here.', 'no generated text');

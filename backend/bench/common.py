@@ -1,0 +1,92 @@
+"""Shared pieces of the benchmarks: a real server in a subprocess, spoken test clips, statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+BACKEND = Path(__file__).resolve().parents[1]
+RESULTS = BACKEND.parent / "bench-results"
+
+UTTERANCES = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Tell me a fun fact about the moon.",
+    "What should I cook for dinner tonight?",
+    "Can you recommend a good book?",
+    "What is the weather usually like in spring?",
+    "How do I make a cup of tea?",
+    "Why is the sky blue?",
+    "What time zone is London in?",
+    "Give me a short word of encouragement.",
+    "What is two plus two?",
+    "Name a famous painter.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(env: dict[str, str] | None = None, timeout: float = 120):
+    """Start `uvicorn app.main:app` in its own process; yield (url, seconds until /health/ready was 200)."""
+    port = free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"],
+                            cwd=BACKEND, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.05)
+        yield url, time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": round(pct(values, 0.5), 1), "p95": round(pct(values, 0.95), 1),
+            "mean": round(statistics.fmean(values), 1) if values else float("nan"),
+            "min": round(min(values), 1) if values else float("nan"), "max": round(max(values), 1) if values else float("nan")}
+
+
+def save(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}

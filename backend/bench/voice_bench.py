@@ -1,0 +1,184 @@
+"""Voice-to-voice latency of the WebSocket session, as a microphone client sees it.
+
+A scripted client speaks each utterance (made with the embedded TTS) in real time in 20 ms frames,
+then keeps sending silence as an open microphone would. Latency = the moment the frame holding the
+last voiced sample was sent -> the first reply audio byte received.
+
+    cd backend && .venv/bin/python -m bench.voice_bench [--sessions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import httpx
+import numpy as np
+import websockets
+
+from app.audio.codec import resample_pcm
+from bench.common import UTTERANCES, machine, running_server, save, summary
+
+FRAME_BYTES = 640 * 2  # 20 ms at 16 kHz
+STAGES = ("endpointing_ms", "stt_ms", "stt_wait_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
+          "voice_to_voice_ms")
+
+
+def make_clips(url: str, texts: list[str]) -> list[bytes]:
+    clips = []
+    for text in texts:
+        r = httpx.post(f"{url}/v1/text-to-speech", json={"text": text, "format": "pcm"},
+                       headers={"Accept": "audio/pcm"}, timeout=60)
+        clips.append(resample_pcm(r.content, int(r.headers["x-sample-rate"]), 16000))
+    return clips
+
+
+def last_voiced_frame(pcm: bytes) -> int:
+    samples = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
+    voiced = np.nonzero(samples > 500)[0]
+    return int(voiced[-1]) * 2 // FRAME_BYTES if voiced.size else 0
+
+
+class Mic:
+    """Sends 20 ms frames on a steady clock: speech when given, silence otherwise."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.queue: list[bytes] = []
+        self.marks: dict[int, float] = {}  # frame number -> send time, for frames we care about
+        self.sent = 0
+        self.watch: int | None = None
+        self.watch_time: float | None = None
+
+    def say(self, pcm: bytes) -> None:
+        frames = [pcm[i:i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES)]
+        self.watch = self.sent + len(self.queue) + last_voiced_frame(pcm)
+        self.watch_time = None
+        self.queue.extend(frames)
+
+    async def run(self) -> None:
+        tick = time.perf_counter()
+        while True:
+            frame = self.queue.pop(0) if self.queue else b"\0" * FRAME_BYTES
+            await self.ws.send(frame)
+            if self.sent == self.watch:
+                self.watch_time = time.perf_counter()
+            self.sent += 1
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+
+
+async def session(url: str, clips: list[bytes], label: str) -> list[dict]:
+    turns = []
+    async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
+        json.loads(await ws.recv())  # ready
+        mic = Mic(ws)
+        mic_task = asyncio.create_task(mic.run())
+        try:
+            for clip in clips:
+                mic.say(clip)
+                first_audio = None
+                metrics = None
+                errors = []
+                deadline = time.perf_counter() + 60
+                while time.perf_counter() < deadline:
+                    message = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(message, bytes):
+                        first_audio = first_audio or time.perf_counter()
+                        continue
+                    event = json.loads(message)
+                    if event["type"] == "error":
+                        errors.append(event)
+                    if event["type"] == "metrics":
+                        metrics = event
+                        break
+                    if event["type"] == "transcript" and not event["text"]:
+                        break
+                turn = {"session": label, "errors": errors, "metrics": metrics}
+                if first_audio and mic.watch_time:
+                    turn["client_voice_to_voice_ms"] = (first_audio - mic.watch_time) * 1000
+                turns.append(turn)
+                await asyncio.sleep(1.0)  # let the reply "play" a moment of open mic before the next question
+        finally:
+            mic_task.cancel()
+    return turns
+
+
+async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
+    """Speak over a long reply: time from our first speech frame to `interrupted` and to the last audio byte."""
+    results = []
+    async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "config", "instructions": "You tell very long, detailed stories."}))
+        mic = Mic(ws)
+        mic_task = asyncio.create_task(mic.run())
+        try:
+            for _ in range(repeats):
+                await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
+                audio_seen = 0
+                while audio_seen < 3:
+                    if isinstance(await ws.recv(), bytes):
+                        audio_seen += 1
+                speech_frame = mic.sent + len(mic.queue)
+                mic.say(clip)
+                while mic.sent <= speech_frame:
+                    await asyncio.sleep(0.005)
+                speech_start = time.perf_counter()
+                interrupted = last_audio = None
+                while True:
+                    message = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(message, bytes):
+                        if interrupted is None:
+                            last_audio = time.perf_counter()
+                        continue
+                    event = json.loads(message)
+                    if event["type"] == "interrupted" and interrupted is None:
+                        interrupted = time.perf_counter()
+                    if event["type"] in ("response_end", "metrics") and interrupted:
+                        break
+                results.append({"interrupted_ms": (interrupted - speech_start) * 1000,
+                                "audio_stopped_ms": ((last_audio or speech_start) - speech_start) * 1000})
+                await asyncio.sleep(1.0)
+        finally:
+            mic_task.cancel()
+    return results
+
+
+def report(turns: list[dict]) -> dict:
+    ok = [t for t in turns if t.get("client_voice_to_voice_ms") is not None]
+    out = {"turns": len(turns), "answered": len(ok), "errors": sum(len(t["errors"]) for t in turns),
+           "client_voice_to_voice_ms": summary([t["client_voice_to_voice_ms"] for t in ok])}
+    for stage in STAGES:
+        values = [t["metrics"][stage] for t in ok if t["metrics"] and t["metrics"].get(stage) is not None]
+        out[f"server_{stage}"] = summary(values)
+    return out
+
+
+async def run(sessions: int) -> dict:
+    out = {"machine": machine()}
+    with running_server() as (url, _):
+        clips = make_clips(url, UTTERANCES)
+        one = await session(url, clips, "solo")
+        out["single_session"] = report(one)
+        print("single session", json.dumps(out["single_session"]), flush=True)
+        many = await asyncio.gather(*(session(url, clips[i::sessions][:3], f"s{i}") for i in range(sessions)))
+        out[f"{sessions}_sessions"] = report([t for turns in many for t in turns])
+        print(f"{sessions} sessions", json.dumps(out[f"{sessions}_sessions"]), flush=True)
+        bi = await barge_in(url, clips[0])
+        out["barge_in"] = {"interrupted_ms": summary([b["interrupted_ms"] for b in bi]),
+                           "audio_stopped_ms": summary([b["audio_stopped_ms"] for b in bi])}
+        print("barge-in", json.dumps(out["barge_in"]), flush=True)
+    print("saved", save("voice", out))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=4)
+    asyncio.run(run(parser.parse_args().sessions))
+
+
+if __name__ == "__main__":
+    main()
