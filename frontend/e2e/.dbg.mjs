@@ -9,7 +9,8 @@ const page = await browser.newPage();
 if (mode !== 'default') {
   await page.addInitScript((mode) => {
     const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-    navigator.mediaDevices.getUserMedia = (c) => orig(mode === 'raw' ? { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } } : c);
+    const m = { raw: [false,false,false], ec: [true,false,false], ns: [false,true,false], agc: [false,false,true], ecagc: [true,false,true] }[mode];
+    navigator.mediaDevices.getUserMedia = (c) => orig({ audio: { channelCount: 1, echoCancellation: m[0], noiseSuppression: m[1], autoGainControl: m[2] } });
   }, mode);
 }
 const frames = [];

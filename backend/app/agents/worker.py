@@ -79,22 +79,26 @@ def build_server(settings: Settings) -> AgentServer:
         num_idle_processes=ServerEnvOption(dev_default=0, prod_default=NUM_IDLE_PROCESSES),
         initialize_process_timeout=INITIALIZE_PROCESS_TIMEOUT_S, drain_timeout=DRAIN_TIMEOUT_S,
     )
-
-    async def on_request(request: JobRequest) -> None:
-        await request.accept(name=settings.livekit_agent_name,
-                             identity=f"agent-{settings.livekit_agent_name}-{request.id}")
-
-    @server.rtc_session(agent_name=settings.livekit_agent_name, on_request=on_request)
-    async def entrypoint(ctx: JobContext) -> None:
-        options = job_options(ctx.job.metadata, settings)
-        services = await get_services(settings)  # loaded in prewarm; a TTS server is checked here
-        session = create_agent_session(services, voice=options.get("voice"))
-        # The user left (or the session failed): end the job, which frees this process.
-        session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
-        await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings),
-                            room=ctx.room, room_options=room_options())
-
+    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name, on_request=on_request)
     return server
+
+
+# The functions below run in the job processes: module-level, so they can be sent there.
+
+async def on_request(request: JobRequest) -> None:
+    name = get_settings().livekit_agent_name
+    await request.accept(name=name, identity=f"agent-{name}-{request.id}")
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    settings = get_settings()
+    options = job_options(ctx.job.metadata, settings)
+    services = await get_services(settings)  # loaded in prewarm; a TTS server is checked here
+    session = create_agent_session(services, voice=options.get("voice"))
+    # The user left (or the session failed): end the job, which frees this process.
+    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings),
+                        room=ctx.room, room_options=room_options())
 
 
 def prewarm(proc: JobProcess) -> None:

@@ -36,6 +36,7 @@ class SentenceSpoken:
 
 
 ReplyEvent = Union[TextDelta, AudioChunk, SentenceSpoken]
+_DONE = object()
 
 
 @dataclass
@@ -111,19 +112,15 @@ class SpokenReply:
         out: asyncio.Queue = asyncio.Queue()
         writer = asyncio.create_task(self._write(sentences, out))
         speaker = asyncio.create_task(self._speak(sentences, out))
-        both = asyncio.gather(writer, speaker)
+        # The speaker ends after the writer's last sentence; a failure of either ends the reply too.
+        speaker.add_done_callback(lambda _t: out.put_nowait(_DONE))
+        writer.add_done_callback(lambda t: t.cancelled() or t.exception() is None or out.put_nowait(_DONE))
         try:
-            while True:
-                getter = asyncio.ensure_future(out.get())
-                done, _ = await asyncio.wait({getter, both}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                both.result()  # raises the writer's or speaker's error, if any
-                while not out.empty():
-                    yield out.get_nowait()
-                return
+            while (event := await out.get()) is not _DONE:
+                yield event
+            for task in (writer, speaker):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
         finally:
             for task in (writer, speaker):
                 task.cancel()

@@ -64,6 +64,7 @@ class UserTurn:
     speech_end: float | None = None  # wall time the user stopped speaking
     endpointing_s: float | None = None
     source: str = "voice"
+    transcribed: bool = False
     timings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +83,7 @@ class VoiceSession:
         self._speculation: asyncio.Task | None = None
         self._ptt = bytearray()
         self._turn_task: asyncio.Task | None = None
+        self._turn: UserTurn | None = None
         self._reply: SpokenReply | None = None
         self._reply_audio_started: float | None = None
         self._turns = 0
@@ -254,10 +256,11 @@ class VoiceSession:
 
         async for ev in stream:
             if ev.type == VADEventType.START_OF_SPEECH:
-                self._utterance = bytearray(ev.frames[0].data) if ev.frames else bytearray()
                 self._drop_speculation()
                 await self.send_json({"type": "vad", "state": "speech_start"})
-                await self._interrupt(reason="barge_in")
+                # A turn cut off before its words were understood: its audio joins this utterance.
+                carried = await self._interrupt(reason="barge_in")
+                self._utterance = bytearray(carried) + (bytearray(ev.frames[0].data) if ev.frames else bytearray())
             elif ev.type == VADEventType.INFERENCE_DONE and ev.speaking:
                 for frame in ev.frames:
                     self._utterance += bytes(frame.data)
@@ -267,7 +270,7 @@ class VoiceSession:
                     self._speculation = asyncio.create_task(self._transcribe(bytes(self._utterance)))
             elif ev.type == VADEventType.END_OF_SPEECH:
                 now = time.perf_counter()
-                audio = bytes(ev.frames[0].data) if ev.frames else bytes(self._utterance)
+                audio = bytes(self._utterance)
                 speculation, self._speculation = self._speculation, None
                 self._utterance = bytearray()
                 await self.send_json({"type": "vad", "state": "speech_end"})
@@ -290,16 +293,22 @@ class VoiceSession:
     # --- turns ------------------------------------------------------------------------------
     async def _start_turn(self, turn: UserTurn) -> None:
         await self._interrupt(reason="new_turn")
+        self._turn = turn
         self._turn_task = asyncio.create_task(self._run_turn(turn), name=f"turn-{self.id}")
 
-    async def _interrupt(self, reason: str = "client") -> None:
-        task = self._turn_task
+    async def _interrupt(self, reason: str = "client") -> bytes:
+        """Cancel the turn in progress. Returns its audio if it was cut off before being transcribed."""
+        task, turn = self._turn_task, self._turn
         if task is None or task.done():
-            return
+            return b""
+        replying = self._reply is not None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        if reason != "new_turn" or self._reply_audio_started is not None:
+        if replying or reason == "client":
             await self.send_json({"type": "interrupted", "reason": reason})
+        if turn is not None and turn.audio and not turn.transcribed and turn.source == "voice":
+            return turn.audio
+        return b""
 
     def _add(self, role: str, text: str) -> None:
         if self.history and self.history[-1].role == role:
@@ -329,6 +338,7 @@ class VoiceSession:
                 metrics["stt_ms"] = round(result.processing_s * 1000, 1)
                 metrics["stt_wait_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 text = result.text.strip()
+                turn.transcribed = True
                 if not any(ch.isalnum() for ch in text):
                     await self.send_json({"type": "transcript", "role": "user", "text": "", "final": True})
                     return

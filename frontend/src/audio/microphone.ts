@@ -5,6 +5,15 @@ export const CAPTURE_CHUNK_MS = 20;
 
 const workletUrl = new URL('./capture.worklet.js', import.meta.url);
 
+/** The browser's own processing of the microphone; both on by default, as browsers do. */
+export interface AudioProcessing {
+  /** Keeps the reply, played on speakers, from being heard as the user barging in. */
+  echoCancellation: boolean;
+  noiseSuppression: boolean;
+}
+
+export const DEFAULT_AUDIO_PROCESSING: AudioProcessing = { echoCancellation: true, noiseSuppression: true };
+
 export interface MicrophoneCallbacks {
   /** 16-bit little-endian mono PCM at CAPTURE_SAMPLE_RATE, CAPTURE_CHUNK_MS long. */
   onChunk: (pcm: ArrayBuffer) => void;
@@ -14,7 +23,7 @@ export interface MicrophoneCallbacks {
 
 /**
  * The microphone, captured through an AudioWorklet on the given AudioContext and delivered as
- * 16 kHz PCM chunks. Echo cancellation stays on so reply audio is not heard as a barge-in.
+ * 16 kHz PCM chunks.
  */
 export class MicrophoneCapture {
   private stream: MediaStream | null = null;
@@ -24,6 +33,7 @@ export class MicrophoneCapture {
   constructor(
     private readonly context: AudioContext,
     private readonly callbacks: MicrophoneCallbacks,
+    private readonly processing: AudioProcessing = DEFAULT_AUDIO_PROCESSING,
   ) {}
 
   async start(): Promise<void> {
@@ -31,7 +41,7 @@ export class MicrophoneCapture {
       throw new Error('This browser cannot capture audio here (a secure context, https or localhost, is required).');
     }
     this.stream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: { channelCount: 1, autoGainControl: true, ...this.processing },
     });
     await this.context.audioWorklet.addModule(workletUrl);
     this.source = this.context.createMediaStreamSource(this.stream);

@@ -1,4 +1,5 @@
 import { useState, type FormEvent, type KeyboardEvent } from 'react';
+import { DEFAULT_AUDIO_PROCESSING, type AudioProcessing } from '../audio/microphone';
 import { useVoiceChat, type TurnMode } from '../hooks/useVoiceChat';
 import type { AgentState } from '../hooks/voiceChatState';
 import { ChatTranscript } from './ChatTranscript';
@@ -31,6 +32,7 @@ export function WebSocketVoiceChat() {
   const [turnMode, setTurnMode] = useState<TurnMode>('vad');
   const [instructions, setInstructions] = useState('');
   const [voice, setVoice] = useState('');
+  const [processing, setProcessing] = useState<AudioProcessing>(DEFAULT_AUDIO_PROCESSING);
   const [draft, setDraft] = useState('');
 
   const connected = state.connection === 'ready';
@@ -91,7 +93,7 @@ export function WebSocketVoiceChat() {
             Disconnect
           </button>
         ) : (
-          <button type="button" onClick={() => void chat.connect({ turnMode, instructions, voice })}>
+          <button type="button" onClick={() => void chat.connect({ turnMode, instructions, voice, audioProcessing: processing })}>
             Connect
           </button>
         )}
@@ -113,6 +115,24 @@ export function WebSocketVoiceChat() {
             <label className="field">
               <span>Voice</span>
               <input value={voice} onChange={(e) => setVoice(e.target.value)} placeholder="server default" />
+            </label>
+          </div>
+          <div className="checks">
+            <label>
+              <input
+                type="checkbox"
+                checked={processing.echoCancellation}
+                onChange={(e) => setProcessing({ ...processing, echoCancellation: e.target.checked })}
+              />
+              Echo cancellation <span className="muted">(keep on with speakers)</span>
+            </label>
+            <label>
+              <input
+                type="checkbox"
+                checked={processing.noiseSuppression}
+                onChange={(e) => setProcessing({ ...processing, noiseSuppression: e.target.checked })}
+              />
+              Noise suppression <span className="muted">(off can help recognition with a headset)</span>
             </label>
           </div>
         </details>

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
 import type { ApiClient } from '../api/client';
 import { CONVERSATION_PATH, ConversationSocket, type ServerEvent } from '../api/conversation';
-import { CAPTURE_SAMPLE_RATE, MicrophoneCapture } from '../audio/microphone';
+import { CAPTURE_SAMPLE_RATE, MicrophoneCapture, type AudioProcessing } from '../audio/microphone';
 import { PcmPlayer } from '../audio/pcmPlayer';
 import { initialVoiceChatState, voiceChatReducer } from './voiceChatState';
 
@@ -12,6 +12,7 @@ export interface VoiceChatOptions {
   instructions?: string;
   voice?: string;
   language?: string;
+  audioProcessing?: AudioProcessing;
 }
 
 export interface AudioStats {
@@ -90,7 +91,7 @@ export function useVoiceChat(client: ApiClient) {
             socketRef.current?.sendAudio(pcm);
           },
           onLevel: setLevel,
-        });
+        }, options.audioProcessing);
         micRef.current = mic;
         try {
           await mic.start();

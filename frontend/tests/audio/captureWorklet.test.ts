@@ -39,8 +39,17 @@ describe('PcmChunker (capture worklet core)', () => {
   it('downmixes channels and upsamples a slower input', () => {
     const stereo = run(new PcmChunker(16000, 16000, 160), quanta(16000, 0.1, 300, 0.5, 2));
     expect(stereo).toHaveLength(10);
-    const up = run(new PcmChunker(8000, 16000, 160), quanta(8000, 0.1, 300));
+    const up = run(new PcmChunker(8000, 16000, 160), quanta(8000, 0.105, 300));
     expect(up).toHaveLength(10);
+  });
+
+  it('filters out what would alias into the speech band', () => {
+    // 12 kHz is above the 8 kHz Nyquist of 16 kHz output: unfiltered, it would fold to 4 kHz.
+    const chunks = run(new PcmChunker(48000, 16000, 320), quanta(48000, 0.5, 12000));
+    expect(Math.max(...chunks.slice(2).map((c) => c.level))).toBeLessThan(0.01);
+    // While 3 kHz speech content passes untouched.
+    const speech = run(new PcmChunker(48000, 16000, 320), quanta(48000, 0.5, 3000));
+    expect(speech[5].level).toBeGreaterThan(0.34);
   });
 
   it('clips to the Int16 range', () => {

@@ -105,10 +105,11 @@ class GemmaLLMStream(llm.LLMStream):
         self._params = params
         # A retry after text went out would repeat it to the listener.
         self._retry_on_chunk_sent = False
+        self.usage = Usage()  # of the latest attempt: tokens, time to first token, finish reason
 
     async def _run(self) -> None:
         request_id = utils.shortuuid("gemma_")
-        usage = Usage()
+        self.usage = usage = Usage()
         pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage)
         try:
             async for piece in pieces:

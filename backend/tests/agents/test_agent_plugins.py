@@ -1,0 +1,152 @@
+"""Each plugin alone, over the real embedded models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from agent_helpers import QUESTION, rms, transcribe, words
+from livekit import rtc
+from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm
+from livekit.agents.utils import combine_frames
+
+from app.agents.plugins import GemmaLLM, OpenAudioTTS, WhisperSTT
+from app.agents.plugins.gemma_llm import chat_messages
+from app.audio.codec import resample_pcm
+from app.services.base import ServiceOverloaded
+from app.services.llm import ChatMessage
+
+NO_RETRY = APIConnectOptions(max_retry=0)
+
+
+def chat(*turns: tuple[str, str]) -> llm.ChatContext:
+    ctx = llm.ChatContext.empty()
+    for role, text in turns:
+        ctx.add_message(role=role, content=text)
+    return ctx
+
+
+def test_chat_context_becomes_text_messages():
+    ctx = chat(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("developer", "Use English."))
+    ctx.insert(llm.FunctionCall(call_id="c1", name="weather", arguments='{"city": "Paris"}'))
+    ctx.insert(llm.FunctionCallOutput(call_id="c1", name="weather", output="sunny", is_error=False))
+    ctx.add_message(role="user", content=["Look:", llm.ImageContent(image="https://example.com/x.png")])
+
+    assert chat_messages(ctx) == [
+        ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!"),
+        ChatMessage("system", "Use English."), ChatMessage("assistant", '[called weather({"city": "Paris"})]'),
+        ChatMessage("user", "[tool result] sunny"), ChatMessage("user", "Look:"),
+    ]
+
+
+async def test_llm_streams_assistant_text_then_usage(services):
+    gemma = GemmaLLM(services=services, temperature=0.0, max_tokens=40)
+    chunks = [c async for c in gemma.chat(chat_ctx=chat(("system", "Answer in one short sentence."),
+                                                          ("user", QUESTION)))]
+
+    text_chunks = [c for c in chunks if c.delta and c.delta.content]
+    assert len(text_chunks) > 1  # streamed, not one blob
+    assert {c.delta.role for c in text_chunks} == {"assistant"}
+    assert "".join(c.delta.content for c in text_chunks).strip()
+    assert chunks[-1].usage is not None and chunks[-1].delta is None
+    assert chunks[-1].usage.prompt_tokens > 5
+    assert 0 < chunks[-1].usage.completion_tokens <= 40
+    assert gemma.model == services.llm.model_name
+
+
+async def test_closing_the_stream_stops_generation(services):
+    gemma = GemmaLLM(services=services, temperature=0.0, max_tokens=1000)
+    stream = gemma.chat(chat_ctx=chat(("user", "Count from 1 to 500, separated by commas.")))
+    received = 0
+    async for chunk in stream:
+        received += bool(chunk.delta and chunk.delta.content)
+        if received == 3:
+            break
+    await stream.aclose()  # what the framework does when the user interrupts
+
+    for _ in range(200):  # the generating thread stops at its next token
+        if services.llm.status()["active"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert services.llm.status()["active"] == 0
+    assert stream.usage.finish_reason == "cancelled"
+    assert stream.usage.completion_tokens < 1000
+
+
+class OverloadedLLMDouble:
+    """Stands in for an LLMService whose queue is full (hard to provoke with the real one on cue)."""
+
+    model_name = "overloaded-double"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def stream_chat(self, messages, params, usage=None):
+        self.calls += 1
+        raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
+        yield  # an async generator, like the real one
+
+
+async def test_overload_is_a_retryable_status_error(services):
+    double = OverloadedLLMDouble()
+    gemma = GemmaLLM(services=dataclasses.replace(services, llm=double))
+    stream = gemma.chat(chat_ctx=chat(("user", "Hi")),
+                        conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
+    with pytest.raises(APIConnectionError) as raised:  # the framework retried, then gave up
+        await stream.collect()
+
+    cause = raised.value.__cause__
+    assert isinstance(cause, APIStatusError) and cause.status_code == 503 and cause.retryable
+    assert double.calls == 2
+
+
+async def test_empty_conversation_is_a_client_error(services):
+    gemma = GemmaLLM(services=services)
+    with pytest.raises(APIStatusError) as raised:
+        await gemma.chat(chat_ctx=chat(("system", "Be brief.")), conn_options=NO_RETRY).collect()
+    assert raised.value.status_code == 400 and not raised.value.retryable
+
+
+async def test_tts_synthesizes_audio_at_the_engine_rate(services):
+    tts = OpenAudioTTS(services=services)
+    frames = [ev.frame async for ev in tts.synthesize("Hello there. The weather is lovely today.")]
+
+    assert tts.sample_rate == services.tts.sample_rate
+    assert {f.sample_rate for f in frames} == {services.tts.sample_rate}
+    assert {f.num_channels for f in frames} == {1}
+    audio = combine_frames(frames)
+    assert 1.0 < audio.duration < 10.0
+    assert rms(audio) > 300  # speech, not silence
+    assert "weather" in words(await transcribe(services, audio))
+
+
+async def test_stt_recognizes_room_rate_frames(services, question_pcm):
+    pcm, rate = question_pcm
+    room_pcm = resample_pcm(pcm, rate, 48000)
+    ten_ms = 480 * 2
+    frames = [rtc.AudioFrame(data=room_pcm[i:i + ten_ms], sample_rate=48000, num_channels=1,
+                             samples_per_channel=len(room_pcm[i:i + ten_ms]) // 2)
+              for i in range(0, len(room_pcm) - ten_ms + 1, ten_ms)]
+
+    event = await WhisperSTT(services=services).recognize(frames)
+
+    data = event.alternatives[0]
+    assert {"capital", "france"} <= words(data.text)
+    assert data.language == "en"
+    assert 0.3 < data.confidence <= 1.0
+    assert data.end_time == pytest.approx(len(frames) / 100, abs=0.05)
+
+
+async def test_stt_refuses_an_empty_buffer(services):
+    silence = rtc.AudioFrame(data=b"", sample_rate=48000, num_channels=1, samples_per_channel=0)
+    with pytest.raises(APIStatusError) as raised:
+        await WhisperSTT(services=services).recognize(silence, conn_options=NO_RETRY)
+    assert raised.value.status_code == 400
+
+
+async def test_plugins_need_no_arguments(services):
+    """Built with nothing, they use the process-wide services (the ones loaded for these tests)."""
+    assert GemmaLLM().service is services.llm
+    assert WhisperSTT().service is services.stt
+    assert OpenAudioTTS().engine is services.tts

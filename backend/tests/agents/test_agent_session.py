@@ -1,0 +1,79 @@
+"""Whole agent sessions over the real models, driven without a LiveKit server.
+
+Audio goes in through a real-time microphone stand-in and comes out into a recording speaker
+(``app.agents.offline_io``): VAD -> Whisper -> LLM -> TTS run exactly as they would in a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from agent_helpers import QUESTION, transcribe, words
+
+from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
+from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
+
+
+async def until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def messages(session, role: str):
+    return [item for item in session.history.items if item.type == "message" and item.role == role]
+
+
+async def test_text_turn_with_no_arguments(services):
+    async with create_agent_session() as session:
+        await session.start(GemmaVoiceAgent())
+        result = await session.run(user_input=QUESTION)
+
+    reply = result.expect.next_event().is_message(role="assistant")
+    assert reply.event().item.text_content.strip()
+    result.expect.no_more_events()
+
+
+async def test_spoken_question_gets_a_spoken_answer(services, question_pcm):
+    session = create_agent_session(services)
+    session.input.audio = mic = ClipMicrophone(sample_rate=48000)
+    session.output.audio = speaker = RecordingSpeaker()
+    async with session:
+        await session.start(GemmaVoiceAgent())
+        await asyncio.sleep(0.5)  # an open microphone: silence before the user speaks
+        mic.play(*question_pcm)
+        await until(lambda: speaker.segments and speaker.segments[0].interrupted is not None, 120,
+                    "the reply to be spoken")
+
+        assert speaker.segments[0].interrupted is False
+        assert {"capital", "france"} <= words(messages(session, "user")[0].text_content)
+        reply_text = messages(session, "assistant")[0].text_content
+
+    heard = await transcribe(services, speaker.segments[0].audio())
+    assert len(words(heard)) >= 2, heard  # real speech came out, not noise
+    # What was said is what the LLM wrote.
+    assert len(words(heard) & words(reply_text)) >= 0.5 * len(words(heard)), (heard, reply_text)
+
+
+async def test_user_speech_interrupts_the_reply(services, question_pcm):
+    story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
+    # No echo to guard against here, so barge-in works from the first word of the reply.
+    session = create_agent_session(services, aec_warmup_duration=None)
+    session.input.audio = mic = ClipMicrophone()
+    session.output.audio = speaker = RecordingSpeaker()
+    async with session:
+        await session.start(GemmaVoiceAgent(
+            instructions="You are a storyteller. Always answer with a long story of at least eight sentences."))
+        await asyncio.sleep(0.5)
+        mic.play(story_request, services.tts.sample_rate)
+        await until(lambda: speaker.segments, 120, "the reply to start")
+        await asyncio.sleep(0.3)
+        mic.play(*question_pcm)  # the user talks over the agent
+        await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
+
+        assert speaker.segments[0].interrupted is True
+        assert speaker.clear_count >= 1
+        assert messages(session, "assistant")[0].interrupted
