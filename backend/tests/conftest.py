@@ -8,7 +8,6 @@ and event loops) so tests can look at the services' state.
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import threading
 import time
@@ -16,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 
-from app.audio.codec import decode_audio, pcm_to_wav
+from app.audio.codec import decode_audio, encode_with_av, float_to_pcm16, pcm_to_wav
 from app.config.settings import Settings
 from app.main import create_app
 
@@ -122,26 +120,13 @@ def question_wav(client) -> bytes:
 @pytest.fixture(scope="session")
 def question_pcm16k(question_wav) -> bytes:
     """The question as PCM s16le mono at 16 kHz: what a microphone client sends."""
-    samples = decode_audio(question_wav)
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    return float_to_pcm16(decode_audio(question_wav))
 
 
 def encode_as(wav: bytes, container: str, codec: str, rate: int = 48000) -> bytes:
-    """Re-encode a WAV into another container/codec with PyAV (for the format tests)."""
-    import av
-
+    """Re-encode a WAV into another container/codec (for the format tests)."""
     samples = decode_audio(wav, target_rate=rate)
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").reshape(1, -1)
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return encode_with_av(float_to_pcm16(samples), rate, container, codec)
 
 
 def words(text: str) -> set[str]:

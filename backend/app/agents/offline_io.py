@@ -112,9 +112,11 @@ class SpokenSegment:
 
 
 class RecordingSpeaker(io.AudioOutput):
-    def __init__(self) -> None:
+    def __init__(self, *, speed: float = 1.0) -> None:
+        """``speed``: how many times faster than real time it "plays" (tests that only want the audio)."""
         super().__init__(label="recording-speaker", capabilities=io.AudioOutputCapabilities(pause=False),
                          sample_rate=None)
+        self.speed = speed
         self.segments: list[SpokenSegment] = []
         self.clear_count = 0
         self._playing: deque[tuple[SpokenSegment, asyncio.TimerHandle | None]] = deque()
@@ -123,7 +125,7 @@ class RecordingSpeaker(io.AudioOutput):
         await super().capture_frame(frame)
         if not self._playing or self._playing[-1][0].flushed:
             loop = asyncio.get_running_loop()
-            previous_end = self._playing[-1][0].play_from + self._playing[-1][0].duration if self._playing else 0.0
+            previous_end = self._play_end(self._playing[-1][0]) if self._playing else 0.0
             segment = SpokenSegment(first_frame_at=time.perf_counter(), play_from=max(loop.time(), previous_end))
             self.segments.append(segment)
             self._playing.append((segment, None))
@@ -137,7 +139,7 @@ class RecordingSpeaker(io.AudioOutput):
         segment, _ = self._playing.pop()
         segment.flushed = True
         loop = asyncio.get_running_loop()
-        ends_in = segment.play_from + segment.duration - loop.time()
+        ends_in = self._play_end(segment) - loop.time()
         self._playing.append((segment, loop.call_later(max(0.0, ends_in), self._finished, segment)))
 
     def clear_buffer(self) -> None:
@@ -149,8 +151,11 @@ class RecordingSpeaker(io.AudioOutput):
             if timer is not None:
                 timer.cancel()
             segment.interrupted = True
-            played = min(segment.duration, max(0.0, loop.time() - segment.play_from))
+            played = min(segment.duration, max(0.0, loop.time() - segment.play_from) * self.speed)
             self.on_playback_finished(playback_position=played, interrupted=True)
+
+    def _play_end(self, segment: SpokenSegment) -> float:
+        return segment.play_from + segment.duration / self.speed
 
     def _finished(self, segment: SpokenSegment) -> None:
         self._playing.popleft()

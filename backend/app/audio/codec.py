@@ -136,20 +136,25 @@ def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
     return wav_header(sample_rate, len(pcm)) + pcm
 
 
-def pcm_to_mp3(pcm: bytes, sample_rate: int) -> bytes:
+def encode_with_av(pcm: bytes, sample_rate: int, container: str, codec: str) -> bytes:
+    """PCM -> a compressed container (mp3, ogg/opus, webm, flac...) through PyAV's FFmpeg."""
     import av
 
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=sample_rate, layout="mono")
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    with av.open(buf, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16",
+                                           layout="mono")
         frame.sample_rate = sample_rate
         for packet in stream.encode(frame):
             out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+def pcm_to_mp3(pcm: bytes, sample_rate: int) -> bytes:
+    return encode_with_av(pcm, sample_rate, "mp3", "libmp3lame")
 
 
 @dataclass

@@ -20,10 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, pcm16_to_float, resample_pcm
+from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16, pcm16_to_float, resample_pcm
 from app.audio.vad import load_vad
 from app.metrics import VOICE_TO_VOICE
 from app.services.base import ServiceError
@@ -216,7 +215,7 @@ class VoiceSession:
             samples = await asyncio.to_thread(decode_audio, encoded, max_seconds=self.settings.max_audio_seconds)
         except AudioError as exc:
             raise FrameError(exc.code, str(exc)) from None
-        pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+        pcm = float_to_pcm16(samples)
         await self._start_turn(UserTurn(audio=pcm, speech_end=time.perf_counter(), source="recorded",
                                         timings={"input_rate": WHISPER_RATE}))
 

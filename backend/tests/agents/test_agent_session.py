@@ -40,7 +40,7 @@ async def test_text_turn_with_no_arguments(services):
 async def test_spoken_question_gets_a_spoken_answer(services, question_pcm):
     session = create_agent_session(services)
     session.input.audio = mic = ClipMicrophone(sample_rate=48000)
-    session.output.audio = speaker = RecordingSpeaker()
+    session.output.audio = speaker = RecordingSpeaker(speed=4.0)  # nothing to listen to here
     async with session:
         await session.start(GemmaVoiceAgent())
         await asyncio.sleep(0.5)  # an open microphone: silence before the user speaks
@@ -77,3 +77,6 @@ async def test_user_speech_interrupts_the_reply(services, question_pcm):
         assert speaker.segments[0].interrupted is True
         assert speaker.clear_count >= 1
         assert messages(session, "assistant")[0].interrupted
+        # What interrupted it is the user's next turn.
+        await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
+        assert {"capital", "france"} <= words(messages(session, "user")[1].text_content)

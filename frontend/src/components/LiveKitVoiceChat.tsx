@@ -8,7 +8,7 @@ import {
   useVoiceAssistant,
 } from '@livekit/components-react';
 import { Room, RoomEvent } from 'livekit-client';
-import { useCallback, useEffect, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { describeError } from '../api/errors';
 import type { LiveKitStatus } from '../api/types';
 import { ChatTranscript, type TranscriptEntry } from './ChatTranscript';
@@ -31,6 +31,10 @@ export function LiveKitVoiceChat() {
   const client = useApiClient();
   const [phase, setPhase] = useState<Phase>({ kind: 'loading' });
   const [error, setError] = useState<string | null>(null);
+  const roomRef = useRef<Room | null>(null);
+
+  // Leaving LiveKit mode (or the page) leaves the room.
+  useEffect(() => () => void roomRef.current?.disconnect(), []);
 
   useEffect(() => {
     const controller = new AbortController();
@@ -54,6 +58,7 @@ export function LiveKitVoiceChat() {
       setError(null);
       setPhase({ kind: 'connecting', status });
       const room = new Room({ adaptiveStream: true, dynacast: true });
+      roomRef.current = room;
       try {
         const token = await client.liveKitToken({});
         const url = token.url || status.url;

@@ -9,19 +9,31 @@ import { renderWithSettings } from '../render';
 
 /** Microphone test double: the test pushes PCM chunks through the callbacks it was given. */
 const fakeMicrophone = vi.hoisted(() => ({
-  instances: [] as { onChunk: (pcm: ArrayBuffer) => void; onLevel?: (l: number) => void; stopped: boolean }[],
+  instances: [] as {
+    onChunk: (pcm: ArrayBuffer) => void;
+    onLevel?: (l: number) => void;
+    processing: unknown;
+    stopped: boolean;
+  }[],
 }));
 
 vi.mock('../../src/audio/microphone', () => ({
   CAPTURE_SAMPLE_RATE: 16000,
   CAPTURE_CHUNK_MS: 20,
+  DEFAULT_AUDIO_PROCESSING: { echoCancellation: true, noiseSuppression: true },
   MicrophoneCapture: class {
     stopped = false;
     onChunk: (pcm: ArrayBuffer) => void;
     onLevel?: (l: number) => void;
-    constructor(_context: unknown, callbacks: { onChunk: (pcm: ArrayBuffer) => void; onLevel?: (l: number) => void }) {
+    processing: unknown;
+    constructor(
+      _context: unknown,
+      callbacks: { onChunk: (pcm: ArrayBuffer) => void; onLevel?: (l: number) => void },
+      processing: unknown,
+    ) {
       this.onChunk = callbacks.onChunk;
       this.onLevel = callbacks.onLevel;
+      this.processing = processing;
       fakeMicrophone.instances.push(this);
     }
     async start() {}
@@ -64,9 +76,26 @@ describe('WebSocketVoiceChat', () => {
     expect(socket.sentJson[0]).toEqual({ type: 'config', input_sample_rate: 16000, vad: true });
     expect(screen.getByTestId('agent-state')).toHaveAttribute('data-state', 'listening');
 
+    expect(fakeMicrophone.instances[0].processing).toEqual({ echoCancellation: true, noiseSuppression: true });
     act(() => fakeMicrophone.instances[0].onChunk(pcm(320)));
     expect(socket.sentBinary).toHaveLength(1);
     expect(socket.sentBinary[0].byteLength).toBe(640);
+  });
+
+  it('passes the session options to the server and the microphone', async () => {
+    const user = userEvent.setup();
+    renderWithSettings(<WebSocketVoiceChat />);
+    await user.click(screen.getByText('Session options'));
+    await user.type(screen.getByLabelText('Instructions'), 'Answer in one sentence.');
+    await user.click(screen.getByRole('checkbox', { name: /Noise suppression/ }));
+    const socket = await connectReady(user);
+    expect(socket.sentJson[0]).toEqual({
+      type: 'config',
+      input_sample_rate: 16000,
+      vad: true,
+      instructions: 'Answer in one sentence.',
+    });
+    expect(fakeMicrophone.instances[0].processing).toEqual({ echoCancellation: true, noiseSuppression: false });
   });
 
   it('shows transcripts, streamed reply text, audio counters, metrics and errors', async () => {
