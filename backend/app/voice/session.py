@@ -33,8 +33,9 @@ from app.voice.reply import AudioChunk, SentenceSpoken, SpokenReply, TextDelta
 
 log = logging.getLogger("app.voice")
 
-# Start transcribing after this much trailing silence; the VAD still waits its full min_silence to end the turn.
-SPECULATE_AFTER_S = 0.064
+# Start transcribing after this much trailing silence (the VAD still waits its full min_silence to end the turn).
+# Earlier than ~150 ms cuts off quiet final consonants ("France" heard as "friends").
+SPECULATE_AFTER_S = 0.15
 ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
