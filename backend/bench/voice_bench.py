@@ -82,9 +82,13 @@ async def session(url: str, clips: list[bytes], label: str) -> list[dict]:
                 first_audio = None
                 metrics = None
                 errors = []
-                deadline = time.perf_counter() + 60
-                while time.perf_counter() < deadline:
-                    message = await asyncio.wait_for(ws.recv(), 60)
+                deadline = time.perf_counter() + 120
+                while True:
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.perf_counter()))
+                    except asyncio.TimeoutError:
+                        errors.append({"type": "error", "code": "bench_timeout", "message": "no reply in 120 s"})
+                        break
                     if isinstance(message, bytes):
                         first_audio = first_audio or time.perf_counter()
                         continue

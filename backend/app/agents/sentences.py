@@ -8,6 +8,8 @@ WebSocket voice session does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from livekit.agents import tokenize, utils
 
 from app.voice.sentences import SentenceChunker
@@ -29,7 +31,7 @@ class SpokenSentenceTokenizer(tokenize.SentenceTokenizer):
 
 
 class _SpokenSentenceStream(tokenize.SentenceStream):
-    def __init__(self, new_chunker) -> None:
+    def __init__(self, new_chunker: Callable[[], SentenceChunker]) -> None:
         super().__init__()
         self._new_chunker = new_chunker
         self._chunker: SentenceChunker = new_chunker()

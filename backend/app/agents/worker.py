@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> Any:
     if command == "download-files":
         from app.models import ModelUnavailable, prepare
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             prepare(settings)  # the embedded models; the framework then fetches what its plugins need
         except ModelUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        print("the models in the settings are ready", file=sys.stderr)
     sys.argv = [sys.argv[0], *argv]
     cli.run_app(build_server(settings))
 

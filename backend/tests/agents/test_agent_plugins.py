@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import numpy as np
 import pytest
-from agent_helpers import QUESTION, rms, transcribe, words
+from agent_helpers import QUESTION, QUESTION_WORDS, rms, transcribe, words
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm
+from livekit.agents.stt import SpeechEventType
 from livekit.agents.utils import combine_frames
 
-from app.agents.plugins import GemmaLLM, OpenAudioTTS, WhisperSTT
+from app.agents.offline_io import voiced_end
+from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.plugins.gemma_llm import chat_messages
+from app.agents.sentences import SpokenSentenceTokenizer
 from app.audio.codec import resample_pcm
+from app.audio.vad import load_vad
 from app.services.base import ServiceOverloaded
 from app.services.llm import ChatMessage
 
@@ -25,6 +30,46 @@ def chat(*turns: tuple[str, str]) -> llm.ChatContext:
     for role, text in turns:
         ctx.add_message(role=role, content=text)
     return ctx
+
+
+def frames_of(pcm: bytes, rate: int, ms: int = 20) -> list[rtc.AudioFrame]:
+    """PCM s16le mono cut into frames of ``ms`` (a partial last frame is dropped)."""
+    size = rate * ms // 1000 * 2
+    return [rtc.AudioFrame(data=pcm[i:i + size], sample_rate=rate, num_channels=1, samples_per_channel=size // 2)
+            for i in range(0, len(pcm) - size + 1, size)]
+
+
+def trimmed(pcm: bytes, rate: int) -> bytes:
+    """The voiced part of a TTS clip, without the silence it starts and ends with."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    start = len(samples) - voiced_end(samples[::-1], rate)
+    return samples[start:voiced_end(samples, rate)].tobytes()
+
+
+class OverloadedLLMDouble:
+    """Stands in for an LLMService whose queue is full (hard to provoke with the real one on cue)."""
+
+    model_name = "overloaded-double"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def stream_chat(self, messages, params, usage=None):
+        self.calls += 1
+        raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
+        yield  # an async generator, like the real one
+
+
+class ProbedWhisperSTT(WhisperSTT):
+    """The real WhisperSTT, noting the length of each utterance it is asked to recognize."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls: list[float] = []
+
+    async def _recognize_impl(self, buffer, **kwargs):
+        self.calls.append(combine_frames(buffer).duration)
+        return await super()._recognize_impl(buffer, **kwargs)
 
 
 def test_chat_context_becomes_text_messages():
@@ -74,20 +119,6 @@ async def test_closing_the_stream_stops_generation(services):
     assert stream.usage.completion_tokens < 1000
 
 
-class OverloadedLLMDouble:
-    """Stands in for an LLMService whose queue is full (hard to provoke with the real one on cue)."""
-
-    model_name = "overloaded-double"
-
-    def __init__(self):
-        self.calls = 0
-
-    async def stream_chat(self, messages, params, usage=None):
-        self.calls += 1
-        raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
-        yield  # an async generator, like the real one
-
-
 async def test_overload_is_a_retryable_status_error(services):
     double = OverloadedLLMDouble()
     gemma = GemmaLLM(services=dataclasses.replace(services, llm=double))
@@ -123,16 +154,12 @@ async def test_tts_synthesizes_audio_at_the_engine_rate(services):
 
 async def test_stt_recognizes_room_rate_frames(services, question_pcm):
     pcm, rate = question_pcm
-    room_pcm = resample_pcm(pcm, rate, 48000)
-    ten_ms = 480 * 2
-    frames = [rtc.AudioFrame(data=room_pcm[i:i + ten_ms], sample_rate=48000, num_channels=1,
-                             samples_per_channel=len(room_pcm[i:i + ten_ms]) // 2)
-              for i in range(0, len(room_pcm) - ten_ms + 1, ten_ms)]
+    frames = frames_of(resample_pcm(pcm, rate, 48000), 48000, ms=10)  # as a room delivers them
 
     event = await WhisperSTT(services=services).recognize(frames)
 
     data = event.alternatives[0]
-    assert {"capital", "france"} <= words(data.text)
+    assert QUESTION_WORDS <= words(data.text)
     assert data.language == "en"
     assert 0.3 < data.confidence <= 1.0
     assert data.end_time == pytest.approx(len(frames) / 100, abs=0.05)
@@ -150,3 +177,39 @@ async def test_plugins_need_no_arguments(services):
     assert GemmaLLM().service is services.llm
     assert WhisperSTT().service is services.stt
     assert OpenAudioTTS().engine is services.tts
+
+
+async def test_speculative_stt_starts_at_the_first_pause_and_redoes_a_stale_guess(services):
+    rate = services.tts.sample_rate
+    first = trimmed(await services.tts.synthesize("How many legs"), rate)
+    second = trimmed(await services.tts.synthesize("does a spider have?"), rate)
+    pause, tail = b"\0\0" * int(rate * 0.22), b"\0\0" * rate  # shorter than VAD_MIN_SILENCE_MS, then an end
+    whisper = ProbedWhisperSTT(services=services, language="en")
+    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(services.settings))
+
+    events = []  # (event, how many recognitions had begun when it came)
+    async with adapter.stream() as stream:
+        for frame in frames_of(resample_pcm(first + pause + second + tail, rate, 48000), 48000):
+            stream.push_frame(frame)
+        stream.end_input()
+        async for event in stream:
+            events.append((event, len(whisper.calls)))
+
+    assert [e.type for e, _ in events] == [SpeechEventType.START_OF_SPEECH, SpeechEventType.END_OF_SPEECH,
+                                           SpeechEventType.FINAL_TRANSCRIPT]
+    assert len(whisper.calls) >= 2  # a guess at the pause, dropped when the speech went on...
+    assert events[1][1] == len(whisper.calls)  # ...and the whole utterance, begun before its end was confirmed
+    assert QUESTION_WORDS <= words(events[2][0].alternatives[0].text)
+
+
+async def test_replies_are_spoken_from_the_first_clause_on():
+    stream = SpokenSentenceTokenizer().stream()
+    for delta in ["The sky on a sunny", " day is blue, with", " a hint of **pink**. It", " is lovely."]:
+        stream.push_text(delta)
+    stream.flush()  # a new segment: its first clause goes early again
+    stream.push_text("Well, I think so too, really.")
+    stream.end_input()
+
+    assert [t.token async for t in stream] == [
+        "The sky on a sunny day is blue,", "with a hint of pink.", "It is lovely.",
+        "Well, I think so too,", "really."]

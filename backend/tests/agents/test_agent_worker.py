@@ -52,13 +52,18 @@ def test_start_with_settings_on_the_command_line_is_not_refused_for_them():
 
 def test_start_prewarms_a_job_process_and_drains_on_sigterm():
     """The models load in a real job process (forkserver) within its timeout; SIGTERM drains."""
+    # Its own process group: if the test fails, the job processes go too.
     proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
                             cwd=BACKEND, env=worker_env(**UNREACHABLE), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen: list[str] = []
+
+    def prewarmed() -> bool:  # the job process's log lines reach the server's log a little later
+        return "process initialized" in seen and any(m.startswith("models ready in") for m in seen)
+
     try:
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and "process initialized" not in seen:
+        while time.monotonic() < deadline and not prewarmed():
             line = proc.stdout.readline()
             if not line:
                 break
@@ -66,16 +71,18 @@ def test_start_prewarms_a_job_process_and_drains_on_sigterm():
                 seen.append(json.loads(line)["message"])
             except (json.JSONDecodeError, KeyError):
                 seen.append(line.strip())
-        assert any(m.startswith("models ready in") for m in seen), seen
         assert "process initialized" in seen, seen
+        assert any(m.startswith("models ready in") for m in seen), seen
 
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]
         assert "draining worker" in rest
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def test_job_metadata_is_parsed_safely():

@@ -1,0 +1,152 @@
+"""Voice-to-voice latency of the LiveKit agent, offline: ``cd backend && .venv/bin/python -m bench.agent_latency``.
+
+An AgentSession from ``create_agent_session()`` hears spoken questions (made with the embedded TTS)
+through a real-time open microphone (each question followed by silence) and answers into a
+recording speaker. Per turn: end of the voiced speech -> first frame of the agent's audio. Also
+the worker's prewarm (model start-up), timed the way the worker runs it.
+
+Writes ``bench-results/agent_latency.json`` at the repository root. Timings depend on the machine
+and on what else runs on it: the load average is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
+from app.agents.runtime import prewarm_services
+from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
+from app.config.settings import REPO_DIR, Settings, get_settings
+from app.services.container import Services
+
+RESULTS = REPO_DIR / "bench-results" / "agent_latency.json"
+QUESTIONS = [
+    "What is the capital of France?",
+    "How are you today?",
+    "Can you tell me a joke?",
+    "What color is the sky?",
+    "How many legs does a spider have?",
+    "What is your name?",
+    "Do you like music?",
+    "What should I cook for dinner?",
+    "Is it going to rain tomorrow?",
+    "What is two plus two?",
+    "Where do penguins live?",
+    "Tell me something interesting.",
+]
+SILENCE_AFTER_REPLY_S = 1.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+async def run_turns(services: Services, turns: int, *, turn_detector: bool, language: str | None) -> list[dict]:
+    clips = [(q, await services.tts.synthesize(q)) for q in (QUESTIONS * 2)[:turns + 1]]
+    rate = services.tts.sample_rate
+    session = create_agent_session(services, turn_detector=turn_detector, language=language)
+    session.input.audio = mic = ClipMicrophone(sample_rate=48000)
+    session.output.audio = speaker = RecordingSpeaker(speed=4.0)  # how fast it plays doesn't matter here
+    results = []
+    async with session:
+        await session.start(GemmaVoiceAgent())
+        await asyncio.sleep(1.0)
+        for index, (question, pcm) in enumerate(clips):
+            before = len(speaker.segments)
+            clip = mic.play(pcm, rate)
+            deadline = time.monotonic() + 60
+            while len(speaker.segments) == before or speaker.segments[before].interrupted is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no complete reply to {question!r}")
+                await asyncio.sleep(0.01)
+            reply = speaker.segments[before]
+            await asyncio.sleep(SILENCE_AFTER_REPLY_S)  # the reply is in the history by then
+            if index == 0:  # warm-up turn: first use of every code path
+                continue
+            user, agent = [item for item in session.history.items if item.type == "message"][-2:]
+            results.append({
+                "question": question,
+                "heard": user.text_content,
+                "reply": agent.text_content,
+                "voice_to_voice_ms": ms(reply.first_frame_at - clip.speech_ended_at),
+                "transcription_delay_ms": ms(user.metrics.get("transcription_delay")),
+                "end_of_turn_delay_ms": ms(user.metrics.get("end_of_turn_delay")),
+                "llm_ttft_ms": ms(agent.metrics.get("llm_node_ttft")),
+                "llm_first_sentence_ms": ms(agent.metrics.get("llm_node_ttfs")),
+                "tts_ttfb_ms": ms(agent.metrics.get("tts_node_ttfb")),
+            })
+            print(f"  turn {index:2d}: {results[-1]['voice_to_voice_ms']:7.1f} ms  {question}")
+    return results
+
+
+def summarize(results: list[dict], key: str) -> dict[str, float | None]:
+    values = [r[key] for r in results if r[key] is not None]
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(statistics.median(values), 1), "p95": round(percentile(values, 95), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=12, help="measured turns (after one warm-up turn)")
+    parser.add_argument("--turn-detector", action="store_true", help="use the local end-of-turn model too")
+    parser.add_argument("--language", help="the user's language (e.g. en); default: Whisper detects it")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    settings: Settings = get_settings()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    services = prewarm_services(settings)  # as the worker's prewarm does it, before any event loop
+    prewarm_s = time.perf_counter() - started
+    if not services.ready:
+        raise SystemExit(f"models failed to load: {services.components}")
+
+    print(f"prewarm (model start-up): {prewarm_s:.2f} s; measuring {args.turns} turns...")
+    results = asyncio.run(run_turns(services, args.turns, turn_detector=args.turn_detector,
+                                    language=args.language))
+    load_after = os.getloadavg()
+
+    keys = ["voice_to_voice_ms", "transcription_delay_ms", "end_of_turn_delay_ms", "llm_ttft_ms",
+            "llm_first_sentence_ms", "tts_ttfb_ms"]
+    summary = {key: summarize(results, key) for key in keys}
+    report = {
+        "what": "end of user speech -> first agent audio frame, LiveKit AgentSession, offline harness",
+        "config": {"turn_detection": "turn-detector-v1-mini" if args.turn_detector else "vad",
+                   "language": args.language or "detected",
+                   "vad_min_silence_ms": settings.vad_min_silence_ms,
+                   "llm": services.llm.model_name, "stt": services.stt.model_name, "tts": services.tts.engine},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in load_after]},
+        "prewarm_s": round(prewarm_s, 2),
+        "turns": len(results),
+        "summary": summary,
+        "per_turn": results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+
+    print(f"\n{'metric (ms)':<24}{'p50':>9}{'p95':>9}")
+    for key in keys:
+        p50, p95 = summary[key]["p50"], summary[key]["p95"]
+        print(f"{key.removesuffix('_ms'):<24}{p50 if p50 is not None else '-':>9}{p95 if p95 is not None else '-':>9}")
+    print(f"{'prewarm (s)':<24}{prewarm_s:>9.2f}")
+    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
