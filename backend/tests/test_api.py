@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.audio.codec import decode_audio, parse_wav_header
-from conftest import QUESTION, encode_as, words
+from helpers import QUESTION, encode_as, words
 
 
 def sse_events(response: httpx.Response) -> list[dict]:

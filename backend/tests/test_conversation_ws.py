@@ -10,7 +10,7 @@ import time
 import pytest
 import websockets
 
-from conftest import words
+from helpers import words
 
 FRAME = 640  # 20 ms at 16 kHz, in samples
 SILENCE = b"\0\0" * FRAME

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from conftest import STRICT_KEY
+from helpers import STRICT_KEY
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from app.audio.codec import decode_audio
-from conftest import words
+from helpers import words
 
 
 @pytest.fixture(scope="module")

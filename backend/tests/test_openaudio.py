@@ -10,7 +10,7 @@ from app.config.settings import Settings
 from app.services.base import UpstreamError
 from app.services.openaudio import OpenAudioService, ReferenceAudio
 from app.services.tts import create_tts_engine
-from conftest import free_port, words
+from helpers import free_port, words
 from doubles.openaudio_server import FIELDS, FakeOpenAudioServer
 
 

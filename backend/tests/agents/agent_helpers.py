@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers import words  # noqa: F401  (re-exported for the agent tests)
 from livekit import rtc
 
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
@@ -16,10 +17,6 @@ QUESTION_WORDS = {"spider", "legs"}
 async def transcribe(services: Services, audio: rtc.AudioFrame) -> str:
     pcm = resample_pcm(bytes(audio.data), audio.sample_rate, WHISPER_RATE)
     return (await services.stt.transcribe(pcm16_to_float(pcm), language="en")).text
-
-
-def words(text: str) -> set[str]:
-    return {w.strip(".,?!'\"").lower() for w in text.split()}
 
 
 def rms(audio: rtc.AudioFrame) -> float:

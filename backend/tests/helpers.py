@@ -1,0 +1,89 @@
+"""Helpers shared by the backend tests: real uvicorn servers on loopback and small utilities.
+
+A module of its own because each test folder has a conftest.py and both share that module name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+
+from app.audio.codec import decode_audio, encode_with_av, float_to_pcm16
+from app.config.settings import Settings
+from app.main import create_app
+
+STRICT_KEY = "test-key-0123456789"
+QUESTION = "What is the capital of France?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def services(self):
+        return self.app.state.services
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def call(self, coro, timeout: float = 30):
+        """Run a coroutine on the server's own loop (services belong to it)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def start_server(settings: Settings) -> RunningServer:
+    port = free_port()
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=16 * 1024 * 1024)
+    server = uvicorn.Server(config)
+    running = RunningServer(url=f"http://127.0.0.1:{port}", app=app, server=server, thread=None)  # type: ignore[arg-type]
+
+    def serve():
+        loop = asyncio.new_event_loop()
+        running.loop = loop
+        loop.run_until_complete(server.serve())
+
+    running.thread = threading.Thread(target=serve, daemon=True, name=f"uvicorn-{port}")
+    running.thread.start()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{running.url}/health/ready", timeout=2).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on {running.url} did not become ready: {httpx.get(running.url + '/health').text}")
+
+
+def stop_server(running: RunningServer) -> None:
+    running.server.should_exit = True
+    running.thread.join(timeout=15)
+
+
+def encode_as(wav: bytes, container: str, codec: str, rate: int = 48000) -> bytes:
+    """Re-encode a WAV into another container/codec (for the format tests)."""
+    samples = decode_audio(wav, target_rate=rate)
+    return encode_with_av(float_to_pcm16(samples), rate, container, codec)
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,?!'\"").lower() for w in text.split()}
