@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from helpers import QUESTION, words
+
+from app.audio.codec import decode_audio
 from app.config.settings import Settings
 from app.models import WHISPER_BASE_BYTES, ModelUnavailable, embedded_whisper_base, resolve_llm, resolve_whisper
 from app.services.llm import ChatMessage, gemma_prompt
+from app.services.whisper import WhisperService
 
 
 def test_production_refuses_placeholder_secrets():
@@ -66,6 +70,18 @@ def test_embedded_whisper_is_joined_once(tmp_path):
     assert embedded_whisper_base(tmp_path) == folder
     assert model_bin.stat().st_mtime_ns == stamp  # second call skips the work
     assert resolve_whisper(Settings(app_env="test", whisper_model="small.en")) == "small.en"
+
+
+async def test_embedded_tiny_en_transcribes_english(question_wav):
+    service = WhisperService(Settings(app_env="test", whisper_model="embedded-tiny.en"))
+    await service.start()
+    try:
+        await service.wait_ready(60)
+        heard = await service.transcribe(decode_audio(question_wav), language="en")
+    finally:
+        await service.close()
+    assert {"capital", "france"} <= words(heard.text), heard.text
+    assert words(QUESTION) & words(heard.text)
 
 
 def test_gemma_turn_format_folds_system_into_first_user_turn():
