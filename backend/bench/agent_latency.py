@@ -5,7 +5,7 @@ through a real-time open microphone (each question followed by silence) and answ
 recording speaker. Per turn: end of the voiced speech -> first frame of the agent's audio. Also
 the worker's prewarm (model start-up), timed the way the worker runs it.
 
-Writes ``bench-results/agent_latency.json`` at the repository root. Timings depend on the machine
+Writes ``bench-results/agent_latency-<whisper model>.json`` at the repository root. Timings depend on the machine
 and on what else runs on it: the load average is recorded with them.
 """
 
@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from app.agents.runtime import prewarm_services
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.config.settings import REPO_DIR, Settings, get_settings
 from app.services.container import Services
+from bench.common import summary as stats
 
 RESULTS = REPO_DIR / "bench-results" / "agent_latency.json"
 QUESTIONS = [
@@ -42,11 +42,6 @@ QUESTIONS = [
     "Tell me something interesting.",
 ]
 SILENCE_AFTER_REPLY_S = 1.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def ms(seconds: float | None) -> float | None:
@@ -93,20 +88,22 @@ async def run_turns(services: Services, turns: int, *, turn_detector: bool, lang
 
 def summarize(results: list[dict], key: str) -> dict[str, float | None]:
     values = [r[key] for r in results if r[key] is not None]
-    if not values:
-        return {"p50": None, "p95": None}
-    return {"p50": round(statistics.median(values), 1), "p95": round(percentile(values, 95), 1)}
+    return stats(values) if values else {"p50": None, "p95": None}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=12, help="measured turns (after one warm-up turn)")
     parser.add_argument("--turn-detector", action="store_true", help="use the local end-of-turn model too")
     parser.add_argument("--language", help="the user's language (e.g. en); default: Whisper detects it")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    parser.add_argument("--whisper-model", help="WHISPER_MODEL for this run (e.g. embedded-tiny.en)")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
 
     settings: Settings = get_settings()
+    if args.whisper_model:
+        settings = settings.model_copy(update={"whisper_model": args.whisper_model})
+    output = args.output or RESULTS.with_name(f"agent_latency-{settings.whisper_model}.json")
     load_before = os.getloadavg()
     started = time.perf_counter()
     services = prewarm_services(settings)  # as the worker's prewarm does it, before any event loop
@@ -136,8 +133,8 @@ def main() -> None:
         "summary": summary,
         "per_turn": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
 
     print(f"\n{'metric (ms)':<24}{'p50':>9}{'p95':>9}")
     for key in keys:
@@ -145,7 +142,7 @@ def main() -> None:
         print(f"{key.removesuffix('_ms'):<24}{p50 if p50 is not None else '-':>9}{p95 if p95 is not None else '-':>9}")
     print(f"{'prewarm (s)':<24}{prewarm_s:>9.2f}")
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
-    print(f"wrote {args.output}")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A scripted client speaks each utterance (made with the embedded TTS) in real tim
 then keeps sending silence as an open microphone would. Latency = the moment the frame holding the
 last voiced sample was sent -> the first reply audio byte received.
 
-    cd backend && .venv/bin/python -m bench.voice_bench [--sessions 4]
+    cd backend && .venv/bin/python -m bench.voice_bench [--sessions 4] [--whisper-model embedded-tiny.en]
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ def report(turns: list[dict]) -> dict:
     return out
 
 
-async def run(sessions: int) -> dict:
-    out = {"machine": machine()}
-    with running_server() as (url, _):
+async def run(sessions: int, whisper_model: str | None) -> dict:
+    out = {"machine": machine(), "whisper_model": whisper_model or "default"}
+    with running_server({"WHISPER_MODEL": whisper_model} if whisper_model else None) as (url, _):
         clips = make_clips(url, UTTERANCES)
         one = await session(url, clips, "solo")
         out["single_session"] = report(one)
@@ -174,14 +174,16 @@ async def run(sessions: int) -> dict:
         out["barge_in"] = {"interrupted_ms": summary([b["interrupted_ms"] for b in bi]),
                            "audio_stopped_ms": summary([b["audio_stopped_ms"] for b in bi])}
         print("barge-in", json.dumps(out["barge_in"]), flush=True)
-    print("saved", save("voice", out))
+    print("saved", save(f"voice-{whisper_model or 'default'}", out))
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=4)
-    asyncio.run(run(parser.parse_args().sessions))
+    parser.add_argument("--whisper-model", help="WHISPER_MODEL for the server (e.g. embedded-tiny.en)")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.sessions, args.whisper_model))
 
 
 if __name__ == "__main__":

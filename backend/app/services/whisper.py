@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,59 @@ class Transcription:
         return float(np.mean([np.exp(s.avg_logprob) for s in self.segments]))
 
 
+FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
+STOCK_WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
+
+
+def _lean_model_class():
+    """faster-whisper's WhisperModel with two changes that matter for short utterances on a CPU.
+
+    1. The encoder, most of a short clip's cost, runs over a window just long enough for the clip
+       (``window_frames``, set per call) rather than over the clip padded to 30 s. CTranslate2 takes
+       the shorter input as it is. Much shorter windows make the decoder repeat itself; 10 s gives the
+       same words as 30 s on the benchmark clips (docs/benchmarks.md) at a third of the cost.
+    2. With ``language=None``, faster-whisper encodes the first window once to detect the language and
+       again to decode it; here the detection's encoder output is reused (the two inputs differ only
+       in the clip's last 10 ms frame).
+    """
+    from faster_whisper import WhisperModel
+
+    class LeanWhisperModel(WhisperModel):
+        window_frames: int | None = None
+        _detecting = False
+        _from_detection = None
+
+        def transcribe(self, *args, **kwargs):
+            self._from_detection = None
+            return super().transcribe(*args, **kwargs)
+
+        def detect_language(self, *args, **kwargs):
+            self._detecting, self._from_detection = True, None
+            try:
+                return super().detect_language(*args, **kwargs)
+            finally:
+                self._detecting = False
+
+        def encode(self, features):
+            if self._from_detection is not None:  # the first window, already encoded for detection
+                output, self._from_detection = self._from_detection, None
+                return output
+            if self.window_frames is not None and features.shape[-1] > self.window_frames:
+                features = features[..., :self.window_frames]
+            output = super().encode(features)
+            if self._detecting:
+                self._from_detection = output
+            return output
+
+    return LeanWhisperModel
+
+
+def encoder_window_frames(samples: int, min_window_s: float) -> int:
+    """The encoder window for a clip: at least ``min_window_s``, at least the clip plus 1 s, at most 30 s."""
+    clip_frames = samples * FRAMES_PER_SECOND // WHISPER_RATE
+    return min(STOCK_WINDOW_FRAMES, max(clip_frames + FRAMES_PER_SECOND, round(min_window_s * FRAMES_PER_SECOND)))
+
+
 class WhisperService(ModelService):
     component = "stt"
 
@@ -55,11 +109,9 @@ class WhisperService(ModelService):
         self._lock = asyncio.Lock()
 
     async def _load(self) -> None:
-        from faster_whisper import WhisperModel
-
         where = await asyncio.to_thread(resolve_whisper, self.settings)
         self.model = await asyncio.to_thread(
-            WhisperModel, where, device=self.settings.whisper_device,
+            _lean_model_class(), where, device=self.settings.whisper_device,
             compute_type=self.settings.whisper_compute_type, cpu_threads=self.settings.whisper_threads,
             download_root=str(self.settings.models_dir / "whisper"),
         )
@@ -73,9 +125,8 @@ class WhisperService(ModelService):
 
     def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float,
              timestamps: bool) -> Transcription:
-        import time
-
         started = time.perf_counter()
+        self.model.window_frames = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
         segments_iter, info = self.model.transcribe(
             audio, language=language, initial_prompt=prompt, temperature=temperature,
             beam_size=self.settings.whisper_beam_size, condition_on_previous_text=False,
