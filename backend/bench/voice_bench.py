@@ -118,13 +118,23 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
         await ws.send(json.dumps({"type": "config", "instructions": "You tell very long, detailed stories."}))
         mic = Mic(ws)
         mic_task = asyncio.create_task(mic.run())
+
+        async def receive() -> bytes | dict:
+            message = await asyncio.wait_for(ws.recv(), 60)
+            return message if isinstance(message, bytes) else json.loads(message)
+
         try:
-            for _ in range(repeats):
+            for _ in range(repeats * 2):  # a reply may end before there is anything to interrupt
+                if len(results) == repeats:
+                    break
                 await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
-                audio_seen = 0
-                while audio_seen < 3:
-                    if isinstance(await ws.recv(), bytes):
-                        audio_seen += 1
+                audio_seen, ended = 0, False
+                while audio_seen < 3 and not ended:
+                    message = await receive()
+                    audio_seen += isinstance(message, bytes)
+                    ended = isinstance(message, dict) and message["type"] in ("response_end", "error")
+                if ended:
+                    continue
                 speech_frame = mic.sent + len(mic.queue)
                 mic.say(clip)
                 while mic.sent <= speech_frame:
@@ -132,15 +142,15 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
                 speech_start = time.perf_counter()
                 interrupted = last_audio = None
                 while True:
-                    message = await asyncio.wait_for(ws.recv(), 60)
+                    message = await receive()
                     if isinstance(message, bytes):
                         if interrupted is None:
                             last_audio = time.perf_counter()
                         continue
-                    event = json.loads(message)
-                    if event["type"] == "interrupted" and interrupted is None:
+                    if message["type"] == "interrupted" and interrupted is None:
                         interrupted = time.perf_counter()
-                    if event["type"] in ("response_end", "metrics") and interrupted:
+                    said_nothing = message["type"] == "transcript" and not message.get("text")
+                    if interrupted and (message["type"] == "metrics" or said_nothing):  # our turn is over
                         break
                 results.append({"interrupted_ms": (interrupted - speech_start) * 1000,
                                 "audio_stopped_ms": ((last_audio or speech_start) - speech_start) * 1000})

@@ -12,7 +12,7 @@ def feed(chunker, text, step=3):
 
 
 def test_sentences_are_released_as_soon_as_they_end():
-    chunker = SentenceChunker(first_clause_words=99)
+    chunker = SentenceChunker(first_clause_words=99, first_piece_max_words=99)
     assert chunker.push("Paris is the capital") == []
     assert chunker.push(" of France. It is") == ["Paris is the capital of France."]
     assert chunker.flush() == ["It is"]
@@ -21,6 +21,14 @@ def test_sentences_are_released_as_soon_as_they_end():
 def test_first_clause_goes_early_then_whole_sentences():
     pieces = feed(SentenceChunker(first_clause_words=4), "Well, as far as I know, Paris is lovely, truly. Bye now!")
     assert pieces == ["Well, as far as I know,", "Paris is lovely, truly.", "Bye now!"]
+
+
+def test_a_long_first_sentence_is_cut_after_a_few_whole_words():
+    pieces = feed(SentenceChunker(first_piece_max_words=5), "I do not really know the answer to that one. Sorry.")
+    assert pieces == ["I do not really know", "the answer to that one.", "Sorry."]
+    chunker = SentenceChunker(first_piece_max_words=2)
+    assert chunker.push("Absolutely wond") == []  # the second word may still be growing
+    assert chunker.push("erful day") == ["Absolutely wonderful"]
 
 
 def test_decimal_points_do_not_cut():

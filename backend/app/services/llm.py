@@ -148,8 +148,12 @@ class LLMService(ModelService):
             raise BadRequest(f"max_tokens may be at most {self.settings.max_tokens_cap}")
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: GenerationParams,
-                          usage: Usage | None = None) -> AsyncIterator[str]:
-        """Yield text pieces as they are generated. Closing the iterator stops generation."""
+                          usage: Usage | None = None, *, gate: threading.Event | None = None) -> AsyncIterator[str]:
+        """Yield text pieces as they are generated. Closing the iterator stops generation.
+
+        ``gate``: generation pauses between tokens while it is clear (a voice reply clears it so the
+        first sentence is synthesized with the whole CPU; the model writes far faster than speech).
+        """
         self._check(messages, params)
         usage = usage if usage is not None else Usage()
         inst = await self._acquire()
@@ -176,6 +180,8 @@ class LLMService(ModelService):
                     top_p=params.top_p, stop=stop + list(params.stop), stream=True, seed=params.seed,
                 )
                 for chunk in stream:
+                    while gate is not None and not gate.wait(0.05) and not cancel.is_set():
+                        pass
                     if cancel.is_set():
                         usage.finish_reason = "cancelled"
                         break

@@ -8,6 +8,7 @@ stops both generation and synthesis at once.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Sequence, Union
@@ -65,10 +66,14 @@ class SpokenReply:
         self.usage = Usage()
         self.timings = ReplyTimings()
         self.spoken: list[SentenceSpoken] = []
+        # Cleared while the first sentence is synthesized: on a small CPU the model and the TTS slow each
+        # other down, and the first audio is what the listener waits for.
+        self._llm_gate = threading.Event()
+        self._llm_gate.set()
 
     async def _write(self, sentences: asyncio.Queue, out: asyncio.Queue) -> None:
         chunker = SentenceChunker()
-        tokens = self.services.llm.stream_chat(self.messages, self.params, self.usage)
+        tokens = self.services.llm.stream_chat(self.messages, self.params, self.usage, gate=self._llm_gate)
         try:
             async for piece in tokens:
                 if self.timings.llm_first_token_s is None:
@@ -95,13 +100,19 @@ class SpokenReply:
         while (sentence := await sentences.get()) is not None:
             samples = 0
             ready = time.perf_counter()
-            async for pcm in self.services.tts.stream(sentence, voice=self.voice):
-                if self.timings.first_audio_s is None:
-                    now = time.perf_counter()
-                    self.timings.first_audio_s = now - self.timings.started
-                    self.timings.tts_first_audio_s = now - ready
-                samples += len(pcm) // 2
-                await out.put(AudioChunk(pcm, index))
+            if index == 0:
+                self._llm_gate.clear()
+            try:
+                async for pcm in self.services.tts.stream(sentence, voice=self.voice):
+                    if self.timings.first_audio_s is None:
+                        now = time.perf_counter()
+                        self.timings.first_audio_s = now - self.timings.started
+                        self.timings.tts_first_audio_s = now - ready
+                        self._llm_gate.set()
+                    samples += len(pcm) // 2
+                    await out.put(AudioChunk(pcm, index))
+            finally:
+                self._llm_gate.set()
             spoken = SentenceSpoken(index, sentence, samples / rate)
             self.spoken.append(spoken)
             await out.put(spoken)

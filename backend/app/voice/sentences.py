@@ -1,8 +1,9 @@
 """Cut a streamed reply into speakable pieces as the tokens arrive.
 
 A piece is released as soon as its sentence ends, so its audio can start while the model is still
-writing the next one. The very first piece may be a clause (up to a comma) once it has a few words:
-that gets the first audio out sooner, which is what a listener notices.
+writing the next one. The very first piece goes out sooner, since the first audio is what a listener
+waits for: at a clause end (a comma) once it has a few words, or after ``first_piece_max_words``
+words when the first sentence runs on without one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ _CLAUSE_END = re.compile(r"([,;:—])\s+")
 _MARKUP = re.compile(r"[*_#`>~]|\[(.*?)\]\(.*?\)")
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002700-\U000027BF\U0001F000-\U0001F02F]")
 _SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"\S+")
 
 
 def speakable(text: str) -> str:
@@ -24,8 +26,9 @@ def speakable(text: str) -> str:
 
 
 class SentenceChunker:
-    def __init__(self, *, first_clause_words: int = 4, min_chars: int = 2):
+    def __init__(self, *, first_clause_words: int = 4, first_piece_max_words: int = 8, min_chars: int = 2):
         self.first_clause_words = first_clause_words
+        self.first_piece_max_words = first_piece_max_words
         self.min_chars = min_chars
         self._buffer = ""
         self._released = 0
@@ -51,6 +54,10 @@ class SentenceChunker:
         for clause in _CLAUSE_END.finditer(self._buffer):
             if len(self._buffer[:clause.start()].split()) >= self.first_clause_words:
                 return clause.end()
+        # No clause end yet: cut after the first words, once the word after them has begun (so they are whole).
+        words = list(_WORD.finditer(self._buffer))
+        if len(words) > self.first_piece_max_words:
+            return words[self.first_piece_max_words].start()
         return None
 
     def flush(self) -> list[str]:
