@@ -129,7 +129,7 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
                     break
                 await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
                 audio_seen, ended = 0, False
-                while audio_seen < 3 and not ended:
+                while audio_seen < 1 and not ended:  # speak once the reply is audible, while it goes on
                     message = await receive()
                     audio_seen += isinstance(message, bytes)
                     ended = isinstance(message, dict) and message["type"] in ("response_end", "error")
@@ -141,17 +141,22 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
                     await asyncio.sleep(0.005)
                 speech_start = time.perf_counter()
                 interrupted = last_audio = None
+                finished_first = False  # the story ended before our speech was heard: nothing was interrupted
                 while True:
                     message = await receive()
                     if isinstance(message, bytes):
                         if interrupted is None:
                             last_audio = time.perf_counter()
                         continue
+                    if message["type"] == "response_end" and interrupted is None:
+                        finished_first = True
                     if message["type"] == "interrupted" and interrupted is None:
                         interrupted = time.perf_counter()
                     said_nothing = message["type"] == "transcript" and not message.get("text")
-                    if interrupted and (message["type"] == "metrics" or said_nothing):  # our turn is over
-                        break
+                    if (interrupted or finished_first) and (message["type"] == "metrics" or said_nothing):
+                        break  # our own turn is over
+                if finished_first:
+                    continue
                 results.append({"interrupted_ms": (interrupted - speech_start) * 1000,
                                 "audio_stopped_ms": ((last_audio or speech_start) - speech_start) * 1000})
                 await asyncio.sleep(1.0)
@@ -170,10 +175,15 @@ def report(turns: list[dict]) -> dict:
     return out
 
 
-async def run(sessions: int, whisper_model: str | None) -> dict:
+async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = False) -> dict:
     out = {"machine": machine(), "whisper_model": whisper_model or "default"}
     with running_server({"WHISPER_MODEL": whisper_model} if whisper_model else None) as (url, _):
         clips = make_clips(url, UTTERANCES)
+        if barge_in_only:
+            bi = await barge_in(url, clips[0])
+            print("barge-in", json.dumps({"interrupted_ms": summary([b["interrupted_ms"] for b in bi]),
+                                          "audio_stopped_ms": summary([b["audio_stopped_ms"] for b in bi])}))
+            return out
         one = await session(url, clips, "solo")
         out["single_session"] = report(one)
         print("single session", json.dumps(out["single_session"]), flush=True)
@@ -192,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--whisper-model", help="WHISPER_MODEL for the server (e.g. embedded-tiny.en)")
+    parser.add_argument("--barge-in-only", action="store_true", help="only the barge-in measurement, not saved")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.sessions, args.whisper_model))
+    asyncio.run(run(args.sessions, args.whisper_model, args.barge_in_only))
 
 
 if __name__ == "__main__":

@@ -151,8 +151,9 @@ class LLMService(ModelService):
                           usage: Usage | None = None, *, gate: threading.Event | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
-        ``gate``: generation pauses between tokens while it is clear (a voice reply clears it so the
-        first sentence is synthesized with the whole CPU; the model writes far faster than speech).
+        ``gate``: generation pauses between tokens while it is clear and no other request is waiting
+        (a voice reply clears it so its first sentence is synthesized with the whole CPU; the model
+        writes far faster than speech).
         """
         self._check(messages, params)
         usage = usage if usage is not None else Usage()
@@ -180,7 +181,8 @@ class LLMService(ModelService):
                     top_p=params.top_p, stop=stop + list(params.stop), stream=True, seed=params.seed,
                 )
                 for chunk in stream:
-                    while gate is not None and not gate.wait(0.05) and not cancel.is_set():
+                    # Paused only while no other request waits: a paused reply must not keep the model idle.
+                    while gate is not None and not gate.wait(0.05) and not cancel.is_set() and not self._waiting:
                         pass
                     if cancel.is_set():
                         usage.finish_reason = "cancelled"
