@@ -78,10 +78,13 @@ class Settings(BaseSettings):
     openaudio_sample_rate: int = 44100
 
     # --- voice conversation -------------------------------------------------------------------
+    # Worded for the small embedded model too: it answered questions about France in French when told it was
+    # "Gemma", and rambled more at temperature 0.7 (docs/benchmarks.md).
     voice_instructions: str = (
-        "You are Gemma, a friendly voice assistant. Answer in one or two short spoken sentences, "
+        "You are a helpful voice assistant. Answer briefly, in one or two short sentences, "
         "with no lists, markdown or emoji."
     )
+    voice_temperature: float = Field(0.3, ge=0.0, le=2.0)
     voice_history_turns: int = 12
     voice_max_reply_tokens: int = 120
     vad_min_silence_ms: int = 250

@@ -358,7 +358,8 @@ class VoiceSession:
 
     async def _reply_to(self, turn: UserTurn, metrics: dict[str, Any]) -> None:
         messages = [ChatMessage("system", self.config.instructions), *self.history]
-        params = GenerationParams(max_tokens=self.settings.voice_max_reply_tokens, temperature=0.7)
+        params = GenerationParams(max_tokens=self.settings.voice_max_reply_tokens,
+                                  temperature=self.settings.voice_temperature)
         reply = SpokenReply(self.services, messages, params, voice=self.config.voice)
         self._reply, self._reply_audio_started = reply, None
         first_audio: float | None = None

@@ -49,12 +49,15 @@ def _text(content: Any) -> str:
 
 
 class GemmaLLM(llm.LLM):
-    def __init__(self, *, services: Services | None = None, temperature: float = 0.7,
+    def __init__(self, *, services: Services | None = None, temperature: float | None = None,
                  max_tokens: int | None = None, top_p: float = 0.95) -> None:
         """``services``: default, the process-wide ones (``app.agents.runtime``).
+        ``temperature``: default ``VOICE_TEMPERATURE``.
         ``max_tokens``: default ``VOICE_MAX_REPLY_TOKENS``: spoken replies are short."""
         super().__init__()
         self._services = services or shared_services()
+        if temperature is None:
+            temperature = self._services.settings.voice_temperature
         if not 0.0 <= temperature <= 2.0:
             raise ValueError("temperature must be between 0 and 2")
         self._params = GenerationParams(
