@@ -79,7 +79,7 @@ class Settings(BaseSettings):
 
     # --- voice conversation -------------------------------------------------------------------
     # Worded for the small embedded model too: it answered questions about France in French when told it was
-    # "Gemma", and rambled more at temperature 0.7 (docs/benchmarks.md).
+    # "Gemma", and rambled more at temperature 0.7 (docs/benchmarks.md, issue #3).
     voice_instructions: str = (
         "You are a helpful voice assistant. Answer briefly, in one or two short sentences, "
         "with no lists, markdown or emoji."
