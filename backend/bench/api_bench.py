@@ -88,11 +88,11 @@ def bench_stt(url: str, settings: Settings, clips: list[bytes]) -> dict:
     """
     from faster_whisper import WhisperModel, decode_audio
 
-    from app.services.whisper import _lean_model_class, encoder_window_frames
+    from app.services.whisper import lean_whisper_model_class, encoder_window_frames
 
     where = resolve_whisper(settings)
     options = dict(device="cpu", compute_type=settings.whisper_compute_type, cpu_threads=settings.whisper_threads)
-    stock, lean = WhisperModel(where, **options), _lean_model_class()(where, **options)
+    stock, lean = WhisperModel(where, **options), lean_whisper_model_class()(where, **options)
 
     def direct(model, clip: bytes) -> float:
         started = time.perf_counter()

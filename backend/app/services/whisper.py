@@ -47,7 +47,7 @@ FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
 STOCK_WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
 
 
-def _lean_model_class():
+def lean_whisper_model_class():
     """faster-whisper's WhisperModel with two changes that matter for short utterances on a CPU.
 
     1. The encoder, most of a short clip's cost, runs over a window just long enough for the clip
@@ -111,7 +111,7 @@ class WhisperService(ModelService):
     async def _load(self) -> None:
         where = await asyncio.to_thread(resolve_whisper, self.settings)
         self.model = await asyncio.to_thread(
-            _lean_model_class(), where, device=self.settings.whisper_device,
+            lean_whisper_model_class(), where, device=self.settings.whisper_device,
             compute_type=self.settings.whisper_compute_type, cpu_threads=self.settings.whisper_threads,
             download_root=str(self.settings.models_dir / "whisper"),
         )
