@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import words  # noqa: F401  (re-exported for the agent tests)
 from livekit import rtc
 
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm

@@ -10,7 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from agent_helpers import QUESTION, QUESTION_WORDS, transcribe, words
+from agent_helpers import QUESTION, QUESTION_WORDS, transcribe
+from helpers import words
 
 from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.plugins import GemmaLLM
