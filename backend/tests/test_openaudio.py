@@ -8,6 +8,7 @@ import pytest
 from app.audio.codec import pcm16_to_float, resample_pcm
 from app.config.settings import Settings
 from app.services.base import UpstreamError
+from app.services.local_tts import LocalTTSService
 from app.services.openaudio import OpenAudioService, ReferenceAudio
 from app.services.tts import create_tts_engine
 from helpers import free_port, words
@@ -106,3 +107,15 @@ async def test_unreachable_server_fails_to_load(monkeypatch):
     await service.start()
     assert service.state == "failed" and "not reachable" in service.error
     await service.close()
+
+
+async def test_embedded_voice_variation_follows_settings(server):
+    steady = server.services.tts  # the test server speaks with LOCAL_TTS_VARIATION=0
+    assert await steady.synthesize("Same words.") == await steady.synthesize("Same words.")
+    natural = LocalTTSService(Settings(app_env="test", _env_file=None))
+    await natural.start()
+    try:
+        await natural.wait_ready(60)
+        assert await natural.synthesize("Same words.") != await natural.synthesize("Same words.")
+    finally:
+        await natural.close()

@@ -69,7 +69,8 @@ async function startBackend() {
   const logStream = createWriteStream(logPath);
   const child = spawn(python, ['-m', 'uvicorn', 'app.main:app', '--host', '127.0.0.1', '--port', String(port)], {
     cwd: backendDir,
-    env: { ...env, ...(apiKey ? { API_KEY: apiKey } : {}) },
+    // The spoken question comes from the backend's voice: without sampling noise it sounds the same every run.
+    env: { LOCAL_TTS_VARIATION: '0', ...env, ...(apiKey ? { API_KEY: apiKey } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.pipe(logStream);

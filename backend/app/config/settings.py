@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # --- TTS ----------------------------------------------------------------------------------
     tts_engine: Literal["auto", "openaudio", "local"] = "auto"
     tts_default_voice: Optional[str] = None
+    # Scales the embedded piper voice's sampling noise: 1 = the voice's own, 0 = the same audio for the same text.
+    local_tts_variation: float = Field(1.0, ge=0.0, le=2.0)
     openaudio_url: Optional[str] = None
     openaudio_api_key: Optional[SecretStr] = None
     openaudio_reference_id: Optional[str] = None

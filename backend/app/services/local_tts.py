@@ -20,14 +20,18 @@ class LocalTTSService(TTSEngine):
         super().__init__(settings)
         self.voice = None
         self.voice_name = "en_US-joe-medium"
+        self._synthesis = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
 
     async def _load(self) -> None:
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
 
         model, config = embedded_piper_voice()
         self.voice = await asyncio.to_thread(PiperVoice.load, model, config)
         self.sample_rate = self.voice.config.sample_rate
+        variation = self.settings.local_tts_variation
+        self._synthesis = SynthesisConfig(noise_scale=self.voice.config.noise_scale * variation,
+                                          noise_w_scale=self.voice.config.noise_w_scale * variation)
         async for _ in self._sentences("Ready."):  # first inference allocates; keep that off the first request
             pass
 
@@ -45,7 +49,7 @@ class LocalTTSService(TTSEngine):
 
     async def _sentences(self, text: str) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        sentences = iter(self.voice.synthesize(text))
+        sentences = iter(self.voice.synthesize(text, self._synthesis))
         # Piper yields one chunk per sentence: step it one sentence per executor call, so a long
         # text interleaves with other requests and stops as soon as the caller stops reading.
         while True:

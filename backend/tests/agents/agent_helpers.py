@@ -8,7 +8,7 @@ from livekit import rtc
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.services.container import Services
 
-# Of the questions tried, the one Whisper base hears right every time from the (randomized) piper voice.
+# Of the questions tried, the one Whisper base heard right every time even from the randomized piper voice.
 QUESTION = "How many legs does a spider have?"
 QUESTION_WORDS = {"spider", "legs"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from agent_helpers import QUESTION
+from helpers import STEADY_VOICE
 
 from app.agents.runtime import get_services
 from app.config.settings import Settings
@@ -17,7 +18,7 @@ from app.services.container import Services
 @pytest.fixture(scope="session")
 async def services() -> Services:
     # Not the developer's .env: the tests are about the embedded models.
-    return await get_services(Settings(app_env="test", _env_file=None))
+    return await get_services(Settings(app_env="test", _env_file=None, **STEADY_VOICE))
 
 
 @pytest.fixture(scope="session")

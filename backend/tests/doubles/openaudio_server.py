@@ -15,6 +15,7 @@ import time
 
 import msgpack
 import uvicorn
+from piper import SynthesisConfig
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -38,7 +39,9 @@ class FakeOpenAudioServer:
 
     def _speak(self, text: str) -> list[bytes]:
         rate = self.voice.config.sample_rate
-        return [resample_pcm(chunk.audio_int16_bytes, rate, self.sample_rate) for chunk in self.voice.synthesize(text)]
+        steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # the same audio for the same text
+        return [resample_pcm(chunk.audio_int16_bytes, rate, self.sample_rate)
+                for chunk in self.voice.synthesize(text, steady)]
 
     def _build(self) -> FastAPI:
         app = FastAPI()
