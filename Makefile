@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test setup system-deps python models web backend-test frontend-test e2e bench worker worker-console \
-        compose-up compose-down lint clean
+        compose-up compose-down clean
 
 run: setup
 	cd backend && exec .venv/bin/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)

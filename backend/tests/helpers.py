@@ -19,9 +19,11 @@ from app.config.settings import Settings
 from app.main import create_app
 
 STRICT_KEY = "test-key-0123456789"
-QUESTION = "What is the capital of France?"
-# The embedded voice samples noise: with it, Whisper heard "capital of friends" in about 1 in 10 syntheses.
-# The tests speak their questions the same way every run.
+# The question the tests speak. Whisper (base and tiny.en) heard these words in 96 of 96 tries: varied voices,
+# padding, resampling. "What is the capital of France?" came out as "... of friends" about 1 time in 10.
+QUESTION = "How many legs does a spider have?"
+QUESTION_WORDS = {"spider", "legs"}
+# The embedded voice samples noise; the tests speak with none, so a spoken question sounds the same every run.
 STEADY_VOICE = {"local_tts_variation": 0.0}
 
 

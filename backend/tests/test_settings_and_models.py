@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from helpers import QUESTION, words
+from helpers import QUESTION_WORDS, words
 
 from app.audio.codec import decode_audio
 from app.config.settings import Settings
@@ -80,8 +80,7 @@ async def test_embedded_tiny_en_transcribes_english(question_wav):
         heard = await service.transcribe(decode_audio(question_wav), language="en")
     finally:
         await service.close()
-    assert {"capital", "france"} <= words(heard.text), heard.text
-    assert words(QUESTION) & words(heard.text)
+    assert QUESTION_WORDS <= words(heard.text), heard.text
 
 
 def test_gemma_turn_format_folds_system_into_first_user_turn():

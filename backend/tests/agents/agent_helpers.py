@@ -8,10 +8,6 @@ from livekit import rtc
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.services.container import Services
 
-# Of the questions tried, the one Whisper base heard right every time even from the randomized piper voice.
-QUESTION = "How many legs does a spider have?"
-QUESTION_WORDS = {"spider", "legs"}
-
 
 async def transcribe(services: Services, audio: rtc.AudioFrame) -> str:
     pcm = resample_pcm(bytes(audio.data), audio.sample_rate, WHISPER_RATE)

@@ -7,8 +7,7 @@ no arguments use the same loaded models as those given ``services`` explicitly.
 from __future__ import annotations
 
 import pytest
-from agent_helpers import QUESTION
-from helpers import STEADY_VOICE
+from helpers import QUESTION, STEADY_VOICE
 
 from app.agents.runtime import get_services
 from app.config.settings import Settings

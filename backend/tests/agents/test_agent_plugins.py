@@ -7,7 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from agent_helpers import QUESTION, QUESTION_WORDS, rms, transcribe
+from agent_helpers import rms, transcribe
+from helpers import QUESTION, QUESTION_WORDS
 from helpers import words
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm

@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from agent_helpers import QUESTION, QUESTION_WORDS, transcribe
-from helpers import words
+from agent_helpers import transcribe
+from helpers import QUESTION, QUESTION_WORDS, words
 
 from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.plugins import GemmaLLM
@@ -53,6 +53,8 @@ async def test_spoken_question_gets_a_spoken_answer(services, question_pcm):
 
         assert speaker.segments[0].interrupted is False
         assert QUESTION_WORDS <= words(messages(session, "user")[0].text_content)
+        # The framework files the reply in the history after the playout ends, a moment later.
+        await until(lambda: messages(session, "assistant"), 30, "the reply in the history")
         reply_text = messages(session, "assistant")[0].text_content
 
     heard = await transcribe(services, speaker.segments[0].audio())
@@ -82,6 +84,7 @@ async def test_user_speech_interrupts_the_reply(services, question_pcm):
 
         assert speaker.segments[0].interrupted is True
         assert speaker.clear_count >= 1
+        await until(lambda: messages(session, "assistant"), 30, "the cut reply in the history")
         assert messages(session, "assistant")[0].interrupted
         # What interrupted it is the user's next turn.
         await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
