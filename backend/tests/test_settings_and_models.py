@@ -9,6 +9,7 @@ from helpers import QUESTION_WORDS, words
 
 from app.audio.codec import decode_audio
 from app.config.settings import Settings
+from app.malloc_arena import use_one_malloc_arena
 from app.models import WHISPER_BASE_BYTES, ModelUnavailable, embedded_whisper_base, resolve_llm, resolve_whisper
 from app.services.llm import ChatMessage, gemma_prompt
 from app.services.whisper import WhisperService
@@ -88,3 +89,10 @@ def test_gemma_turn_format_folds_system_into_first_user_turn():
                            ChatMessage("assistant", "Hello!"), ChatMessage("user", "Bye")])
     assert prompt == ("<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
                       "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+
+
+def test_one_malloc_arena_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert use_one_malloc_arena()  # glibc's mallopt accepted it
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not use_one_malloc_arena()
