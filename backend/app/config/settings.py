@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     llm_n_threads: int = 2
     llm_instances: int = Field(1, ge=1, le=16)
     llm_queue_size: int = Field(16, ge=0)
+    # A generation yields the model to a waiting request after this many tokens (0 = first come, first finished).
+    llm_slice_tokens: int = Field(32, ge=0)
     llm_default_max_tokens: int = 256
     llm_request_timeout: float = 120.0
 

@@ -2,6 +2,12 @@
 
 Each llama.cpp instance is entered by one thread at a time. Requests wait FIFO for a free instance;
 past ``llm_queue_size`` waiters they are refused with 503 + Retry-After instead of piling up.
+
+The model is time-sliced: a generation that has written ``llm_slice_tokens`` tokens while others
+wait saves its KV cache, hands the instance to the next in line and queues again, so one long reply
+does not hold back everyone else's first words. Resuming restores the cache, so only the last token
+or two are evaluated again.
+
 Generation runs in a worker thread and checks a cancel flag between tokens, so a client that goes
 away (or a timeout) stops it within a token.
 """
@@ -9,11 +15,15 @@ away (or a timeout) stops it within a token.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Sequence
+
+import numpy as np
 
 from app.config.settings import Settings
 from app.models import LLMSource, resolve_llm
@@ -71,6 +81,13 @@ def gemma_prompt(messages: Sequence[ChatMessage]) -> str:
     return "".join(parts)
 
 
+@dataclass
+class _Paused:
+    """A generation that gave its instance to a waiting request, ready to pick up where it stopped."""
+    state: bytes
+    input_ids: np.ndarray
+
+
 class _Instance:
     """One llama.cpp model plus how to turn messages into its prompt."""
 
@@ -92,6 +109,27 @@ class _Instance:
             self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self.chat_format = "gguf-template" if self.formatter else "gemma"
 
+    def save(self) -> "_Paused":
+        """The evaluated tokens and their KV cache (llama.cpp's state: a few MB for a short chat)."""
+        import llama_cpp
+
+        ctx = self.llama._ctx.ctx
+        buffer = (ctypes.c_uint8 * llama_cpp.llama_state_get_size(ctx))()
+        used = llama_cpp.llama_state_get_data(ctx, buffer, len(buffer))
+        n = self.llama.n_tokens
+        return _Paused(state=ctypes.string_at(buffer, used), input_ids=self.llama.input_ids[:n].copy())
+
+    def restore(self, paused: "_Paused") -> None:
+        import llama_cpp
+
+        state = (ctypes.c_uint8 * len(paused.state)).from_buffer_copy(paused.state)
+        if llama_cpp.llama_state_set_data(self.llama._ctx.ctx, state, len(paused.state)) != len(paused.state):
+            raise RuntimeError("llama.cpp refused the saved state")
+        n = len(paused.input_ids)
+        self.llama.input_ids[:n] = paused.input_ids
+        self.llama.n_tokens = n
+        self.llama._requires_eval = True  # the logits are not restored: the next call re-evaluates a token
+
     def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
         if self.formatter is None:
             return gemma_prompt(messages), list(GEMMA_STOP)
@@ -108,36 +146,58 @@ class LLMService(ModelService):
         self.settings = settings
         self.model_name = "unknown"
         self.model_path: str | None = None
-        self._free: asyncio.Queue[_Instance] = asyncio.Queue()
-        self._waiting = 0
+        self._free: list[_Instance] = []
+        self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
         self._executor = ThreadPoolExecutor(max_workers=settings.llm_instances, thread_name_prefix="llm")
+
+    @property
+    def _waiting(self) -> int:
+        return len(self._waiters)
 
     async def _load(self) -> None:
         source = await asyncio.to_thread(resolve_llm, self.settings)
         self.model_name, self.model_path = source.name, str(source.path)
         for _ in range(self.settings.llm_instances):
-            self._free.put_nowait(await asyncio.to_thread(_Instance, source, self.settings))
+            self._release(await asyncio.to_thread(_Instance, source, self.settings), active=False)
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name, "path": self.model_path,
                 "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting}
 
-    async def _acquire(self) -> _Instance:
-        await self.wait_ready(self.settings.ready_wait_seconds)
-        if self._free.empty() and self._waiting >= self.settings.llm_queue_size:
-            raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
-        self._waiting += 1
-        try:
-            inst = await self._free.get()  # asyncio.Queue serves waiters first come, first served
-        finally:
-            self._waiting -= 1
+    async def _acquire(self, *, admitted: bool = False) -> _Instance:
+        """A free instance, or a place at the back of the line. ``admitted``: a paused generation
+        coming back, never refused."""
+        if not admitted:
+            await self.wait_ready(self.settings.ready_wait_seconds)
+        if self._free and not self._waiters:
+            inst = self._free.pop()
+        else:
+            if not admitted and self._waiting >= self.settings.llm_queue_size:
+                raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
+            turn: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
+            self._waiters.append(turn)
+            try:
+                inst = await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release(turn.result(), active=False)  # handed over just as we gave up
+                else:
+                    self._waiters.remove(turn)
+                raise
         self._active += 1
         return inst
 
-    def _release(self, inst: _Instance) -> None:
-        self._active -= 1
-        self._free.put_nowait(inst)
+    def _release(self, inst: _Instance, *, active: bool = True) -> None:
+        """Hand the instance straight to the first waiter (so nobody can jump the line), else park it."""
+        if active:
+            self._active -= 1
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(inst)
+                return
+        self._free.append(inst)
 
     def _check(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
         if not messages or not any(m.content.strip() for m in messages if m.role != "system"):
@@ -151,9 +211,9 @@ class LLMService(ModelService):
                           usage: Usage | None = None, *, gate: threading.Event | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
-        ``gate``: generation pauses between tokens while it is clear and no other request is waiting
-        (a voice reply clears it so its first sentence is synthesized with the whole CPU; the model
-        writes far faster than speech).
+        ``gate``: while it is clear, generation pauses between tokens, or gives the model to a waiting
+        request (a voice reply clears it so its first sentence is synthesized with the whole CPU; the
+        model writes far faster than speech).
         """
         self._check(messages, params)
         usage = usage if usage is not None else Usage()
@@ -161,25 +221,38 @@ class LLMService(ModelService):
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
+        slice_tokens = self.settings.llm_slice_tokens
+        written: list[str] = []  # the reply so far: a resumed slice continues after it
+        started: list[float] = []  # when the first slice began, for the time to first token
 
         def emit(kind: str, value: Any) -> None:
             loop.call_soon_threadsafe(out.put_nowait, (kind, value))
 
-        def run() -> None:
+        def should_yield(count: int) -> bool:
+            if not slice_tokens or not self._waiting:
+                return False
+            return count >= slice_tokens or (gate is not None and not gate.is_set())
+
+        def run(inst: _Instance, paused: _Paused | None) -> None:
             try:
                 prompt, stop = inst.render(messages)
-                tokens = inst.llama.tokenize(prompt.encode("utf-8"), add_bos=inst.formatter is None,
-                                             special=True)
+                tokens = inst.llama.tokenize((prompt + "".join(written)).encode("utf-8"),
+                                             add_bos=inst.formatter is None, special=True)
                 room = self.settings.llm_n_ctx - len(tokens)
                 if room < 8:
                     raise BadRequest(f"the conversation ({len(tokens)} tokens) does not fit the "
                                      f"{self.settings.llm_n_ctx}-token context")
-                usage.prompt_tokens = len(tokens)
-                started = time.perf_counter()
+                if paused is None:
+                    usage.prompt_tokens = len(tokens)
+                    started.append(time.perf_counter())
+                else:
+                    inst.restore(paused)
                 stream: Iterable[dict] = inst.llama.create_completion(
-                    tokens, max_tokens=min(params.max_tokens, room), temperature=params.temperature,
-                    top_p=params.top_p, stop=stop + list(params.stop), stream=True, seed=params.seed,
+                    tokens, max_tokens=min(params.max_tokens - usage.completion_tokens, room),
+                    temperature=params.temperature, top_p=params.top_p, stop=stop + list(params.stop),
+                    stream=True, seed=params.seed,
                 )
+                count = 0
                 for chunk in stream:
                     # Paused only while no other request waits: a paused reply must not keep the model idle.
                     while gate is not None and not gate.wait(0.05) and not cancel.is_set() and not self._waiting:
@@ -190,37 +263,56 @@ class LLMService(ModelService):
                     choice = chunk["choices"][0]
                     text = choice.get("text") or ""
                     usage.completion_tokens += 1
+                    count += 1
                     if usage.first_token_s is None:
-                        usage.first_token_s = time.perf_counter() - started
+                        usage.first_token_s = time.perf_counter() - started[0]
                     if text:
+                        written.append(text)
                         emit("text", text)
                     if choice.get("finish_reason"):
                         usage.finish_reason = choice["finish_reason"]
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
+                    elif text and should_yield(count):  # after whole characters only: the text resumes from here
+                        getattr(stream, "close", lambda: None)()
+                        emit("pause", inst.save())
+                        return
+                getattr(stream, "close", lambda: None)()
                 emit("end", None)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
                 emit("error", exc)
 
-        future = loop.run_in_executor(self._executor, run)
         deadline = loop.time() + self.settings.llm_request_timeout
+        paused: _Paused | None = None
         try:
             while True:
+                future = loop.run_in_executor(self._executor, run, inst, paused)
                 try:
-                    kind, value = await asyncio.wait_for(out.get(), max(0.0, deadline - loop.time()))
+                    while True:
+                        try:
+                            kind, value = await asyncio.wait_for(out.get(), max(0.0, deadline - loop.time()))
+                        except asyncio.TimeoutError:
+                            raise ServiceUnavailable("generation timed out", retry_after=5) from None
+                        if kind == "text":
+                            yield value
+                        elif kind == "error":
+                            raise value
+                        elif kind == "end":
+                            return
+                        else:
+                            paused = value
+                            break
+                finally:
+                    cancel.set()
+                    held, inst = inst, None
+                    # The instance is only free again once its thread has really stopped.
+                    future.add_done_callback(lambda _f, held=held: loop.call_soon_threadsafe(self._release, held))
+                cancel.clear()
+                try:  # back of the line; the saved state travels with us
+                    inst = await asyncio.wait_for(self._acquire(admitted=True), max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:
                     raise ServiceUnavailable("generation timed out", retry_after=5) from None
-                if kind == "text":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
         finally:
-            cancel.set()
-            # The instance is only free again once its thread has really stopped.
-            future.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._release, inst))
+            if inst is not None:  # cancelled while holding a fresh turn that never ran
+                self._release(inst)
 
     async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> tuple[str, Usage]:
         usage = Usage()
