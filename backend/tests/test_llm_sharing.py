@@ -8,6 +8,10 @@ import time
 
 import httpx
 
+from app.config.settings import Settings
+from app.models import resolve_llm
+from app.services.llm import ChatMessage, _Instance
+
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
         "temperature": 0.0}
 
@@ -47,3 +51,43 @@ async def test_a_long_reply_shares_the_model(server):
     assert short_first < long_reply["ended"] and short_reply["ended"] < long_reply["ended"]
     # The long reply resumed from its saved state: greedy decoding wrote the same words as alone.
     assert long_reply["text"] == alone["text"]
+
+
+def test_a_conversation_gets_its_context_back_after_another_used_the_model(server, client):
+    llm = server.services.llm
+
+    def turn(history: list[dict]) -> dict:
+        r = client.post("/v1/generate", json={"messages": history, "max_tokens": 24, "temperature": 0.0})
+        assert r.status_code == 200, r.text
+        while llm.status()["active"]:  # the reply's state is kept just after the reply is sent
+            time.sleep(0.01)
+        return r.json()
+
+    story = [{"role": "system", "content": "You are a patient teacher. " * 12},
+             {"role": "user", "content": "Explain what a rainbow is."}]
+    story += [{"role": "assistant", "content": turn(story)["text"]}, {"role": "user", "content": "Why is it curved?"}]
+    turn([{"role": "user", "content": "Name three fruits."}])  # another conversation takes the model's KV cache
+    hits = llm.status()["state_cache"]["hits"]
+    assert turn(story)["text"]
+    assert llm.status()["state_cache"]["hits"] == hits + 1
+
+
+def test_a_restored_state_continues_exactly_as_the_original():
+    settings = Settings(app_env="test", _env_file=None)
+    inst = _Instance(resolve_llm(settings), settings)
+    prompt, _ = inst.render([ChatMessage("system", "You are a patient teacher."),
+                             ChatMessage("user", "Explain what a rainbow is.")])
+    tokens = inst.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+
+    def greedy() -> str:
+        return inst.llama.create_completion(tokens, max_tokens=24, temperature=0.0)["choices"][0]["text"]
+
+    inst.llama.reset()
+    original = greedy()
+    kept = inst.save()
+    inst.llama.reset()
+    inst.llama.eval(inst.llama.tokenize(b"Something else entirely, to overwrite the cache."))
+    inst.restore(kept)
+    assert greedy() == original
+    inst.llama.reset()
+    assert greedy() == original  # and the same as from scratch

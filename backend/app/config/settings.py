@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     llm_queue_size: int = Field(16, ge=0)
     # A generation yields the model to a waiting request after this many tokens (0 = first come, first finished).
     llm_slice_tokens: int = Field(32, ge=0)
+    # KV states of recent replies, so each conversation's next turn skips re-reading its history (0 = off).
+    llm_state_cache_mb: int = Field(256, ge=0)
     llm_default_max_tokens: int = 256
     llm_request_timeout: float = 120.0
 

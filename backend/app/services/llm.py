@@ -19,7 +19,7 @@ import ctypes
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -30,6 +30,8 @@ from app.models import LLMSource, resolve_llm
 from app.services.base import BadRequest, ModelService, ServiceOverloaded, ServiceUnavailable
 
 GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
+# Restoring a kept state costs about what evaluating 3 tokens does: worth it from this many tokens saved.
+RESTORE_MIN_GAIN = 8
 
 
 @dataclass
@@ -82,10 +84,66 @@ def gemma_prompt(messages: Sequence[ChatMessage]) -> str:
 
 
 @dataclass
-class _Paused:
-    """A generation that gave its instance to a waiting request, ready to pick up where it stopped."""
+class _KVState:
+    """Evaluated tokens and llama.cpp's state for them (KV cache): a generation paused to let another
+    request run, or a finished one kept for the conversation's next turn."""
     state: bytes
     input_ids: np.ndarray
+
+
+def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+class _StateCache:
+    """The KV states of recent generations, least recently used dropped first.
+
+    Prompt evaluation is slow on a CPU (about 140 tokens/s for the embedded model on 2 cores), and a
+    model serving several conversations has only the last one's context in its KV cache. A request
+    whose prompt shares a longer prefix with a kept state (the conversation's previous turn) restores
+    it in ~20 ms instead of evaluating the whole history again.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self._states: OrderedDict[int, _KVState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, kept: _KVState) -> None:
+        if not len(kept.input_ids) or len(kept.state) > self.max_bytes:
+            return
+        with self._lock:
+            for key, old in list(self._states.items()):  # a state this one extends is superseded
+                if common_prefix(old.input_ids, kept.input_ids) == len(old.input_ids):
+                    del self._states[key]
+            self._states[id(kept)] = kept
+            while sum(len(k.state) for k in self._states.values()) > self.max_bytes:
+                self._states.popitem(last=False)
+
+    def best(self, tokens: np.ndarray) -> tuple[_KVState | None, int]:
+        """The kept state sharing the longest prefix with ``tokens``, and that prefix's length."""
+        with self._lock:
+            best, length = None, 0
+            for key, kept in self._states.items():
+                n = common_prefix(kept.input_ids, tokens)
+                if n > length:
+                    best, length = key, n
+            if best is None:
+                return None, 0
+            self._states.move_to_end(best)
+            return self._states[best], length
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {"states": len(self._states), "hits": self.hits,
+                    "mb": round(sum(len(k.state) for k in self._states.values()) / 1e6, 1)}
 
 
 class _Instance:
@@ -109,7 +167,7 @@ class _Instance:
             self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self.chat_format = "gguf-template" if self.formatter else "gemma"
 
-    def save(self) -> "_Paused":
+    def save(self) -> "_KVState":
         """The evaluated tokens and their KV cache (llama.cpp's state: a few MB for a short chat)."""
         import llama_cpp
 
@@ -117,9 +175,9 @@ class _Instance:
         buffer = (ctypes.c_uint8 * llama_cpp.llama_state_get_size(ctx))()
         used = llama_cpp.llama_state_get_data(ctx, buffer, len(buffer))
         n = self.llama.n_tokens
-        return _Paused(state=ctypes.string_at(buffer, used), input_ids=self.llama.input_ids[:n].copy())
+        return _KVState(state=ctypes.string_at(buffer, used), input_ids=self.llama.input_ids[:n].copy())
 
-    def restore(self, paused: "_Paused") -> None:
+    def restore(self, paused: "_KVState") -> None:
         import llama_cpp
 
         state = (ctypes.c_uint8 * len(paused.state)).from_buffer_copy(paused.state)
@@ -149,6 +207,7 @@ class LLMService(ModelService):
         self._free: list[_Instance] = []
         self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
+        self._states = _StateCache(settings.llm_state_cache_mb * 1_000_000) if settings.llm_state_cache_mb else None
         self._executor = ThreadPoolExecutor(max_workers=settings.llm_instances, thread_name_prefix="llm")
 
     @property
@@ -163,7 +222,8 @@ class LLMService(ModelService):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name, "path": self.model_path,
-                "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting}
+                "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting,
+                "state_cache": self._states.status() if self._states else None}
 
     async def _acquire(self, *, admitted: bool = False) -> _Instance:
         """A free instance, or a place at the back of the line. ``admitted``: a paused generation
@@ -199,6 +259,17 @@ class LLMService(ModelService):
                 return
         self._free.append(inst)
 
+    def _restore_longest_prefix(self, inst: _Instance, tokens: list[int]) -> None:
+        """Load the kept state that shares more of the prompt than the instance's own KV cache does."""
+        if self._states is None:
+            return
+        prompt = np.asarray(tokens, dtype=np.intc)
+        kept, length = self._states.best(prompt)
+        held = common_prefix(inst.llama.input_ids[:inst.llama.n_tokens], prompt)
+        if kept is not None and length > held + RESTORE_MIN_GAIN:
+            inst.restore(kept)
+            self._states.hits += 1
+
     def _check(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
         if not messages or not any(m.content.strip() for m in messages if m.role != "system"):
             raise BadRequest("the prompt is empty")
@@ -233,7 +304,7 @@ class LLMService(ModelService):
                 return False
             return count >= slice_tokens or (gate is not None and not gate.is_set())
 
-        def run(inst: _Instance, paused: _Paused | None) -> None:
+        def run(inst: _Instance, paused: _KVState | None) -> None:
             try:
                 prompt, stop = inst.render(messages)
                 tokens = inst.llama.tokenize((prompt + "".join(written)).encode("utf-8"),
@@ -245,6 +316,7 @@ class LLMService(ModelService):
                 if paused is None:
                     usage.prompt_tokens = len(tokens)
                     started.append(time.perf_counter())
+                    self._restore_longest_prefix(inst, tokens)
                 else:
                     inst.restore(paused)
                 stream: Iterable[dict] = inst.llama.create_completion(
@@ -277,11 +349,13 @@ class LLMService(ModelService):
                         return
                 getattr(stream, "close", lambda: None)()
                 emit("end", None)
+                if self._states is not None:  # after the reply's end has been sent: this costs a few ms
+                    self._states.put(inst.save())
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
                 emit("error", exc)
 
         deadline = loop.time() + self.settings.llm_request_timeout
-        paused: _Paused | None = None
+        paused: _KVState | None = None
         try:
             while True:
                 future = loop.run_in_executor(self._executor, run, inst, paused)
