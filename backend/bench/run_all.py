@@ -14,6 +14,7 @@ from app.config.settings import REPO_DIR
 # (module, arguments): the voice loops run with each embedded Whisper, the default base and the faster tiny.en.
 SUITES = [
     ("bench.api_bench", []),
+    ("bench.whisper_windows", []),
     ("bench.voice_bench", []),
     ("bench.voice_bench", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.agent_latency", []),

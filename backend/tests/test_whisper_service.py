@@ -1,4 +1,5 @@
-"""WhisperService's two speed-ups over stock faster-whisper, checked on real speech with the embedded model."""
+"""WhisperService's speed-ups over stock faster-whisper, and its guard against the short window's decoding
+loops, checked on real speech with the embedded model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from helpers import QUESTION, QUESTION_WORDS, words
 
 from app.audio.codec import decode_audio
 from app.config.settings import Settings
-from app.services.whisper import STOCK_WINDOW_FRAMES, WhisperService, encoder_window_frames
+from app.services.whisper import STOCK_WINDOW_FRAMES, WhisperService, encoder_window_frames, looks_repeated
 
 
 def test_encoder_window_covers_the_clip_within_whisper_limits():
@@ -50,6 +51,41 @@ async def test_one_short_encoder_pass_per_utterance(whisper, question_wav, langu
         whisper.model.model = counting.inner
     assert QUESTION_WORDS <= words(heard.text), heard.text
     assert heard.language == "en"
-    # Language detection and decoding share one pass over a 10 s window, not two over 30 s.
-    assert [shape[-1] for shape in counting.shapes] == [1000], counting.shapes
+    # Language detection and decoding share one pass over a 7.5 s window, not two over 30 s.
+    assert [shape[-1] for shape in counting.shapes] == [750], counting.shapes
     assert words(QUESTION) == words(heard.text)
+
+
+def test_a_loop_is_told_from_speech():
+    assert looks_repeated("Yes. Yes. Yes.")
+    assert looks_repeated("What is 2 plus 2? What is 2 plus 2? What is 2 plus")  # the last copy cut short
+    assert not looks_repeated("Yes.")
+    assert not looks_repeated("")
+    assert not looks_repeated("I think that that is fine.")
+    assert not looks_repeated(QUESTION)
+
+
+class LoopingFirstDecode:
+    """TEST DOUBLE around WhisperService._decode: the first result comes back as a decoding loop (the words
+    said three times), as a too-short window makes Whisper write; later calls pass through untouched."""
+
+    def __init__(self, real):
+        self.real = real
+        self.windows: list[int] = []
+
+    def __call__(self, audio, window, *args):
+        self.windows.append(window)
+        result = self.real(audio, window, *args)
+        if len(self.windows) == 1:
+            result.text = " ".join([result.text] * 3)
+        return result
+
+
+async def test_a_looping_transcript_is_redone_with_the_full_window(whisper, question_wav):
+    whisper._decode = looping = LoopingFirstDecode(whisper._decode)
+    try:
+        heard = await whisper.transcribe(decode_audio(question_wav), language="en")
+    finally:
+        del whisper._decode
+    assert looping.windows == [750, STOCK_WINDOW_FRAMES]
+    assert words(heard.text) == words(QUESTION) and not looks_repeated(heard.text), heard.text

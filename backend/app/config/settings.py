@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     whisper_threads: int = 2
     whisper_beam_size: int = 1
     # The encoder sees max(this, clip + 1 s) of audio instead of Whisper's fixed 30 s window; 30 = stock.
-    whisper_min_window_s: float = Field(10.0, ge=1.0, le=30.0)
+    whisper_min_window_s: float = Field(7.5, ge=1.0, le=30.0)
 
     # --- TTS ----------------------------------------------------------------------------------
     tts_engine: Literal["auto", "openaudio", "local"] = "auto"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings
 from app.models import resolve_whisper
 from app.services.base import BadRequest, ModelService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Transcription:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     processing_s: float = 0.0
+    text_tokens: int = 0  # tokens decoded, against the cap that stops a decoding loop
+    token_cap: int = 0
 
     @property
     def confidence(self) -> float:
@@ -45,6 +51,8 @@ class Transcription:
 
 FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
 STOCK_WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
+# Speech rarely passes 6 words (~8 tokens) a second: more than this means the decoder is looping.
+MAX_TOKENS_PER_SECOND = 8
 
 
 def lean_whisper_model_class():
@@ -52,8 +60,9 @@ def lean_whisper_model_class():
 
     1. The encoder, most of a short clip's cost, runs over a window just long enough for the clip
        (``window_frames``, set per call) rather than over the clip padded to 30 s. CTranslate2 takes
-       the shorter input as it is. Much shorter windows make the decoder repeat itself; 10 s gives the
-       same words as 30 s on the benchmark clips (docs/benchmarks.md) at a third of the cost.
+       the shorter input as it is. Much shorter windows make the decoder repeat itself; 7.5 s gives the
+       same words as 30 s on the 24 benchmark clips (docs/benchmarks.md) at a quarter of the cost, and
+       the service checks each result for a loop (``looks_repeated``) and redoes it with 30 s.
     2. With ``language=None``, faster-whisper encodes the first window once to detect the language and
        again to decode it; here the detection's encoder output is reused (the two inputs differ only
        in the clip's last 10 ms frame).
@@ -90,6 +99,14 @@ def lean_whisper_model_class():
     return LeanWhisperModel
 
 
+def looks_repeated(text: str) -> bool:
+    """Whether the words are one phrase over and over, the last copy maybe cut short ("Yes. Yes. Yes.",
+    "What is 2? What is 2? What is"): what Whisper writes when its encoder window is too short. A person
+    can say that too; then the retry agrees, at the cost of a slower turn."""
+    found = re.findall(r"[\w']+", text.lower())
+    return any(found[unit:] == found[:-unit] for unit in range(1, len(found) // 2 + 1))
+
+
 def encoder_window_frames(samples: int, min_window_s: float) -> int:
     """The encoder window for a clip: at least ``min_window_s``, at least the clip plus 1 s, at most 30 s."""
     clip_frames = samples * FRAMES_PER_SECOND // WHISPER_RATE
@@ -118,30 +135,46 @@ class WhisperService(ModelService):
         # The first call on real-length audio is slow; pay for it before the first user does.
         rng = np.random.default_rng(0)
         warm = (0.05 * rng.standard_normal(WHISPER_RATE * 3)).astype(np.float32)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._run, warm, "en", None, 0.0, False)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._run, warm, "en", None, 0.0)
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name}
 
-    def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float,
-             timestamps: bool) -> Transcription:
+    def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float) -> Transcription:
         started = time.perf_counter()
-        self.model.window_frames = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
+        window = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
+        result = self._decode(audio, window, language, prompt, temperature)
+        if window < STOCK_WINDOW_FRAMES and (result.text_tokens >= result.token_cap or looks_repeated(result.text)):
+            log.info("stt: %r looks like a decoding loop with a %d s window; again with 30 s",
+                     result.text[:80], window // FRAMES_PER_SECOND)
+            result = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature)
+        result.processing_s = time.perf_counter() - started
+        return result
+
+    def _decode(self, audio: np.ndarray, window: int, language: str | None, prompt: str | None,
+                temperature: float) -> Transcription:
+        # Always with timestamp tokens: they cost ~30 ms a clip, and with them the short window stopped
+        # making the decoder loop ("Yes. Yes.") on the benchmark clips (bench.whisper_windows).
+        self.model.window_frames = window
+        duration = len(audio) / WHISPER_RATE
+        cap = int(duration * MAX_TOKENS_PER_SECOND) + 16
         segments_iter, info = self.model.transcribe(
             audio, language=language, initial_prompt=prompt, temperature=temperature,
             beam_size=self.settings.whisper_beam_size, condition_on_previous_text=False,
-            without_timestamps=not timestamps, vad_filter=False,
+            without_timestamps=False, vad_filter=False, max_new_tokens=cap,
         )
-        segments = [Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
-                            avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
-                    for i, s in enumerate(segments_iter)]
+        segments, text_tokens = [], 0
+        for i, s in enumerate(segments_iter):
+            segments.append(Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
+                                    avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob))
+            text_tokens += len(s.tokens)
         text = " ".join(s.text for s in segments if s.text).strip()
         return Transcription(text=text, language=info.language, language_probability=info.language_probability,
-                             duration=round(len(audio) / WHISPER_RATE, 3), segments=segments,
-                             processing_s=time.perf_counter() - started)
+                             duration=round(duration, 3), segments=segments, text_tokens=text_tokens,
+                             token_cap=cap)
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                         temperature: float = 0.0, timestamps: bool = True) -> Transcription:
+                         temperature: float = 0.0) -> Transcription:
         """``audio``: float32 mono at 16 kHz."""
         if audio.size == 0:
             raise BadRequest("no audio to transcribe")
@@ -150,7 +183,7 @@ class WhisperService(ModelService):
         await self.wait_ready(self.settings.ready_wait_seconds)
         async with self._lock:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, audio, language or None, prompt or None, temperature, timestamps)
+                self._executor, self._run, audio, language or None, prompt or None, temperature)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -287,8 +287,7 @@ class VoiceSession:
         rate = rate or self.config.input_sample_rate
         if rate != WHISPER_RATE:
             pcm = resample_pcm(pcm, rate, WHISPER_RATE)
-        return await self.services.stt.transcribe(pcm16_to_float(pcm), language=self.config.language,
-                                                  timestamps=False)
+        return await self.services.stt.transcribe(pcm16_to_float(pcm), language=self.config.language)
 
     # --- turns ------------------------------------------------------------------------------
     async def _start_turn(self, turn: UserTurn) -> None:

@@ -56,10 +56,8 @@ class WhisperSTT(stt.STT):
             pcm = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels).mean(axis=1).astype("<i2").tobytes()
         audio = pcm16_to_float(resample_pcm(pcm, frame.sample_rate, WHISPER_RATE))
         try:
-            # No timestamps: they cost decoding time and the session needs none.
             result = await self.service.transcribe(
-                audio, language=language if is_given(language) else self._language, prompt=self._prompt,
-                timestamps=False)
+                audio, language=language if is_given(language) else self._language, prompt=self._prompt)
         except ServiceError as exc:
             raise api_error(exc) from exc
         return stt.SpeechEvent(
