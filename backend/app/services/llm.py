@@ -242,7 +242,7 @@ class LLMService(ModelService):
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():
                     self._release(turn.result(), active=False)  # handed over just as we gave up
-                else:
+                elif turn in self._waiters:  # (a release may already have skipped and dropped it)
                     self._waiters.remove(turn)
                 raise
         self._active += 1
