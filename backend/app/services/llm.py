@@ -167,7 +167,7 @@ class _Instance:
             self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self.chat_format = "gguf-template" if self.formatter else "gemma"
 
-    def save(self) -> "_KVState":
+    def save(self) -> _KVState:
         """The evaluated tokens and their KV cache (llama.cpp's state: a few MB for a short chat)."""
         import llama_cpp
 
@@ -177,14 +177,14 @@ class _Instance:
         n = self.llama.n_tokens
         return _KVState(state=ctypes.string_at(buffer, used), input_ids=self.llama.input_ids[:n].copy())
 
-    def restore(self, paused: "_KVState") -> None:
+    def restore(self, kept: _KVState) -> None:
         import llama_cpp
 
-        state = (ctypes.c_uint8 * len(paused.state)).from_buffer_copy(paused.state)
-        if llama_cpp.llama_state_set_data(self.llama._ctx.ctx, state, len(paused.state)) != len(paused.state):
+        state = (ctypes.c_uint8 * len(kept.state)).from_buffer_copy(kept.state)
+        if llama_cpp.llama_state_set_data(self.llama._ctx.ctx, state, len(kept.state)) != len(kept.state):
             raise RuntimeError("llama.cpp refused the saved state")
-        n = len(paused.input_ids)
-        self.llama.input_ids[:n] = paused.input_ids
+        n = len(kept.input_ids)
+        self.llama.input_ids[:n] = kept.input_ids
         self.llama.n_tokens = n
         self.llama._requires_eval = True  # the logits are not restored: the next call re-evaluates a token
 
