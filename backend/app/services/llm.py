@@ -385,7 +385,7 @@ class LLMService(ModelService):
                 except asyncio.TimeoutError:
                     raise ServiceUnavailable("generation timed out", retry_after=5) from None
         finally:
-            if inst is not None:  # cancelled while holding a fresh turn that never ran
+            if inst is not None:  # holding an instance no slice ran on (starting the slice failed)
                 self._release(inst)
 
     async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> tuple[str, Usage]:

@@ -38,8 +38,6 @@ class Transcription:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     processing_s: float = 0.0
-    text_tokens: int = 0  # tokens decoded, against the cap that stops a decoding loop
-    token_cap: int = 0
 
     @property
     def confidence(self) -> float:
@@ -143,16 +141,17 @@ class WhisperService(ModelService):
     def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float) -> Transcription:
         started = time.perf_counter()
         window = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
-        result = self._decode(audio, window, language, prompt, temperature)
-        if window < STOCK_WINDOW_FRAMES and (result.text_tokens >= result.token_cap or looks_repeated(result.text)):
+        result, capped = self._decode(audio, window, language, prompt, temperature)
+        if window < STOCK_WINDOW_FRAMES and (capped or looks_repeated(result.text)):
             log.info("stt: %r looks like a decoding loop with a %d s window; again with 30 s",
                      result.text[:80], window // FRAMES_PER_SECOND)
-            result = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature)
+            result, _ = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature)
         result.processing_s = time.perf_counter() - started
         return result
 
     def _decode(self, audio: np.ndarray, window: int, language: str | None, prompt: str | None,
-                temperature: float) -> Transcription:
+                temperature: float) -> tuple[Transcription, bool]:
+        """The transcription, and whether it ran into the token cap that stops a decoding loop."""
         # Always with timestamp tokens: they cost ~30 ms a clip, and with them the short window stopped
         # making the decoder loop ("Yes. Yes.") on the benchmark clips (bench.whisper_windows).
         self.model.window_frames = window
@@ -170,8 +169,7 @@ class WhisperService(ModelService):
             text_tokens += len(s.tokens)
         text = " ".join(s.text for s in segments if s.text).strip()
         return Transcription(text=text, language=info.language, language_probability=info.language_probability,
-                             duration=round(duration, 3), segments=segments, text_tokens=text_tokens,
-                             token_cap=cap)
+                             duration=round(duration, 3), segments=segments), text_tokens >= cap
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                          temperature: float = 0.0) -> Transcription:
