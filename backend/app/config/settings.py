@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     max_tokens_cap: int = 1024
     ready_wait_seconds: float = 5.0
 
+    # --- security (README "Security") ---------------------------------------------------------
+    # Operator key for /v1/livekit/agent-token (never the user API_KEY). Unset: agent tokens are refused.
+    admin_api_key: Optional[SecretStr] = None
+    # Per-client rate limits (client = remote address), in `limits` notation: "30/minute", "5/second;100/hour".
+    # Empty = no limit for that group. Over the limit: 429 with Retry-After.
+    rate_limit_enabled: bool = True
+    rate_limit_tokens: str = "30/minute"           # POST /v1/livekit/token, /v1/livekit/agent-token
+    rate_limit_generation: str = "120/minute"      # /v1/generate, /v1/generate_stream, /v1/chat/completions
+    rate_limit_transcription: str = "60/minute"    # /v1/speech-to-text, /v1/audio/transcriptions, /dialogue
+    rate_limit_speech: str = "120/minute"          # /v1/text-to-speech, /v1/audio/speech
+    rate_limit_voice_sessions: str = "30/minute"   # new WS /v1/conversation/ws sessions
+
     # --- LLM ----------------------------------------------------------------------------------
     llm_model_path: Optional[Path] = None
     llm_hf_repo: Optional[str] = None
@@ -104,11 +116,13 @@ class Settings(BaseSettings):
     livekit_api_key: Optional[str] = None
     livekit_api_secret: Optional[SecretStr] = None
     livekit_room_name: str = "gemma-voice-room"
-    livekit_token_ttl: int = 86400
+    # Token lifetime in seconds (a token is only needed to join; the session outlives it). Was 86400 before issue 10.
+    livekit_token_ttl: int = 900
+    livekit_token_max_ttl: int = 3600  # the most a client may ask for with `ttl`
     livekit_agent_name: str = "gemma-voice-agent"
     livekit_worker_load_threshold: float = 0.75
 
-    @field_validator("api_key", "openaudio_api_key", "livekit_api_secret", mode="before")
+    @field_validator("api_key", "admin_api_key", "openaudio_api_key", "livekit_api_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if value in ("", None) else value
@@ -134,6 +148,33 @@ class Settings(BaseSettings):
             problems.append("LIVEKIT_API_KEY is a placeholder")
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @field_validator("rate_limit_tokens", "rate_limit_generation", "rate_limit_transcription", "rate_limit_speech",
+                     "rate_limit_voice_sessions")
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit ({value!r}): use e.g. '30/minute' or '5/second;100/hour'") from exc
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_security_settings(self) -> "Settings":
+        if not 60 <= self.livekit_token_ttl <= self.livekit_token_max_ttl:
+            raise ValueError("LIVEKIT_TOKEN_TTL must be at least 60 and at most LIVEKIT_TOKEN_MAX_TTL "
+                             f"({self.livekit_token_max_ttl}) seconds")
+        if self.admin_api_key is not None:
+            admin = self.admin_api_key.get_secret_value()
+            if self.api_key is not None and admin == self.api_key.get_secret_value():
+                raise ValueError("ADMIN_API_KEY must differ from API_KEY: it grants what the user key must not")
+            if self.app_env == "production" and (admin.lower() in _PLACEHOLDERS or len(admin) < 16):
+                raise ValueError("refusing to start in production: ADMIN_API_KEY must be a real secret of at least "
+                                 "16 characters")
         return self
 
     @property

@@ -6,7 +6,7 @@ import base64
 
 from fastapi import APIRouter, File, Form, UploadFile, WebSocket
 
-from app.api.deps import ServicesDep, api_key_ok
+from app.api.deps import ServicesDep, accept_voice_socket
 from app.api.v1.speech import transcribe_upload
 from app.audio.codec import encode_audio
 from app.metrics import VOICE_SESSIONS
@@ -40,11 +40,7 @@ async def dialogue(services: ServicesDep, file: UploadFile = File(...), instruct
 @ws_router.websocket("/ws")
 async def conversation_ws(ws: WebSocket):
     services = ws.app.state.services
-    await ws.accept()
-    if not api_key_ok(ws, services.settings, allow_query=True):
-        await ws.send_json({"type": "error", "code": "unauthorized",
-                            "message": "a valid API key is required (api_key query parameter or header)"})
-        await ws.close(code=1008)
+    if not await accept_voice_socket(ws):  # Origin and API key, checked before the handshake is accepted
         return
     open_sessions = getattr(ws.app.state, "voice_sessions", 0)
     if open_sessions >= services.settings.max_voice_sessions:
