@@ -17,10 +17,13 @@ from app.api import health
 from app.api.deps import require_api_key
 from app.api.errors import APIError, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
+from app.api.ratelimit import RateLimitMiddleware
 from app.api.v1 import conversation, generation, livekit, openai_compat, speech
 from app.config.settings import Settings, get_settings
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.logging_redaction import install_log_redaction
 from app.services.container import Services
+from app.startup_checks import StartupGuard
 
 log = logging.getLogger("app")
 API_PREFIXES = {"v1", "health", "metrics", "docs", "openapi.json"}
@@ -47,6 +50,7 @@ def _mount_web_client(app: FastAPI, dist: Path) -> None:
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction(settings)  # no secret in any log line, uvicorn's access log and tracebacks included
     services = services or Services.create(settings)
 
     @asynccontextmanager
@@ -75,6 +79,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         HTTP_LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
+    # Inside CORS (so a 429 carries CORS headers): per-client rate limits; the exposure check at startup.
+    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(StartupGuard, settings=settings)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
                        allow_methods=["GET", "POST", "OPTIONS"],
                        allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
@@ -86,7 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (generation, speech, conversation, openai_compat, livekit):
         v1.include_router(module.router)
     app.include_router(v1)
-    # The WebSocket checks the key itself (browsers pass it as a query parameter).
+    # The WebSocket checks Origin and key itself, before accepting (browsers offer the key as a subprotocol).
     app.include_router(conversation.ws_router, prefix="/v1")
     _mount_web_client(app, settings.web_dist_dir)
     return app

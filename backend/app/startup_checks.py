@@ -12,12 +12,9 @@ is reported with ``lifespan.startup.failed``: uvicorn logs the message and exits
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 
 from app.config.settings import Settings
-
-log = logging.getLogger("app.security")
 
 MAKE_A_KEY = "python -c \"import secrets; print(secrets.token_urlsafe(32))\""
 
@@ -74,8 +71,7 @@ class StartupGuard:
         first = await receive()
         if first["type"] == "lifespan.startup":
             problem = startup_problem(self.settings, bound_host(receive, self.settings))
-            if problem:
-                log.error(problem)
+            if problem:  # uvicorn logs the message, then exits
                 await send({"type": "lifespan.startup.failed", "message": problem})
                 return
         replayed = False

@@ -1,12 +1,17 @@
-"""Health, readiness and Prometheus metrics (no /v1 prefix, never behind the API key)."""
+"""Health, readiness and Prometheus metrics (no /v1 prefix, never behind the API key).
+
+Open to anyone, they say what is ready and nothing more: each component's ``state`` and ``ready``. The details
+(model names and files, the OpenAudio URL, load errors, queue figures) need the API key, like ``/v1``
+(or are shown to all when no API_KEY is set, which is only allowed on a loopback address).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, api_key_ok
 from app.metrics import MODEL_READY, REGISTRY
 
 router = APIRouter(tags=["health"])
@@ -17,42 +22,55 @@ async def live():
     return {"status": "alive"}
 
 
-def _components(services) -> dict:
-    return {name: svc.status() for name, svc in services.components.items()}
+PUBLIC_FIELDS = ("state", "ready")
+
+
+def _status(svc, detailed: bool) -> dict:
+    status = svc.status()
+    return status if detailed else {k: status[k] for k in PUBLIC_FIELDS if k in status}
+
+
+def _detailed(request: Request, services) -> bool:
+    return api_key_ok(request, services.settings)
+
+
+def _components(services, detailed: bool) -> dict:
+    return {name: _status(svc, detailed) for name, svc in services.components.items()}
 
 
 @router.get("/health/ready")
-async def ready(services: ServicesDep):
-    components = _components(services)
+async def ready(request: Request, services: ServicesDep):
+    components = _components(services, _detailed(request, services))
     ok = services.ready
     return JSONResponse({"status": "ready" if ok else "not_ready", "components": components},
                         status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
 
 @router.get("/health")
-async def health(services: ServicesDep):
-    return {"status": "ok" if services.ready else "degraded", "components": _components(services),
+async def health(request: Request, services: ServicesDep):
+    return {"status": "ok" if services.ready else "degraded",
+            "components": _components(services, _detailed(request, services)),
             "livekit_configured": services.settings.livekit_configured}
 
 
-def _one(services, name: str) -> JSONResponse:
-    status = services.components[name].status()
+def _one(request: Request, services, name: str) -> JSONResponse:
+    status = _status(services.components[name], _detailed(request, services))
     return JSONResponse(status, status_code=200 if status["ready"] else 503)
 
 
 @router.get("/health/llm")
-async def health_llm(services: ServicesDep):
-    return _one(services, "llm")
+async def health_llm(request: Request, services: ServicesDep):
+    return _one(request, services, "llm")
 
 
 @router.get("/health/stt")
-async def health_stt(services: ServicesDep):
-    return _one(services, "stt")
+async def health_stt(request: Request, services: ServicesDep):
+    return _one(request, services, "stt")
 
 
 @router.get("/health/tts")
-async def health_tts(services: ServicesDep):
-    return _one(services, "tts")
+async def health_tts(request: Request, services: ServicesDep):
+    return _one(request, services, "tts")
 
 
 @router.get("/metrics")

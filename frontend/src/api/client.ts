@@ -26,7 +26,11 @@ export class ApiClient {
     return `${this.baseUrl}${path}`;
   }
 
-  /** ws(s):// URL of a WebSocket path; browsers cannot set headers there, so the key goes in the query. */
+  /**
+   * ws(s):// URL of a WebSocket path. Browsers cannot set headers on a WebSocket: the key is put in the query
+   * here and ConversationSocket moves it into the `apikey.<key>` subprotocol before opening, so it is never sent
+   * in the URL (see socketTarget in conversation.ts).
+   */
   webSocketUrl(path: string, origin: string = window.location.origin): string {
     const url = new URL(this.url(path), origin);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';

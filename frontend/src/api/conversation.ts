@@ -2,6 +2,34 @@
 
 export const CONVERSATION_PATH = '/v1/conversation/ws';
 
+/** The subprotocol the server answers with; the key travels as a second, never-echoed offer. */
+export const CONVERSATION_SUBPROTOCOL = 'gemmavoice';
+
+// RFC 7230 token characters: what a WebSocket subprotocol may contain.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** The subprotocol that carries an API key: `apikey.<key>`, or `apikey-b64.<base64url>` for other characters. */
+export function keySubprotocol(apiKey: string): string {
+  if (TOKEN.test(apiKey)) return `apikey.${apiKey}`;
+  let binary = '';
+  for (const byte of new TextEncoder().encode(apiKey)) binary += String.fromCharCode(byte);
+  return `apikey-b64.${btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
+}
+
+/**
+ * Where and how to open the socket: an `api_key` query parameter (as ApiClient.webSocketUrl builds the URL)
+ * is taken out of the URL and offered as a subprotocol instead, so the key never appears in a URL that a
+ * server, proxy or browser history could log.
+ */
+export function socketTarget(url: string): { url: string; protocols: string[] } {
+  const parsed = new URL(url);
+  const apiKey = parsed.searchParams.get('api_key');
+  parsed.searchParams.delete('api_key');
+  const protocols = [CONVERSATION_SUBPROTOCOL];
+  if (apiKey) protocols.push(keySubprotocol(apiKey));
+  return { url: parsed.toString(), protocols };
+}
+
 export interface ConversationConfig {
   instructions?: string;
   voice?: string;
@@ -40,9 +68,10 @@ export class ConversationSocket {
     private readonly handlers: ConversationHandlers,
   ) {}
 
-  /** Opens the socket and sends the config as the first frame. */
+  /** Opens the socket (the key, if any, as a subprotocol) and sends the config as the first frame. */
   open(config: ConversationConfig): void {
-    const socket = new WebSocket(this.url);
+    const target = socketTarget(this.url);
+    const socket = new WebSocket(target.url, target.protocols);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     socket.onopen = () => this.sendJson({ type: 'config', ...config });

@@ -5,7 +5,7 @@
 export interface Settings {
   /** Base URL of the API, e.g. `http://gpu-box:8000`. Empty: same origin as the page. */
   apiBaseUrl: string;
-  /** Sent as `Authorization: Bearer` on REST calls and as `api_key` on the WebSocket. */
+  /** Sent as `Authorization: Bearer` on REST calls and as the `apikey.<key>` subprotocol on the WebSocket. */
   apiKey: string;
 }
 

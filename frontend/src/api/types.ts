@@ -50,8 +50,9 @@ export interface LiveKitStatus {
 }
 
 export interface LiveKitTokenRequest {
+  /** Leave out for a fresh room; set (under the server's LIVEKIT_ROOM_NAME prefix) only to join one on purpose. */
   room_name?: string;
-  participant_identity?: string;
+  /** Display name; the identity is always made by the server. */
   participant_name?: string;
   metadata?: string;
   ttl?: number;

@@ -71,7 +71,9 @@ describe('WebSocketVoiceChat', () => {
     renderWithSettings(<WebSocketVoiceChat />);
     const socket = await connectReady(user);
 
-    expect(socket.url).toBe('ws://localhost:3000/v1/conversation/ws?api_key=k+1');
+    // The key travels as a subprotocol ("k 1" is no token, so base64url), never in the URL.
+    expect(socket.url).toBe('ws://localhost:3000/v1/conversation/ws');
+    expect(socket.protocols).toEqual(['gemmavoice', 'apikey-b64.ayAx']);
     expect(socket.binaryType).toBe('arraybuffer');
     expect(socket.sentJson[0]).toEqual({ type: 'config', input_sample_rate: 16000, vad: true });
     expect(screen.getByTestId('agent-state')).toHaveAttribute('data-state', 'listening');

@@ -10,6 +10,7 @@ export class FakeWebSocket {
   static instances: FakeWebSocket[] = [];
 
   readonly url: string;
+  readonly protocols: string[];
   readyState = FakeWebSocket.CONNECTING;
   binaryType: BinaryType = 'blob';
   sent: (string | ArrayBuffer)[] = [];
@@ -18,8 +19,9 @@ export class FakeWebSocket {
   onerror: ((event: Event) => void) | null = null;
   onclose: ((event: CloseEvent) => void) | null = null;
 
-  constructor(url: string) {
+  constructor(url: string, protocols?: string | string[]) {
     this.url = url;
+    this.protocols = protocols === undefined ? [] : Array.isArray(protocols) ? protocols : [protocols];
     FakeWebSocket.instances.push(this);
   }
 

@@ -1,4 +1,8 @@
-"""LiveKit token endpoints: ``/v1/livekit/status``, ``/token``, ``/agent-token``."""
+"""LiveKit token endpoints: ``/v1/livekit/status``, ``/token``, ``/agent-token``.
+
+``/token`` takes the user API key like every /v1 route; the identity it puts in the token is always made by the
+server. ``/agent-token`` takes only ``ADMIN_API_KEY`` (never the user key) and is refused when none is set.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import SettingsDep, keys_match, presented_key
+from app.api.deps import SettingsDep, admin_key_ok
 from app.api.errors import APIError
 from app.config.settings import Settings
 from app.services.livekit_tokens import IssuedToken, TokenRequestError, agent_token, user_token
@@ -16,11 +20,15 @@ router = APIRouter(prefix="/livekit", tags=["livekit"])
 
 
 class TokenRequest(BaseModel):
-    room_name: str | None = None
-    participant_identity: str | None = None
-    participant_name: str | None = Field(None, max_length=128)
+    room_name: str | None = Field(None, description=(
+        "Leave out for a fresh room of your own. Set it (it must start with LIVEKIT_ROOM_NAME + '-') only to "
+        "join a room on purpose: anyone with the API key who knows the name can join it too."))
+    participant_identity: str | None = Field(None, description=(
+        "Not accepted: the server always makes the identity (a request that sets it gets 422). "
+        "Use participant_name for a display name."))
+    participant_name: str | None = Field(None, max_length=128, description="Display name shown to others.")
     metadata: str | dict | None = None
-    ttl: int | None = None
+    ttl: int | None = Field(None, description="Seconds, 60 to LIVEKIT_TOKEN_MAX_TTL; default LIVEKIT_TOKEN_TTL.")
 
 
 class AgentTokenRequest(BaseModel):
@@ -62,17 +70,21 @@ async def status(settings: SettingsDep):
 async def token(settings: SettingsDep, body: TokenRequest | None = None):
     _require_configured(settings)
     body = body or TokenRequest()
-    return _respond(lambda: user_token(settings, room_name=body.room_name, identity=body.participant_identity,
-                                       name=body.participant_name, metadata=body.metadata, ttl=body.ttl))
+    if body.participant_identity is not None:
+        raise APIError(422, "invalid_request", "participant_identity is assigned by the server; set "
+                       "participant_name for a display name")
+    return _respond(lambda: user_token(settings, room_name=body.room_name, name=body.participant_name,
+                                       metadata=body.metadata, ttl=body.ttl))
 
 
 @router.post("/agent-token", response_model=TokenResponse)
 async def agent_token_route(body: AgentTokenRequest, request: Request, settings: SettingsDep):
+    """A token for an agent participant. Needs ADMIN_API_KEY as a Bearer token (or X-API-Key); never the user key."""
     _require_configured(settings)
-    # Never anonymous: the API key when one is set, otherwise the LiveKit API secret itself.
-    expected = (settings.api_key or settings.livekit_api_secret).get_secret_value()
-    if not keys_match(presented_key(request), expected):
-        raise APIError(401, "unauthorized", "agent tokens need the API key (or, with no API_KEY set, the "
-                       "LiveKit API secret) as a Bearer token", {"WWW-Authenticate": "Bearer"})
+    if settings.admin_api_key is None:
+        raise APIError(403, "forbidden", "agent tokens are disabled: set ADMIN_API_KEY on the server to enable them")
+    if not admin_key_ok(request, settings):
+        raise APIError(401, "unauthorized", "agent tokens need ADMIN_API_KEY (Authorization: Bearer <admin key>)",
+                       {"WWW-Authenticate": "Bearer"})
     return _respond(lambda: agent_token(settings, room_name=body.room_name, identity=body.participant_identity,
                                         ttl=body.ttl))
