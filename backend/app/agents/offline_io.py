@@ -2,7 +2,8 @@
 
 ``ClipMicrophone`` is an open microphone: it delivers frames in real time, playing queued clips and
 silence in between. ``RecordingSpeaker`` keeps what the agent says and takes as long to "play" it
-as a real speaker would, so the session sees speaking turns of realistic length (and barge-ins).
+as a real speaker would (``ListenerPlayout``), so the session sees speaking turns of realistic length
+(and barge-ins).
 
     session.input.audio = mic = ClipMicrophone()
     session.output.audio = speaker = RecordingSpeaker()
@@ -21,6 +22,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
+from app.agents.playout import ListenerPlayout
 from app.audio.codec import resample_pcm
 
 
@@ -95,69 +97,9 @@ class ClipMicrophone(io.AudioInput):
                               samples_per_channel=n)
 
 
-@dataclass
-class SpokenSegment:
-    first_frame_at: float  # perf_counter() when its first frame reached the speaker
-    frames: list[rtc.AudioFrame] = field(default_factory=list)
-    play_from: float = 0.0  # loop time its playback starts (after the segments before it)
-    flushed: bool = False
-    interrupted: bool | None = None  # None while it plays
+class RecordingSpeaker(ListenerPlayout):
+    """Keeps what the agent says (``segments[i].audio()``) and "plays" it on a real-time clock."""
 
-    @property
-    def duration(self) -> float:
-        return sum(f.duration for f in self.frames)
-
-    def audio(self) -> rtc.AudioFrame:
-        return rtc.combine_audio_frames(self.frames)
-
-
-class RecordingSpeaker(io.AudioOutput):
     def __init__(self, *, speed: float = 1.0) -> None:
         """``speed``: how many times faster than real time it "plays" (tests that only want the audio)."""
-        super().__init__(label="recording-speaker", capabilities=io.AudioOutputCapabilities(pause=False),
-                         sample_rate=None)
-        self.speed = speed
-        self.segments: list[SpokenSegment] = []
-        self.clear_count = 0
-        self._playing: deque[tuple[SpokenSegment, asyncio.TimerHandle | None]] = deque()
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        await super().capture_frame(frame)
-        if not self._playing or self._playing[-1][0].flushed:
-            loop = asyncio.get_running_loop()
-            previous_end = self._play_end(self._playing[-1][0]) if self._playing else 0.0
-            segment = SpokenSegment(first_frame_at=time.perf_counter(), play_from=max(loop.time(), previous_end))
-            self.segments.append(segment)
-            self._playing.append((segment, None))
-            self.on_playback_started(created_at=time.time())
-        self._playing[-1][0].frames.append(frame)
-
-    def flush(self) -> None:
-        super().flush()
-        if not self._playing or self._playing[-1][0].flushed:
-            return
-        segment, _ = self._playing.pop()
-        segment.flushed = True
-        loop = asyncio.get_running_loop()
-        ends_in = self._play_end(segment) - loop.time()
-        self._playing.append((segment, loop.call_later(max(0.0, ends_in), self._finished, segment)))
-
-    def clear_buffer(self) -> None:
-        """The agent was interrupted: every segment still playing stops now."""
-        self.clear_count += 1
-        loop = asyncio.get_running_loop()
-        while self._playing:
-            segment, timer = self._playing.popleft()
-            if timer is not None:
-                timer.cancel()
-            segment.interrupted = True
-            played = min(segment.duration, max(0.0, loop.time() - segment.play_from) * self.speed)
-            self.on_playback_finished(playback_position=played, interrupted=True)
-
-    def _play_end(self, segment: SpokenSegment) -> float:
-        return segment.play_from + segment.duration / self.speed
-
-    def _finished(self, segment: SpokenSegment) -> None:
-        self._playing.popleft()
-        segment.interrupted = False
-        self.on_playback_finished(playback_position=segment.duration, interrupted=False)
+        super().__init__(label="recording-speaker", speed=speed, keep_audio=True)

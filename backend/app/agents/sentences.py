@@ -2,8 +2,7 @@
 
 The agent speaks a reply one piece at a time through the non-streaming TTS. The framework's default
 tokenizer waits for a whole first sentence of 20+ characters; this one releases the first clause
-(up to a comma, once it has a few words) so the first audio starts sooner, exactly like the
-WebSocket voice session does.
+(up to a comma, once it has a few words) so the first audio starts sooner.
 """
 
 from __future__ import annotations

@@ -1,24 +1,37 @@
-"""The voice agent and its session: silero VAD -> Whisper -> the LLM -> TTS, one clause at a time.
+"""The one voice engine: ``GemmaVoiceAgent`` in an ``AgentSession``, whatever carries the audio.
 
-Both work with no arguments (settings and the embedded models), so a session can be driven without
-a LiveKit server: give it an ``io.AudioInput`` / ``io.AudioOutput`` of your own (see
-``app.agents.offline_io``) or run text turns with ``session.run(user_input=...)``.
+A LiveKit room (``app.agents.worker``), the WebSocket (``app.voice.websocket``) and the offline test
+harness (``app.agents.offline_io``) only move audio and events; the same agent and session make the
+turns: silero VAD -> Whisper -> the LLM -> TTS, one clause at a time. Both work with no arguments
+(settings and the embedded models), so a session can be driven without a LiveKit server.
 
 Where a turn's time goes (``python -m bench.agent_latency``): the VAD notices the pause; Whisper
-transcribes the utterance, starting at the first silent VAD windows (``SpeculativeSTT``) so that it
-overlaps the silence the VAD still waits for; the LLM writes a first clause and the TTS speaks it
-(``SpokenSentenceTokenizer``). The endpointing delay is shorter than the VAD's silence wait and so
-adds nothing. The local end-of-turn model is optional (``turn_detector=True``): on clean synthetic
-speech it tends to wait for its maximum delay, which is capped here.
+transcribes the utterance, starting at the first pause (``SpeculativeSTT``) so that it overlaps the
+silence the VAD still waits for; the LLM writes a first clause and the TTS speaks it
+(``SpokenSentenceTokenizer``), with the model paused until that clause's first audio (``llm_gate``).
+The endpointing delay is shorter than the VAD's silence wait and so adds nothing. The local
+end-of-turn model is optional (``turn_detector=True``): on clean synthetic speech it tends to wait
+for its maximum delay, which is capped here.
+
+Talking over a reply pauses it after ``VOICE_MIN_INTERRUPTION_MS`` of speech; once the words are
+transcribed the reply stops and the history keeps what the listener heard. Speech with no words (a
+cough) lets the reply go on. Every turn fits the model's context (``ContextWindow``); a turn that
+never ends is cut after ``VOICE_MAX_TURN_SECONDS`` (``TurnLengthLimit``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, tts
+from livekit.agents import Agent, AgentSession, ModelSettings, llm, tts
 from livekit.agents.inference import TurnDetector
+from livekit.agents.voice.events import UserStateChangedEvent
 
+from app.agents.context_window import ContextWindow
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.runtime import shared_services
 from app.agents.sentences import SpokenSentenceTokenizer
@@ -26,20 +39,92 @@ from app.audio.vad import load_vad
 from app.config.settings import Settings, get_settings
 from app.services.container import Services
 
+log = logging.getLogger("app.agents.voice")
+
 # From the end of speech; the VAD's own silence wait (250 ms by default) already covers it.
 MIN_ENDPOINTING_S = 0.2
 # With the turn detector only: how long an "unlikely to be done" turn may wait.
 MAX_ENDPOINTING_S = 1.5
-# Speech shorter than this during a reply is not a barge-in (coughs, "mm-hm").
-MIN_INTERRUPTION_S = 0.5
+# How long a cut turn's transcription may take (Whisper on up to VOICE_MAX_TURN_SECONDS of audio).
+CUT_TRANSCRIPT_TIMEOUT_S = 20.0
 
 
 class GemmaVoiceAgent(Agent):
     def __init__(self, *, instructions: str | None = None, settings: Settings | None = None,
                  **agent_options: Any) -> None:
         """``instructions``: default ``VOICE_INSTRUCTIONS``. Other keywords go to ``Agent``."""
-        settings = settings or get_settings()
-        super().__init__(instructions=instructions or settings.voice_instructions, **agent_options)
+        self.settings = settings or get_settings()
+        super().__init__(instructions=instructions or self.settings.voice_instructions, **agent_options)
+        self._window: ContextWindow | None = None
+        self._turn_limit: TurnLengthLimit | None = None
+        # Called with the limit (seconds) when a turn that would not end was cut (transports tell the user).
+        self.turn_cut_handlers: list[Callable[[float], None]] = []
+
+    async def on_enter(self) -> None:
+        self._turn_limit = TurnLengthLimit(self.session, self.settings.voice_max_turn_seconds,
+                                           on_cut=self._turn_cut)
+
+    async def on_exit(self) -> None:
+        if self._turn_limit is not None:
+            self._turn_limit.close()
+
+    def _turn_cut(self, seconds: float) -> None:
+        for handler in self.turn_cut_handlers:
+            handler(seconds)
+
+    async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool],
+                       model_settings: ModelSettings) -> AsyncIterable[llm.ChatChunk]:
+        model = self.session.llm
+        if isinstance(model, GemmaLLM):  # the model's own tokenizer says what fits
+            if self._window is None:
+                self._window = ContextWindow(model.service, reply_tokens=model.max_tokens)
+            chat_ctx = self._window.fit(chat_ctx)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
+
+
+class TurnLengthLimit:
+    """Cuts a user turn that goes on past ``max_seconds`` (a noisy room, a TV): what was said so far is
+    transcribed and answered, as if the user had paused."""
+
+    def __init__(self, session: AgentSession, max_seconds: float, *,
+                 on_cut: Callable[[float], None] | None = None) -> None:
+        self._session = session
+        self.max_seconds = max_seconds
+        self._on_cut = on_cut
+        self._timer: asyncio.TimerHandle | None = None
+        self.cuts = 0
+        session.on("user_state_changed", self._user_state_changed)
+
+    def _user_state_changed(self, ev: UserStateChangedEvent) -> None:
+        self._cancel()
+        if ev.new_state == "speaking":
+            self._timer = asyncio.get_running_loop().call_later(self.max_seconds, self._cut)
+
+    def _cut(self) -> None:
+        self.cuts += 1
+        log.info("a user turn ran past %.0f s: it is cut and answered", self.max_seconds)
+        self._session.commit_user_turn(transcript_timeout=CUT_TRANSCRIPT_TIMEOUT_S)
+        if self._on_cut is not None:
+            self._on_cut(self.max_seconds)
+        self._timer = asyncio.get_running_loop().call_later(self.max_seconds, self._cut)  # still going
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self._cancel()
+        self._session.off("user_state_changed", self._user_state_changed)
+
+
+class PieceByPieceTTS(tts.StreamAdapter):
+    """The session's TTS: a reply is spoken one piece at a time, the first piece maybe a clause."""
+
+    def __init__(self, piece_tts: OpenAudioTTS) -> None:
+        super().__init__(tts=piece_tts, sentence_tokenizer=SpokenSentenceTokenizer())
+        self.piece_tts = piece_tts
 
 
 def create_agent_session(services: Services | None = None, *, voice: str | None = None,
@@ -53,22 +138,32 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
     ``AgentSession`` arguments.
     """
     services = services or shared_services()
-    vad = load_vad(services.settings)
+    settings = services.settings
+    vad = load_vad(settings)
+    # Cleared while the TTS starts a piece: the model waits, so that the piece's first audio comes sooner.
+    llm_gate = threading.Event()
+    llm_gate.set()
     options: dict[str, Any] = {
         # Whisper starts on an utterance at the first pause, while the VAD still confirms the silence.
         "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad),
-        "llm": GemmaLLM(services=services),
-        # The TTS synthesizes one piece at a time; the first piece may be a clause.
-        "tts": tts.StreamAdapter(tts=OpenAudioTTS(services=services, voice=voice),
-                                 sentence_tokenizer=SpokenSentenceTokenizer()),
+        "llm": GemmaLLM(services=services, llm_gate=llm_gate),
+        "tts": PieceByPieceTTS(OpenAudioTTS(services=services, voice=voice, llm_gate=llm_gate)),
         "vad": vad,
+        "aec_warmup_duration": settings.voice_aec_warmup_s or None,
         "turn_handling": {
             "turn_detection": TurnDetector(version="v1-mini") if turn_detector else "vad",
             "endpointing": {"min_delay": MIN_ENDPOINTING_S, "max_delay": MAX_ENDPOINTING_S},
-            # "vad": the adaptive interruption model is a LiveKit Cloud service.
-            "interruption": {"enabled": True, "mode": "vad", "min_duration": MIN_INTERRUPTION_S},
+            # "vad": the adaptive interruption model is a LiveKit Cloud service. Speech pauses the reply;
+            # words stop it, a noise with none lets it go on (outputs that can pause: rooms, ListenerPlayout).
+            "interruption": {"enabled": True, "mode": "vad",
+                             "min_duration": settings.voice_min_interruption_ms / 1000,
+                             "resume_false_interruption": True,
+                             "false_interruption_timeout": settings.voice_false_interruption_s},
             "preemptive_generation": {"enabled": True},
         },
     }
     options.update(overrides)
+    model = options["llm"]
+    if isinstance(model, GemmaLLM) and model.llm_gate is None:  # a caller's own GemmaLLM joins the pause too
+        model.llm_gate = llm_gate
     return AgentSession(**options)

@@ -1,6 +1,6 @@
 """Voice activity detection: silero (the model shipped in livekit-plugins-silero), the one VAD of the project.
 
-The WebSocket voice session and the LiveKit agent both load it from here with the same thresholds.
+The voice engine (every transport) loads it from here, with the thresholds of the settings.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,9 @@ from app.services.base import BadRequest, ModelService, ServiceOverloaded, Servi
 GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
 # Restoring a kept state costs about what evaluating 3 tokens does: worth it from this many tokens saved.
 RESTORE_MIN_GAIN = 8
+# Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
 
 
 @dataclass
@@ -195,6 +199,34 @@ class _Instance:
         stop = result.stop if isinstance(result.stop, list) else [result.stop]
         return result.prompt, [s for s in stop if s]  # an empty stop string would end every reply at once
 
+    def encode(self, messages: Sequence[ChatMessage]) -> tuple[list[int], list[str]]:
+        """The prompt's tokens and stop strings. Only the template's own text may become control tokens:
+        what the messages say is tokenized as plain text, so a user who types ``<end_of_turn>`` or
+        ``<|im_end|>`` cannot close their turn and write the model's."""
+        marked = [ChatMessage(m.role, f"{_MARK_OPEN}{i}{_MARK_CLOSE}") for i, m in enumerate(messages)]
+        prompt, stop = self.render(marked)
+        tokens: list[int] = []
+        position = 0
+        for found in _MARK.finditer(prompt):
+            tokens += self._tokenize(prompt[position:found.start()], special=True, first=not tokens)
+            tokens += self._tokenize(messages[int(found.group(1))].content, special=False, first=not tokens)
+            position = found.end()
+        tokens += self._tokenize(prompt[position:], special=True, first=not tokens)
+        return tokens, stop
+
+    def _tokenize(self, text: str, *, special: bool, first: bool) -> list[int]:
+        add_bos = first and self.formatter is None  # a chat template writes its own BOS
+        if not text and not add_bos:
+            return []
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def count(self, text: str) -> int:
+        return len(self._tokenize(text, special=False, first=False))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        tokens = self._tokenize(text, special=False, first=False)[:max(0, max_tokens)]
+        return self.llama.detokenize(tokens).decode("utf-8", "ignore")
+
 
 class LLMService(ModelService):
     component = "llm"
@@ -205,6 +237,7 @@ class LLMService(ModelService):
         self.model_name = "unknown"
         self.model_path: str | None = None
         self._free: list[_Instance] = []
+        self._tokenizer: _Instance | None = None
         self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
         self._states = _StateCache(settings.llm_state_cache_mb * 1_000_000) if settings.llm_state_cache_mb else None
@@ -218,7 +251,26 @@ class LLMService(ModelService):
         source = await asyncio.to_thread(resolve_llm, self.settings)
         self.model_name, self.model_path = source.name, str(source.path)
         for _ in range(self.settings.llm_instances):
-            self._release(await asyncio.to_thread(_Instance, source, self.settings), active=False)
+            inst = await asyncio.to_thread(_Instance, source, self.settings)
+            self._tokenizer = self._tokenizer or inst
+            self._release(inst, active=False)
+
+    # Counting needs only the vocabulary, which generation never changes: any instance will do, busy or not.
+    def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The prompt length of ``messages`` in tokens, as ``stream_chat`` would send them."""
+        return len(self._loaded_tokenizer().encode(messages)[0])
+
+    def count_text_tokens(self, text: str) -> int:
+        return self._loaded_tokenizer().count(text)
+
+    def truncate_text(self, text: str, max_tokens: int) -> str:
+        """The start of ``text`` that fits in ``max_tokens``."""
+        return self._loaded_tokenizer().truncate(text, max_tokens)
+
+    def _loaded_tokenizer(self) -> _Instance:
+        if self._tokenizer is None:
+            raise ServiceUnavailable("the language model is not loaded yet", retry_after=5)
+        return self._tokenizer
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name, "path": self.model_path,
@@ -306,9 +358,9 @@ class LLMService(ModelService):
 
         def run(inst: _Instance, paused: _KVState | None) -> None:
             try:
-                prompt, stop = inst.render(messages)
-                tokens = inst.llama.tokenize((prompt + "".join(written)).encode("utf-8"),
-                                             add_bos=inst.formatter is None, special=True)
+                tokens, stop = inst.encode(messages)
+                if written:
+                    tokens += inst._tokenize("".join(written), special=False, first=False)
                 room = self.settings.llm_n_ctx - len(tokens)
                 if room < 8:
                     raise BadRequest(f"the conversation ({len(tokens)} tokens) does not fit the "

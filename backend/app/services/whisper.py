@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -119,8 +120,10 @@ class WhisperService(ModelService):
         self.settings = settings
         self.model = None
         self.model_name = settings.whisper_model
-        # One model, one thread: CTranslate2 already uses every core we give it per call.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        # One live transcription at a time: CTranslate2 already uses every core we give it per call. A run
+        # whose caller gave up (a speculative transcription the user talked past) can't be stopped inside
+        # the encoder; it finishes on the second thread, so the next run never waits behind it.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper")
         self._lock = asyncio.Lock()
 
     async def _load(self) -> None:
@@ -128,29 +131,32 @@ class WhisperService(ModelService):
         self.model = await asyncio.to_thread(
             lean_whisper_model_class(), where, device=self.settings.whisper_device,
             compute_type=self.settings.whisper_compute_type, cpu_threads=self.settings.whisper_threads,
-            download_root=str(self.settings.models_dir / "whisper"),
+            num_workers=2, download_root=str(self.settings.models_dir / "whisper"),
         )
         # The first call on real-length audio is slow; pay for it before the first user does.
         rng = np.random.default_rng(0)
         warm = (0.05 * rng.standard_normal(WHISPER_RATE * 3)).astype(np.float32)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._run, warm, "en", None, 0.0)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._run, warm, "en", None, 0.0, None)
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name}
 
-    def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float) -> Transcription:
+    def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float,
+             abandoned: threading.Event | None) -> Transcription:
         started = time.perf_counter()
         window = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
-        result, capped = self._decode(audio, window, language, prompt, temperature)
+        result, capped = self._decode(audio, window, language, prompt, temperature, abandoned)
+        if abandoned is not None and abandoned.is_set():
+            return result
         if window < STOCK_WINDOW_FRAMES and (capped or looks_repeated(result.text)):
             log.info("stt: %r looks like a decoding loop with a %d s window; again with 30 s",
                      result.text[:80], window // FRAMES_PER_SECOND)
-            result, _ = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature)
+            result, _ = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature, abandoned)
         result.processing_s = time.perf_counter() - started
         return result
 
     def _decode(self, audio: np.ndarray, window: int, language: str | None, prompt: str | None,
-                temperature: float) -> tuple[Transcription, bool]:
+                temperature: float, abandoned: threading.Event | None) -> tuple[Transcription, bool]:
         """The transcription, and whether it ran into the token cap that stops a decoding loop."""
         # Always with timestamp tokens: they cost ~30 ms a clip, and with them the short window stopped
         # making the decoder loop ("Yes. Yes.") on the benchmark clips (bench.whisper_windows).
@@ -161,9 +167,13 @@ class WhisperService(ModelService):
             audio, language=language, initial_prompt=prompt, temperature=temperature,
             beam_size=self.settings.whisper_beam_size, condition_on_previous_text=False,
             without_timestamps=False, vad_filter=False, max_new_tokens=cap,
+            no_speech_threshold=self.settings.whisper_no_speech_threshold,
+            log_prob_threshold=self.settings.whisper_log_prob_threshold,
         )
         segments, text_tokens = [], 0
         for i, s in enumerate(segments_iter):
+            if abandoned is not None and abandoned.is_set():
+                break  # nobody waits for the rest
             segments.append(Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
                                     avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob))
             text_tokens += len(s.tokens)
@@ -179,9 +189,14 @@ class WhisperService(ModelService):
         if audio.size > self.settings.max_audio_seconds * WHISPER_RATE:
             raise BadRequest(f"audio is longer than the {self.settings.max_audio_seconds:.0f} s limit")
         await self.wait_ready(self.settings.ready_wait_seconds)
+        abandoned = threading.Event()
         async with self._lock:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, audio, language or None, prompt or None, temperature)
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run, audio, language or None, prompt or None, temperature, abandoned)
+            except asyncio.CancelledError:
+                abandoned.set()  # the lock is released now; the thread stops at its next segment
+                raise
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -7,7 +7,9 @@ from livekit.agents import APIStatusError
 from app.services.base import ServiceError
 
 
-def api_error(exc: ServiceError) -> APIStatusError:
-    """503 (overloaded, still loading, timed out) and 502 are worth a retry; 4xx never are."""
+def api_error(exc: ServiceError, *, output_sent: bool = False) -> APIStatusError:
+    """503 (overloaded, still loading, timed out) and 502 are worth a retry; 4xx never are, and nothing is
+    once output went out: the framework would start the reply (or sentence) again and the listener
+    would hear its beginning twice."""
     return APIStatusError(str(exc), status_code=exc.status, body={"code": exc.code},
-                          retryable=exc.status >= 500)
+                          retryable=exc.status >= 500 and not output_sent)

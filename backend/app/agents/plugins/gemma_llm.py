@@ -8,6 +8,7 @@ stream into ``ChatChunk``s.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from livekit.agents import APIConnectOptions, NotGivenOr, llm, utils
@@ -50,12 +51,15 @@ def _text(content: Any) -> str:
 
 class GemmaLLM(llm.LLM):
     def __init__(self, *, services: Services | None = None, temperature: float | None = None,
-                 max_tokens: int | None = None, top_p: float = 0.95) -> None:
+                 max_tokens: int | None = None, top_p: float = 0.95,
+                 llm_gate: threading.Event | None = None) -> None:
         """``services``: default, the process-wide ones (``app.agents.runtime``).
         ``temperature``: default ``VOICE_TEMPERATURE``.
-        ``max_tokens``: default ``VOICE_MAX_REPLY_TOKENS``: spoken replies are short."""
+        ``max_tokens``: default ``VOICE_MAX_REPLY_TOKENS``: spoken replies are short.
+        ``llm_gate``: while it is clear, generation pauses (see ``OpenAudioTTS``)."""
         super().__init__()
         self._services = services or shared_services()
+        self.llm_gate = llm_gate
         if temperature is None:
             temperature = self._services.settings.voice_temperature
         if not 0.0 <= temperature <= 2.0:
@@ -64,6 +68,11 @@ class GemmaLLM(llm.LLM):
             max_tokens=max_tokens or self._services.settings.voice_max_reply_tokens,
             temperature=temperature, top_p=top_p)
         self._warned_tools = False
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest reply, in tokens: the room a conversation leaves in the context."""
+        return self._params.max_tokens
 
     @property
     def service(self) -> LLMService:
@@ -106,20 +115,21 @@ class GemmaLLMStream(llm.LLMStream):
         super().__init__(gemma, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
         self._gemma = gemma
         self._params = params
-        # A retry after text went out would repeat it to the listener.
-        self._retry_on_chunk_sent = False
         self.usage = Usage()  # of the latest attempt: tokens, time to first token, finish reason
 
     async def _run(self) -> None:
         request_id = utils.shortuuid("gemma_")
         self.usage = usage = Usage()
-        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage)
+        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage,
+                                                 gate=self._gemma.llm_gate)
+        sent = False
         try:
             async for piece in pieces:
                 self._event_ch.send_nowait(
                     llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)))
+                sent = True
         except ServiceError as exc:
-            raise api_error(exc) from exc
+            raise api_error(exc, output_sent=sent) from exc
         finally:
             # Also on cancellation (the user interrupted): closing the stream stops generation.
             await pieces.aclose()

@@ -8,6 +8,8 @@ time (see ``voice_agent.py``).
 
 from __future__ import annotations
 
+import threading
+
 from livekit.agents import APIConnectOptions, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
@@ -19,10 +21,15 @@ from app.services.tts import TTSEngine
 
 
 class OpenAudioTTS(tts.TTS):
-    def __init__(self, *, services: Services | None = None, voice: str | None = None) -> None:
+    def __init__(self, *, services: Services | None = None, voice: str | None = None,
+                 llm_gate: threading.Event | None = None) -> None:
         """``voice``: a voice / OpenAudio reference id; default ``TTS_DEFAULT_VOICE``, and the
-        engine's own default (``OPENAUDIO_REFERENCE_ID``) when that is unset too."""
+        engine's own default (``OPENAUDIO_REFERENCE_ID``) when that is unset too.
+        ``llm_gate``: cleared from the start of each piece until its first audio, so that the session's
+        model (``GemmaLLM(llm_gate=...)``) pauses meanwhile: on a small CPU the two slow each other
+        down, and the first audio is what the listener waits for."""
         self._services = services or shared_services()
+        self.llm_gate = llm_gate
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
                          sample_rate=self.engine.sample_rate, num_channels=1)
         self._voice = voice or self._services.settings.tts_default_voice
@@ -68,11 +75,20 @@ class OpenAudioChunkedStream(tts.ChunkedStream):
         output_emitter.initialize(request_id=utils.shortuuid("tts_"), sample_rate=engine.sample_rate,
                                   num_channels=1, mime_type="audio/pcm")
         chunks = engine.stream(self._input_text, voice=self._voice)
+        gate = self._openaudio.llm_gate
+        if gate is not None:
+            gate.clear()
+        pushed = False
         try:
             async for pcm in chunks:
                 output_emitter.push(pcm)
+                pushed = True
+                if gate is not None:
+                    gate.set()
         except ServiceError as exc:
-            raise api_error(exc) from exc
+            raise api_error(exc, output_sent=pushed) from exc
         finally:
+            if gate is not None:
+                gate.set()
             await chunks.aclose()  # stops synthesis when the reply is interrupted
         output_emitter.flush()

@@ -1,10 +1,14 @@
-"""SpeculativeSTT: a non-streaming STT (Whisper) made streaming by the VAD, transcribing early.
+"""SpeculativeSTT: a non-streaming STT (Whisper) made streaming by a VAD, transcribing early.
 
 LiveKit's own ``stt.StreamAdapter`` starts recognizing an utterance only once the VAD has confirmed
-the silence after it (``VAD_MIN_SILENCE_MS``). This one starts at the first silent VAD windows, so
-the transcription runs while the silence is still being confirmed; if the user speaks on, that
-guess is dropped and the utterance is recognized again when it really ends. The WebSocket voice
-session does the same.
+the silence after it (``VAD_MIN_SILENCE_MS``). This one starts at the first pause that may end the
+utterance (``SPECULATE_AFTER_S`` of silence), so the transcription runs while the silence is still
+being confirmed. If the user speaks on, that guess is dropped (the Whisper service lets the real
+transcription start at once, beside it) and the utterance is recognized again when it really ends.
+
+It supports a manual flush: the session flushes at its VAD's end of speech, and
+``session.commit_user_turn()`` flushes to cut a turn that never ends (``TurnLengthLimit``); either way,
+what was said so far is the utterance.
 """
 
 from __future__ import annotations
@@ -13,32 +17,71 @@ import asyncio
 import time
 
 from livekit import rtc
-from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils
-from livekit.agents.stt.stream_adapter import StreamAdapterWrapper
+from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils, vad
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
 from livekit.agents.vad import VADEventType
 
-# Start transcribing after this much trailing silence (two VAD windows), as the WebSocket session does.
-SPECULATE_AFTER_S = 0.064
+# Start transcribing after this much trailing silence. Earlier than ~150 ms cuts off quiet final
+# consonants ("France" heard as "friends"); the VAD confirms the end after VAD_MIN_SILENCE_MS.
+SPECULATE_AFTER_S = 0.15
 
 
-class SpeculativeSTT(stt.StreamAdapter):
+class SpeculativeSTT(stt.STT):
+    def __init__(self, *, stt: stt.STT, vad: vad.VAD) -> None:
+        super().__init__(capabilities=stt_capabilities(stt))
+        self._stt = stt
+        self._vad = vad
+        self._stt.on("metrics_collected", self._forward_metrics)
+
+    @property
+    def wrapped_stt(self) -> stt.STT:
+        return self._stt
+
+    @property
+    def model(self) -> str:
+        return self._stt.model
+
+    @property
+    def provider(self) -> str:
+        return self._stt.provider
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> stt.SpeechEvent:
+        return await self._stt.recognize(buffer=buffer, language=language, conn_options=conn_options)
+
     def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
                conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> stt.RecognizeStream:
-        return _SpeculativeStream(self, vad=self._vad, wrapped_stt=self.wrapped_stt, language=language,
-                                  conn_options=conn_options)
+        return _SpeculativeStream(self, language=language, conn_options=conn_options)
+
+    def _forward_metrics(self, *args, **kwargs) -> None:
+        self.emit("metrics_collected", *args, **kwargs)
+
+    async def aclose(self) -> None:
+        self._stt.off("metrics_collected", self._forward_metrics)
 
 
-class _SpeculativeStream(StreamAdapterWrapper):
+def stt_capabilities(wrapped: stt.STT) -> stt.STTCapabilities:
+    return stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True,
+                               offline_recognize=wrapped.capabilities.offline_recognize)
+
+
+class _SpeculativeStream(stt.RecognizeStream):
+    def __init__(self, owner: SpeculativeSTT, *, language: NotGivenOr[str], conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=owner, conn_options=conn_options)
+        self._owner = owner
+        self._language = language
+
     async def _run(self) -> None:
-        vad_stream = self._vad.stream()
-        speech: list[rtc.AudioFrame] = []  # the utterance so far, as the VAD buffers it
+        vad_stream = self._owner._vad.stream()
+        speech: list[rtc.AudioFrame] = []  # the utterance so far (since its start or the last commit)
+        speaking = False
+        last_voiced_at: float | None = None  # wall time of the latest voiced VAD window
         guess: asyncio.Task[stt.SpeechEvent] | None = None
+        finals: asyncio.Queue[tuple[asyncio.Task[stt.SpeechEvent], float] | None] = asyncio.Queue()
 
         def recognize(frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
-            return asyncio.create_task(self._wrapped_stt.recognize(
-                buffer=utils.merge_frames(frames), language=self._language,
-                conn_options=self._wrapped_stt_conn_options))
+            return asyncio.create_task(self._owner.wrapped_stt.recognize(
+                buffer=utils.merge_frames(frames), language=self._language, conn_options=self._conn_options))
 
         def drop_guess() -> None:
             nonlocal guess
@@ -46,43 +89,63 @@ class _SpeculativeStream(StreamAdapterWrapper):
                 guess.cancel()
                 guess = None
 
+        def end_utterance(speech_end_time: float, frames: list[rtc.AudioFrame]) -> None:
+            nonlocal guess
+            self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH,
+                                                       speech_end_time=speech_end_time))
+            task, guess = guess or recognize(frames), None
+            speech.clear()
+            finals.put_nowait((task, speech_end_time))
+
         async def forward_input() -> None:
+            nonlocal speaking
             async for item in self._input_ch:
                 if isinstance(item, self._FlushSentinel):
-                    vad_stream.flush()  # the VAD starts over, and so does the utterance
-                    drop_guess()
-                    speech.clear()
+                    # The session's own VAD saw the end of speech, or a commit cut the turn: what was said
+                    # so far is the utterance. Our VAD may still be a window behind; until it sees speech
+                    # start again, what it reports belongs to this utterance.
+                    if speech:
+                        end_utterance(last_voiced_at or time.time(), list(speech))
+                    speaking = False
                     continue
                 vad_stream.push_frame(item)
             vad_stream.end_input()
 
-        async def transcribe() -> None:
-            nonlocal guess
+        async def follow_vad() -> None:
+            nonlocal guess, speaking, last_voiced_at
             async for event in vad_stream:
                 if event.type == VADEventType.START_OF_SPEECH:
                     drop_guess()
+                    speaking = True
                     speech[:] = event.frames  # includes the padding before the speech
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
-                elif event.type == VADEventType.INFERENCE_DONE and event.speaking:
+                elif event.type == VADEventType.INFERENCE_DONE and speaking:
                     speech.extend(event.frames)
                     if event.raw_accumulated_silence == 0:
+                        last_voiced_at = time.time() - event.inference_duration
                         drop_guess()  # speaking again: the guess misses the rest
-                    elif event.raw_accumulated_silence >= SPECULATE_AFTER_S and guess is None:
+                    elif event.raw_accumulated_silence >= SPECULATE_AFTER_S and guess is None and speech:
                         guess = recognize(list(speech))
-                elif event.type == VADEventType.END_OF_SPEECH:
-                    speech_end_time = time.time() - event.silence_duration - event.inference_duration
-                    self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH,
-                                                               speech_end_time=speech_end_time))
-                    task, guess = guess or recognize(event.frames), None
-                    speech.clear()
-                    result = await task
-                    if result.alternatives and result.alternatives[0].text:
-                        self._event_ch.send_nowait(stt.SpeechEvent(
-                            type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[result.alternatives[0]],
-                            speech_end_time=result.speech_end_time or speech_end_time))
+                elif event.type == VADEventType.END_OF_SPEECH and speaking:
+                    speaking = False
+                    if speech:
+                        end_utterance(time.time() - event.silence_duration - event.inference_duration,
+                                      list(speech))
+            finals.put_nowait(None)
+
+        async def send_finals() -> None:
+            # In order, and without holding up the VAD: the next utterance may start meanwhile.
+            while (item := await finals.get()) is not None:
+                task, speech_end_time = item
+                result = await task
+                if result.alternatives and result.alternatives[0].text:
+                    self._event_ch.send_nowait(stt.SpeechEvent(
+                        type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[result.alternatives[0]],
+                        speech_end_time=result.speech_end_time or speech_end_time))
 
         tasks = [asyncio.create_task(forward_input(), name="speculative_stt_input"),
-                 asyncio.create_task(transcribe(), name="speculative_stt_recognize")]
+                 asyncio.create_task(follow_vad(), name="speculative_stt_vad"),
+                 asyncio.create_task(send_finals(), name="speculative_stt_finals")]
         try:
             await asyncio.gather(*tasks)
         finally:

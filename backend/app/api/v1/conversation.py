@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 from fastapi import APIRouter, File, Form, UploadFile, WebSocket
 
@@ -11,8 +12,8 @@ from app.api.v1.speech import transcribe_upload
 from app.audio.codec import encode_audio
 from app.metrics import VOICE_SESSIONS
 from app.services.llm import ChatMessage, GenerationParams
-from app.voice.reply import AudioChunk, SpokenReply
-from app.voice.session import VoiceSession
+from app.voice.sentences import speakable
+from app.voice.websocket import SocketConversation
 
 router = APIRouter(prefix="/conversation", tags=["conversation"])
 ws_router = APIRouter(prefix="/conversation")
@@ -28,13 +29,18 @@ async def dialogue(services: ServicesDep, file: UploadFile = File(...), instruct
         return {"transcript": "", "assistant_text": "", "audio_base64": "", "sample_rate": services.tts.sample_rate,
                 "format": "wav", "language": transcript.language}
     messages = [ChatMessage("system", system), ChatMessage("user", transcript.text)]
-    reply = SpokenReply(services, messages, GenerationParams(max_tokens=services.settings.voice_max_reply_tokens),
-                        voice=voice)
-    pcm = b"".join([event.pcm async for event in reply.events() if isinstance(event, AudioChunk)])
+    # The whole reply is returned at once, so it is written, then spoken: no streaming to overlap.
+    started = time.perf_counter()
+    text, _usage = await services.llm.chat(messages, GenerationParams(
+        max_tokens=services.settings.voice_max_reply_tokens, temperature=services.settings.voice_temperature))
+    written = time.perf_counter()
+    pcm = await services.tts.synthesize(speakable(text), voice=voice) if speakable(text) else b""
+    spoken = time.perf_counter()
     wav = encode_audio(pcm, services.tts.sample_rate, "wav")
-    return {"transcript": transcript.text, "assistant_text": reply.text.strip(),
+    return {"transcript": transcript.text, "assistant_text": text,
             "audio_base64": base64.b64encode(wav).decode(), "sample_rate": services.tts.sample_rate,
-            "format": "wav", "language": transcript.language, "timings": reply.timings.as_ms()}
+            "format": "wav", "language": transcript.language,
+            "timings": {"llm_ms": round((written - started) * 1000, 1), "tts_ms": round((spoken - written) * 1000, 1)}}
 
 
 @ws_router.websocket("/ws")
@@ -42,16 +48,17 @@ async def conversation_ws(ws: WebSocket):
     services = ws.app.state.services
     if not await accept_voice_socket(ws):  # Origin and API key, checked before the handshake is accepted
         return
-    open_sessions = getattr(ws.app.state, "voice_sessions", 0)
-    if open_sessions >= services.settings.max_voice_sessions:
+    conversations = ws.app.state.voice_conversations
+    if len(conversations) >= services.settings.max_voice_sessions:
         await ws.send_json({"type": "error", "code": "too_many_sessions",
                             "message": "the server is at its voice session limit; try again shortly"})
         await ws.close(code=1013)
         return
-    ws.app.state.voice_sessions = open_sessions + 1
+    conversation = SocketConversation(ws, services)
+    conversations[conversation.id] = conversation
     VOICE_SESSIONS.inc()
     try:
-        await VoiceSession(ws, services).run()
+        await conversation.run()
     finally:
-        ws.app.state.voice_sessions -= 1
+        del conversations[conversation.id]
         VOICE_SESSIONS.dec()

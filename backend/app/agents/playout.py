@@ -1,0 +1,160 @@
+"""An agent audio output played by a listener elsewhere: it keeps the listener's playback clock.
+
+The agent hands over a reply faster than anyone can listen to it. A LiveKit room plays it out at the
+server; a WebSocket client (or a test's recording speaker) plays it on its own side, in real time.
+``ListenerPlayout`` tracks where that playback is: the reply counts as playing until the listener has
+heard its last sample, so the session stays "speaking" for the audible part of the reply and a user
+who talks over it interrupts it even when every byte was already sent. On an interruption it reports
+how far playback got, which the session uses to keep only what was heard.
+
+It can pause: the session pauses a reply when the user may be starting to talk, and resumes it when
+that turns out to be a cough or a noise (no words).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from livekit import rtc
+from livekit.agents.voice import io
+
+
+@dataclass
+class PlayedSegment:
+    """One reply segment (the audio between two flushes) on the listener's clock."""
+
+    first_frame_at: float  # perf_counter() when its first frame was captured
+    duration: float = 0.0  # seconds of audio captured so far
+    ends_at: float = 0.0  # loop time at which the listener will have played all of it
+    flushed: bool = False
+    interrupted: bool | None = None  # None while it plays
+    played: float | None = None  # seconds heard, once finished
+    frames: list[rtc.AudioFrame] = field(default_factory=list)  # kept only when asked for
+    timer: asyncio.TimerHandle | None = None
+
+    def audio(self) -> rtc.AudioFrame:
+        return rtc.combine_audio_frames(self.frames)
+
+
+class ListenerPlayout(io.AudioOutput):
+    """Subclasses deliver the audio (``_deliver``) and may react to ``_cleared``/``_paused``/``_resumed``."""
+
+    def __init__(self, *, label: str, sample_rate: int | None = None, speed: float = 1.0,
+                 keep_audio: bool = False) -> None:
+        """``speed``: how many times faster than real time the listener plays (tests that only want the
+        audio). ``keep_audio``: keep every segment's frames (tests, benchmarks)."""
+        super().__init__(label=label, capabilities=io.AudioOutputCapabilities(pause=True), sample_rate=sample_rate)
+        self.speed = speed
+        self.keep_audio = keep_audio
+        self.segments: list[PlayedSegment] = []
+        self.clear_count = 0
+        self._playing: deque[PlayedSegment] = deque()  # captured and not finished, oldest first
+        self._paused_at: float | None = None
+
+    # --- what subclasses provide ---------------------------------------------------------------
+    async def _deliver(self, frame: rtc.AudioFrame) -> None:
+        """Send one frame to the listener."""
+
+    def _cleared(self, heard_s: float) -> None:
+        """The listener must stop now: the reply was interrupted (``heard_s``: seconds it heard)."""
+
+    def _paused(self) -> None:
+        """The listener should hold playback where it is."""
+
+    def _resumed(self) -> None:
+        """The listener should go on from where it held."""
+
+    # --- io.AudioOutput ----------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        now = self._now()
+        if not self._playing or self._playing[-1].flushed:
+            previous_end = self._playing[-1].ends_at if self._playing else now
+            segment = PlayedSegment(first_frame_at=time.perf_counter(), ends_at=max(now, previous_end))
+            self.segments.append(segment)
+            self._playing.append(segment)
+            self.on_playback_started(created_at=time.time())
+        segment = self._playing[-1]
+        # After an underrun (the listener ran dry) the new audio plays from now, not from the old end.
+        segment.ends_at = max(segment.ends_at, now) + frame.duration / self.speed
+        segment.duration += frame.duration
+        if self.keep_audio:
+            segment.frames.append(frame)
+        await self._deliver(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        if not self._playing or self._playing[-1].flushed:
+            return
+        self._playing[-1].flushed = True
+        self._schedule(self._playing[-1])
+
+    def clear_buffer(self) -> None:
+        """Interrupted: everything still playing stops now; report how much of each segment was heard."""
+        self.clear_count += 1
+        heard_total = 0.0
+        stopped = list(self._playing)
+        self._playing.clear()
+        for segment in stopped:
+            if segment.timer is not None:
+                segment.timer.cancel()
+            heard_total += self._heard(segment)
+        self._paused_at = None
+        if stopped:
+            self._cleared(heard_total)
+        for segment in stopped:
+            segment.interrupted, segment.played = True, self._heard(segment)
+            self.on_playback_finished(playback_position=segment.played, interrupted=True)
+
+    def pause(self) -> None:
+        super().pause()
+        if self._paused_at is not None:
+            return
+        self._paused_at = asyncio.get_running_loop().time()
+        for segment in self._playing:
+            if segment.timer is not None:
+                segment.timer.cancel()
+                segment.timer = None
+        self._paused()
+
+    def resume(self) -> None:
+        super().resume()
+        if self._paused_at is None:
+            return
+        held = asyncio.get_running_loop().time() - self._paused_at
+        self._paused_at = None
+        for segment in self._playing:
+            segment.ends_at += held
+            if segment.flushed:
+                self._schedule(segment)
+        self._resumed()
+
+    # --- the clock ---------------------------------------------------------------------------
+    def _now(self) -> float:
+        """The listener's clock: frozen while paused."""
+        return self._paused_at if self._paused_at is not None else asyncio.get_running_loop().time()
+
+    def _heard(self, segment: PlayedSegment) -> float:
+        """Seconds of ``segment`` the listener has played by now."""
+        remaining = max(0.0, segment.ends_at - self._now()) * self.speed
+        return max(0.0, min(segment.duration, segment.duration - remaining))
+
+    def _schedule(self, segment: PlayedSegment) -> None:
+        if self._paused_at is not None:
+            return
+        loop = asyncio.get_running_loop()
+        segment.timer = loop.call_later(max(0.0, segment.ends_at - loop.time()), self._finished, segment)
+
+    def _finished(self, segment: PlayedSegment) -> None:
+        if segment not in self._playing:
+            return
+        self._playing.remove(segment)
+        segment.interrupted, segment.played = False, segment.duration
+        self.on_playback_finished(playback_position=segment.duration, interrupted=False)

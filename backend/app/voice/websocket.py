@@ -1,0 +1,475 @@
+"""``WS /v1/conversation/ws``: the WebSocket as one more transport of the voice engine.
+
+The conversation itself is the same ``GemmaVoiceAgent`` in the same ``AgentSession`` that answers
+a LiveKit room (``app.agents.voice_agent``). This module only moves audio and events: microphone
+PCM from binary frames into the session (``SocketMicrophone``), reply audio out as binary frames on
+the client's playback clock (``SocketSpeaker``), the reply's words in step with its audio (the
+framework's ``TranscriptSynchronizer``), and the session's events as the protocol's JSON events
+(README, "Real-time voice").
+
+Turns the protocol has beyond an open microphone map onto the same session: a typed turn, a whole
+recorded utterance (``audio``) and push-to-talk (``vad: false`` then ``end_turn``) are transcribed
+with the session's own STT and answered with ``generate_reply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import NOT_GIVEN, AgentSession
+from livekit.agents.voice import SpeechHandle
+from livekit.agents.voice import io
+from livekit.agents.voice.events import (
+    CloseEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    SpeechCreatedEvent,
+    UserInputTranscribedEvent,
+    UserStateChangedEvent,
+)
+from livekit.agents.voice.transcription import TranscriptSynchronizer
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.agents.playout import ListenerPlayout
+from app.agents.plugins import OpenAudioTTS, SpeculativeSTT, WhisperSTT
+from app.agents.voice_agent import GemmaVoiceAgent, PieceByPieceTTS, create_agent_session
+from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
+from app.metrics import VOICE_TO_VOICE
+from app.services.container import Services
+
+log = logging.getLogger("app.voice")
+
+ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+# Microphone audio the session has not read yet, in frames; past it (a client sending far faster than
+# real time) frames are dropped rather than held without bound.
+MAX_QUEUED_FRAMES = 3000
+# How long a new turn waits for the reply it cuts off to be filed in the history.
+INTERRUPT_WAIT_S = 5.0
+
+
+class FrameError(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class SocketMicrophone(io.AudioInput):
+    """Binary frames from the client, as audio frames for the session."""
+
+    def __init__(self) -> None:
+        super().__init__(label="websocket-microphone")
+        self._frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self.dropped = 0
+
+    def push(self, pcm: bytes, sample_rate: int) -> None:
+        frame = rtc.AudioFrame(pcm, sample_rate, 1, len(pcm) // 2)
+        try:
+            self._frames.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._frames.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._frames.get_nowait()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        frame = await self._frames.get()
+        if frame is None:
+            self._frames.put_nowait(None)  # stays ended for whoever reads next
+            raise StopAsyncIteration
+        return frame
+
+
+class SocketSpeaker(ListenerPlayout):
+    """Reply audio to the client, which plays it in real time: the session hears it as still playing
+    until the client has (so talking over a fully sent reply interrupts it)."""
+
+    def __init__(self, conversation: SocketConversation, sample_rate: int) -> None:
+        super().__init__(label="websocket-speaker", sample_rate=sample_rate)
+        self._conversation = conversation
+
+    async def _deliver(self, frame: rtc.AudioFrame) -> None:
+        self._conversation.reply_audio(bytes(frame.data))
+
+    def _cleared(self, heard_s: float) -> None:
+        self._conversation.reply_stopped(heard_s)
+
+    def _paused(self) -> None:
+        self._conversation.send({"type": "playback", "state": "paused"})
+
+    def _resumed(self) -> None:
+        self._conversation.send({"type": "playback", "state": "resumed"})
+
+
+class SocketTranscript(io.TextOutput):
+    """The reply's words, as the client hears them."""
+
+    def __init__(self, conversation: SocketConversation) -> None:
+        super().__init__(label="websocket-transcript", next_in_chain=None)
+        self._conversation = conversation
+
+    async def capture_text(self, text: str) -> None:
+        self._conversation.reply_text(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass
+class Reply:
+    """One of the agent's replies, as far as the client saw it."""
+
+    handle: SpeechHandle
+    turn: int
+    source: str
+    created: float = field(default_factory=time.perf_counter)
+    speech_end: float | None = None  # push-to-talk and recorded turns: when the user finished
+    first_audio: float | None = None
+    audio_bytes: int = 0
+    text: str = ""
+    interrupt_sent: bool = False
+    assistant_metrics: dict[str, Any] = field(default_factory=dict)  # the framework's, once filed
+
+    @property
+    def started(self) -> bool:
+        return self.first_audio is not None or bool(self.text)
+
+
+class SocketConversation:
+    def __init__(self, ws: WebSocket, services: Services):
+        self.ws = ws
+        self.services = services
+        self.settings = services.settings
+        self.id = uuid.uuid4().hex[:12]
+        self.input_sample_rate = 16000
+        self.vad = True
+        self.language: str | None = None
+        self._outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._ptt = bytearray()
+        self._turns = 0
+        self._reply: Reply | None = None
+        self._next_source = "voice"
+        self._next_speech_end: float | None = None
+        self._interrupt_reason = "barge_in"
+        self._user_metrics: dict[str, Any] = {}
+        self._user_speaking = False
+        self._closed = False
+
+        self.session: AgentSession = create_agent_session(services)
+        self.agent = GemmaVoiceAgent(settings=self.settings)
+        self.agent.turn_cut_handlers.append(self._turn_cut)
+        self.microphone = SocketMicrophone()
+        self.speaker = SocketSpeaker(self, services.tts.sample_rate)
+        self._sync = TranscriptSynchronizer(next_in_chain_audio=self.speaker,
+                                            next_in_chain_text=SocketTranscript(self))
+        self.session.input.audio = self.microphone
+        self.session.output.audio = self._sync.audio_output
+        self.session.output.transcription = self._sync.text_output
+        for event, handler in (("user_state_changed", self._on_user_state), ("user_input_transcribed", self._on_transcribed),
+                               ("speech_created", self._on_speech_created), ("conversation_item_added", self._on_item),
+                               ("error", self._on_error), ("close", self._on_close)):
+            self.session.on(event, handler)
+
+    # --- the socket ---------------------------------------------------------------------------
+    def send(self, payload: dict) -> None:
+        if not self._closed:
+            self._outbox.put_nowait(json.dumps(payload, ensure_ascii=False))
+
+    async def _write(self) -> None:
+        """The one writer: events and audio leave in the order they were produced."""
+        try:
+            while (message := await self._outbox.get()) is not None:
+                if isinstance(message, bytes):
+                    await self.ws.send_bytes(message)
+                else:
+                    await self.ws.send_text(message)
+        except (WebSocketDisconnect, RuntimeError):
+            self._closed = True
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
+        try:
+            await self.session.start(self.agent)
+            self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
+                       "output_sample_rate": self.services.tts.sample_rate, "vad": self.vad,
+                       "models_ready": self.services.ready})
+            while not self._closed:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    self._on_audio(message["bytes"])
+                elif message.get("text") is not None:
+                    await self._on_text_frame(message["text"])
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.Task) -> None:
+        """Stop everything this conversation started: no generation or task outlives it."""
+        self._closed = True
+        self.microphone.close()
+        await self.session.aclose()
+        await self._sync.aclose()
+        self._outbox.put_nowait(None)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close()
+            except (RuntimeError, WebSocketDisconnect):
+                pass
+
+    # --- client frames ------------------------------------------------------------------------
+    async def _on_text_frame(self, raw: str) -> None:
+        try:
+            try:
+                frame = json.loads(raw)
+            except json.JSONDecodeError:
+                raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"") from None
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"")
+            handler = {"config": self._on_config, "text": self._on_typed, "end_turn": self._on_end_turn,
+                       "interrupt": self._on_interrupt, "audio": self._on_utterance}.get(frame["type"])
+            if handler is None:
+                raise FrameError("unknown_type", f"unknown frame type {frame['type']!r}")
+            await handler(frame)
+        except FrameError as exc:
+            self.send({"type": "error", "code": exc.code, "message": str(exc)})
+
+    async def _on_config(self, frame: dict) -> None:
+        rate = frame.get("input_sample_rate", self.input_sample_rate)
+        if rate not in ALLOWED_RATES:
+            raise FrameError("bad_config", f"input_sample_rate must be one of {ALLOWED_RATES}")
+        instructions = frame.get("instructions") or self.settings.voice_instructions
+        if not isinstance(instructions, str) or len(instructions) > self.settings.max_text_chars:
+            raise FrameError("bad_config", f"instructions must be text of at most {self.settings.max_text_chars} chars")
+        vad = frame.get("vad", self.vad)
+        if not isinstance(vad, bool):
+            raise FrameError("bad_config", "vad must be true or false")
+        for key in ("voice", "language"):
+            if frame.get(key) is not None and not isinstance(frame[key], str):
+                raise FrameError("bad_config", f"{key} must be text")
+        self.input_sample_rate = rate
+        if vad != self.vad:
+            self.vad = vad
+            self._ptt.clear()
+            # Push-to-talk: the session hears nothing until the user lets go (see _on_end_turn).
+            self.session.input.audio = self.microphone if vad else None
+        await self.agent.update_instructions(instructions)
+        self.language = frame.get("language") or None
+        self._stt().update_options(language=self.language or "")
+        self._tts().update_options(voice=frame.get("voice") or self.settings.tts_default_voice or "")
+        self.send({"type": "config", "input_sample_rate": rate, "vad": vad,
+                   "output_sample_rate": self.services.tts.sample_rate})
+
+    async def _on_typed(self, frame: dict) -> None:
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise FrameError("empty_text", "a text turn needs non-empty \"text\"")
+        if len(text) > self.settings.max_text_chars:
+            raise FrameError("text_too_long", f"text turns may be at most {self.settings.max_text_chars} characters")
+        await self._answer(text.strip(), source="text")
+
+    async def _on_end_turn(self, _frame: dict) -> None:
+        audio, self._ptt = bytes(self._ptt), bytearray()
+        if not audio:
+            raise FrameError("no_audio", "end_turn with no audio since the last turn")
+        await self._transcribe_and_answer(audio, self.input_sample_rate, source="push_to_talk")
+
+    async def _on_interrupt(self, _frame: dict) -> None:
+        await self._interrupt("client")
+
+    async def _on_utterance(self, frame: dict) -> None:
+        data = frame.get("data")
+        if not isinstance(data, str) or not data:
+            raise FrameError("bad_frame", "an audio frame needs base64 \"data\"")
+        if len(data) > self.settings.max_upload_bytes * 4 // 3 + 4:
+            raise FrameError("audio_too_large", "the recorded utterance is too large")
+        try:
+            encoded = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise FrameError("bad_frame", "audio \"data\" is not valid base64") from None
+        try:
+            samples = await asyncio.to_thread(decode_audio, encoded, max_seconds=self.settings.max_audio_seconds)
+        except AudioError as exc:
+            raise FrameError(exc.code, str(exc)) from None
+        await self._transcribe_and_answer(float_to_pcm16(samples), WHISPER_RATE, source="recorded")
+
+    def _on_audio(self, pcm: bytes) -> None:
+        pcm = pcm[:len(pcm) - len(pcm) % 2]
+        if not pcm:
+            return
+        if self.vad:
+            self.microphone.push(pcm, self.input_sample_rate)
+        elif len(self._ptt) + len(pcm) <= self.settings.max_audio_seconds * self.input_sample_rate * 2:
+            self._ptt += pcm
+
+    # --- turns the client closes itself ---------------------------------------------------------
+    async def _transcribe_and_answer(self, pcm: bytes, rate: int, *, source: str) -> None:
+        speech_end = time.perf_counter()
+        await self._interrupt("new_turn")
+        frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
+        try:
+            event = await self.session.stt.recognize(buffer=frame, language=self.language or NOT_GIVEN)
+        except Exception as exc:  # noqa: BLE001 - a failed turn must not end the session
+            log.warning("transcription failed: %s", exc)
+            self.send({"type": "error", "code": "stt_failed", "message": f"the transcription failed: {exc}"})
+            return
+        text = event.alternatives[0].text.strip() if event.alternatives else ""
+        language = event.alternatives[0].language if event.alternatives else None
+        self.send({"type": "transcript", "role": "user", "text": text, "final": True, "language": language})
+        if any(ch.isalnum() for ch in text):
+            await self._answer(text, source=source, speech_end=speech_end)
+
+    async def _answer(self, text: str, *, source: str, speech_end: float | None = None) -> None:
+        await self._interrupt("new_turn")
+        self._next_source, self._next_speech_end = source, speech_end
+        self.session.generate_reply(user_input=text)
+
+    async def _interrupt(self, reason: str) -> None:
+        reply = self._reply
+        if reply is None or reply.handle.done():
+            return
+        self._interrupt_reason = reason
+        if reply.started or reason == "client":
+            self._send_interrupted(reply)
+        try:
+            await asyncio.wait_for(self.session.interrupt(force=True), INTERRUPT_WAIT_S)
+        except (RuntimeError, asyncio.TimeoutError):  # closing, or slow to settle: the next turn goes on anyway
+            pass
+
+    def _send_interrupted(self, reply: Reply) -> None:
+        if not reply.interrupt_sent:
+            reply.interrupt_sent = True
+            self.send({"type": "interrupted", "reason": self._interrupt_reason})
+
+    def _turn_cut(self, seconds: float) -> None:
+        self.send({"type": "turn_cut", "reason": "max_turn_length", "max_seconds": seconds,
+                   "message": f"you spoke for over {seconds:.0f} s without a pause: answering what was said so far"})
+
+    def _stt(self) -> WhisperSTT:
+        model = self.session.stt
+        return model.wrapped_stt if isinstance(model, SpeculativeSTT) else model
+
+    def _tts(self) -> OpenAudioTTS:
+        model = self.session.tts
+        return model.piece_tts if isinstance(model, PieceByPieceTTS) else model
+
+    # --- what the session tells us --------------------------------------------------------------
+    def _on_user_state(self, ev: UserStateChangedEvent) -> None:
+        if ev.new_state == "speaking" and not self._user_speaking:
+            self._user_speaking = True
+            self.send({"type": "vad", "state": "speech_start"})
+        elif ev.new_state != "speaking" and self._user_speaking:
+            self._user_speaking = False
+            self.send({"type": "vad", "state": "speech_end"})
+
+    def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        if ev.is_final and ev.transcript.strip():
+            self.send({"type": "transcript", "role": "user", "text": ev.transcript.strip(), "final": True,
+                       "language": ev.language})
+
+    def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
+        self._turns += 1
+        self._interrupt_reason = "barge_in"
+        reply = Reply(handle=ev.speech_handle, turn=self._turns,
+                      source=self._next_source if ev.user_initiated else "voice",
+                      speech_end=self._next_speech_end if ev.user_initiated else None)
+        self._next_source, self._next_speech_end = "voice", None
+        self._reply = reply
+        ev.speech_handle.add_done_callback(lambda handle: self._reply_done(reply))
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if getattr(item, "role", None) == "user":
+            self._user_metrics = dict(item.metrics or {})
+        elif getattr(item, "role", None) == "assistant" and self._reply is not None:
+            self._reply.assistant_metrics = dict(item.metrics or {})
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        if getattr(ev.error, "recoverable", True):
+            return  # the framework retries it
+        cause = getattr(ev.error, "error", ev.error)
+        body = getattr(cause, "body", None)
+        code = body.get("code", "turn_failed") if isinstance(body, dict) else "turn_failed"
+        self.send({"type": "error", "code": code, "message": f"the turn failed: {cause}"})
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        if not self._closed and ev.error is not None:
+            self.send({"type": "error", "code": "session_failed", "message": f"the voice session failed: {ev.error}"})
+            asyncio.get_running_loop().create_task(self.ws.close(code=1011))
+
+    # --- the reply, as the client gets it -------------------------------------------------------
+    def reply_audio(self, pcm: bytes) -> None:
+        reply = self._reply
+        if reply is not None:
+            if reply.interrupt_sent:
+                return  # the client was told to stop: nothing more of this reply
+            if reply.first_audio is None:
+                reply.first_audio = time.perf_counter()
+            reply.audio_bytes += len(pcm)
+        if not self._closed:
+            self._outbox.put_nowait(pcm)
+
+    def reply_text(self, text: str) -> None:
+        reply = self._reply
+        if reply is not None:
+            if reply.interrupt_sent:
+                return
+            reply.text += text
+        self.send({"type": "text", "role": "assistant", "delta": text})
+
+    def reply_stopped(self, heard_s: float) -> None:
+        """The session cut the reply while the client was playing it: the client stops at once."""
+        if self._reply is not None:
+            self._send_interrupted(self._reply)
+
+    def _reply_done(self, reply: Reply) -> None:
+        if self._reply is reply:
+            self._reply = None
+        if reply.handle.interrupted:
+            if reply.started:
+                self._send_interrupted(reply)
+            return
+        if not reply.started:
+            return  # a reply prepared ahead and dropped, or one with nothing to say
+        self.send({"type": "response_end", "text": reply.text.strip()})
+        self.send(self._metrics(reply))
+
+    def _metrics(self, reply: Reply) -> dict[str, Any]:
+        assistant = reply.assistant_metrics
+
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds * 1000, 1)
+
+        metrics: dict[str, Any] = {"type": "metrics", "turn": reply.turn, "source": reply.source,
+                                   "llm_first_token_ms": ms(assistant.get("llm_node_ttft")),
+                                   "first_sentence_ms": ms(assistant.get("llm_node_ttfs")),
+                                   "tts_first_audio_ms": ms(assistant.get("tts_node_ttfb")),
+                                   "reply_first_audio_ms": ms(reply.first_audio - reply.created) if reply.first_audio else None,
+                                   "reply_audio_seconds": round(reply.audio_bytes / 2 / self.services.tts.sample_rate, 3)}
+        voice_to_voice = assistant.get("e2e_latency")
+        if reply.source == "voice":
+            metrics["stt_ms"] = ms(self._user_metrics.get("transcription_delay"))
+            metrics["endpointing_ms"] = ms(self._user_metrics.get("end_of_turn_delay"))
+        elif reply.speech_end is not None and reply.first_audio is not None:
+            voice_to_voice = reply.first_audio - reply.speech_end
+        if voice_to_voice is not None and reply.source != "text":
+            metrics["voice_to_voice_ms"] = ms(voice_to_voice)
+            VOICE_TO_VOICE.observe(voice_to_voice)
+        return metrics
