@@ -34,6 +34,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+"), f"<jwt {MASK}>"),
 ]
 
+# Loggers whose formatter reads record.args itself (uvicorn's AccessFormatter): only their arguments are redacted.
+_KEEP_ARGS = {"uvicorn.access"}
+
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _installed = False
@@ -81,6 +84,14 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         record.args = tuple(_redact_value(a) for a in record.args)
     elif isinstance(record.args, dict):
         record.args = {k: _redact_value(v) for k, v in record.args.items()}
+    if record.args and record.name not in _KEEP_ARGS:
+        # A secret split between the format and its arguments ("Bearer %s", key): redact the whole message.
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format is reported by the handler, as without redaction
+            message = None
+        if message is not None and redact(message) != message:
+            record.msg, record.args = redact(message), ()
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         # Formatters use exc_text when it is set: the traceback is written out once, redacted.
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))

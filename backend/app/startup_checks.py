@@ -5,7 +5,8 @@
 
 The check runs at the ASGI ``lifespan.startup`` event, before the models load. The address is the one the
 server really binds: under uvicorn (``make run``, ``uvicorn app.main:app --host ...``, ``python -m app``) it is
-read from uvicorn's own configuration; under another ASGI server it falls back to the ``HOST`` setting. A refusal
+read from the configuration of the uvicorn server running the lifespan; under another ASGI server it falls back
+to the ``HOST`` setting. A refusal
 is reported with ``lifespan.startup.failed``: uvicorn logs the message and exits with status 3.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 
 from app.config.settings import Settings
 
@@ -34,16 +36,32 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def bound_host(receive, settings: Settings) -> str | None:
+def _uvicorn_config():
+    """The uvicorn ``Config`` running this lifespan: found on the await chain (uvicorn's ``LifespanOn.main`` has it as
+    ``self.config``), whatever middleware or framework wraps ``receive`` in between."""
+    try:
+        from uvicorn.config import Config
+    except ImportError:  # pragma: no cover - uvicorn is a dependency
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        config = getattr(frame.f_locals.get("self"), "config", None)
+        if isinstance(config, Config):
+            return config
+        frame = frame.f_back
+    return None
+
+
+def bound_host(settings: Settings) -> str | None:
     """The host the server binds: uvicorn's own config when uvicorn runs the lifespan, else ``HOST``.
 
     None for a Unix socket or an inherited file descriptor (not reachable over the network by itself)."""
-    config = getattr(getattr(receive, "__self__", None), "config", None)
-    if config is not None and hasattr(config, "host") and hasattr(config, "uds"):
-        if config.uds or config.fd is not None:
-            return None
-        return str(config.host)
-    return settings.host
+    config = _uvicorn_config()
+    if config is None:
+        return settings.host
+    if config.uds or config.fd is not None:
+        return None
+    return str(config.host)
 
 
 def startup_problem(settings: Settings, host: str | None) -> str | None:
@@ -70,7 +88,7 @@ class StartupGuard:
             return await self.app(scope, receive, send)
         first = await receive()
         if first["type"] == "lifespan.startup":
-            problem = startup_problem(self.settings, bound_host(receive, self.settings))
+            problem = startup_problem(self.settings, bound_host(self.settings))
             if problem:  # uvicorn logs the message, then exits
                 await send({"type": "lifespan.startup.failed", "message": problem})
                 return

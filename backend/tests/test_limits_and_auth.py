@@ -1,13 +1,16 @@
-"""API key, CORS, upload and text limits, and overload behaviour (a server with strict settings)."""
+"""API key (REST and the WebSocket handshake), Origin and CORS, upload and text limits, and overload behaviour
+(a server with strict settings)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import httpx
 import pytest
 import websockets
+from websockets.exceptions import InvalidStatus
 
 from helpers import STRICT_KEY
 
@@ -38,15 +41,60 @@ def test_health_stays_open(strict):
     assert strict.get("/metrics").status_code == 200
 
 
-async def test_websocket_requires_the_key(strict_server):
-    async with websockets.connect(f"{strict_server.ws_url}/v1/conversation/ws") as ws:
-        first = json.loads(await ws.recv())
-        assert first["code"] == "unauthorized"
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd.code == 1008
-    async with websockets.connect(f"{strict_server.ws_url}/v1/conversation/ws?api_key={STRICT_KEY}") as ws:
+async def test_websocket_handshake_is_refused_without_the_key(strict_server):
+    """Refused before accept (HTTP 403), not accepted and then closed."""
+    url = f"{strict_server.ws_url}/v1/conversation/ws"
+    for options in ({}, {"subprotocols": ["gemmavoice", "apikey.wrong-key"]},
+                    {"additional_headers": {"Authorization": "Bearer wrong"}}, {"subprotocols": ["gemmavoice"]}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, **options):
+                pass
+        assert refused.value.response.status_code == 403, options
+        assert json.loads(refused.value.response.body)["error"]["code"] == "unauthorized"
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(f"{url}?api_key=wrong"):
+            pass
+
+
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("options, path", [
+    ({"subprotocols": ["gemmavoice", f"apikey.{STRICT_KEY}"]}, ""),  # what the web client sends
+    ({"subprotocols": ["gemmavoice", f"apikey-b64.{b64(STRICT_KEY)}"]}, ""),
+    ({"additional_headers": {"Authorization": f"Bearer {STRICT_KEY}"}}, ""),
+    ({"additional_headers": {"X-API-Key": STRICT_KEY}}, ""),
+    ({}, f"?api_key={STRICT_KEY}"),  # old clients: still accepted, redacted from the logs (test_security.py)
+], ids=["subprotocol", "subprotocol-b64", "bearer", "x-api-key", "legacy-query"])
+async def test_websocket_accepts_the_key(strict_server, options, path):
+    async with websockets.connect(f"{strict_server.ws_url}/v1/conversation/ws{path}", **options) as ws:
         assert json.loads(await ws.recv())["type"] == "ready"
+        offered = options.get("subprotocols")
+        assert ws.subprotocol == ("gemmavoice" if offered else None)
+        assert STRICT_KEY not in str(ws.response.headers)  # the key is never echoed
+
+
+@pytest.mark.parametrize("origin, allowed", [
+    ("http://evil.example", False),
+    ("null", False),
+    ("http://127.0.0.1:5173", True),  # in CORS_ORIGINS
+    ("same", True),  # the web client served by this server (`make run`)
+])
+async def test_websocket_checks_the_origin(strict_server, origin, allowed):
+    if origin == "same":
+        origin = strict_server.url
+    url = f"{strict_server.ws_url}/v1/conversation/ws"
+    protocols = ["gemmavoice", f"apikey.{STRICT_KEY}"]
+    if allowed:
+        async with websockets.connect(url, origin=origin, subprotocols=protocols) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+    else:
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, origin=origin, subprotocols=protocols):
+                pass
+        assert refused.value.response.status_code == 403
+        assert json.loads(refused.value.response.body)["error"]["code"] == "origin_not_allowed"
 
 
 def test_cors_allow_list(client):
