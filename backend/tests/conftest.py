@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from helpers import QUESTION, STEADY_VOICE, STRICT_KEY, start_server, stop_server
+from helpers import QUESTION, TEST_VOICE, STRICT_KEY, start_server, stop_server
 
 from app.audio.codec import decode_audio, float_to_pcm16, pcm_to_wav
 from app.config.settings import Settings
@@ -17,14 +17,14 @@ from app.config.settings import Settings
 
 @pytest.fixture(scope="session")
 def server():
-    running = start_server(Settings(app_env="test", **STEADY_VOICE, cors_origins="http://allowed.example"))
+    running = start_server(Settings(app_env="test", **TEST_VOICE, cors_origins="http://allowed.example"))
     yield running
     stop_server(running)
 
 
 @pytest.fixture(scope="session")
 def strict_server():
-    running = start_server(Settings(app_env="test", **STEADY_VOICE, api_key=STRICT_KEY, max_upload_bytes=1024 * 1024,
+    running = start_server(Settings(app_env="test", **TEST_VOICE, api_key=STRICT_KEY, max_upload_bytes=1024 * 1024,
                                     llm_queue_size=1, max_text_chars=200))
     yield running
     stop_server(running)

@@ -7,7 +7,7 @@ no arguments use the same loaded models as those given ``services`` explicitly.
 from __future__ import annotations
 
 import pytest
-from helpers import QUESTION, STEADY_VOICE
+from helpers import QUESTION, TEST_VOICE
 
 from app.agents.runtime import get_services
 from app.config.settings import Settings
@@ -17,7 +17,7 @@ from app.services.container import Services
 @pytest.fixture(scope="session")
 async def services() -> Services:
     # Not the developer's .env: the tests are about the embedded models.
-    return await get_services(Settings(app_env="test", _env_file=None, **STEADY_VOICE))
+    return await get_services(Settings(app_env="test", _env_file=None, **TEST_VOICE))
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,10 @@ export type ServerEvent =
   | { type: 'text'; role: 'assistant'; delta: string }
   | { type: 'response_end'; [key: string]: unknown }
   | { type: 'interrupted'; [key: string]: unknown }
+  /** The user may be talking over the reply: hold its audio; `resumed` if it was only a noise. */
+  | { type: 'playback'; state: 'paused' | 'resumed' }
+  /** The user spoke past the server's maximum turn length: what was said so far is answered. */
+  | { type: 'turn_cut'; message?: string; max_seconds?: number }
   | { type: 'metrics'; voice_to_voice_ms?: number; [key: string]: unknown }
   | { type: 'error'; code?: string; message?: string };
 

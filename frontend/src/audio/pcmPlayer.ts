@@ -17,6 +17,7 @@ export interface PcmPlayerOptions {
 
 interface Scheduled {
   node: AudioBufferSourceNode;
+  samples: Float32Array;
   start: number;
   end: number;
 }
@@ -24,12 +25,15 @@ interface Scheduled {
 /**
  * Plays streamed PCM s16le mono as it arrives: each chunk becomes an AudioBufferSourceNode
  * scheduled right after the previous one on the context's clock, so playback starts with the
- * first chunk and only `leadSeconds` of buffering. stop() silences everything queued at once.
+ * first chunk and only `leadSeconds` of buffering. stop() silences everything queued at once;
+ * pause() holds what is left (the server pauses a reply when the user may be talking) and
+ * resume() plays it on from where it held.
  */
 export class PcmPlayer {
   private nextStart = 0;
   private readonly active = new Set<Scheduled>();
   private carry: number | null = null;
+  private held: Float32Array[] | null = null;
   private readonly leadSeconds: number;
   private readonly output: AudioNode;
   private readonly onIdle?: () => void;
@@ -69,8 +73,13 @@ export class PcmPlayer {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
     const samples = new Float32Array(frames);
     for (let i = 0; i < frames; i++) samples[i] = view.getInt16(i * 2, true) / 0x8000;
+    this.scheduledSeconds += frames / this.sampleRate;
+    if (this.held) this.held.push(samples);
+    else this.schedule(samples);
+  }
 
-    const buffer = this.context.createBuffer(1, frames, this.sampleRate);
+  private schedule(samples: Float32Array): void {
+    const buffer = this.context.createBuffer(1, samples.length, this.sampleRate);
     buffer.getChannelData(0).set(samples);
     const node = this.context.createBufferSource();
     node.buffer = buffer;
@@ -79,25 +88,28 @@ export class PcmPlayer {
     const now = this.context.currentTime;
     // After an underrun (or at the start of a reply) leave a short lead; otherwise play gaplessly.
     const start = this.nextStart > now ? this.nextStart : now + this.leadSeconds;
-    const duration = frames / this.sampleRate;
-    const entry: Scheduled = { node, start, end: start + duration };
+    const duration = samples.length / this.sampleRate;
+    const entry: Scheduled = { node, samples, start, end: start + duration };
     this.nextStart = entry.end;
-    this.scheduledSeconds += duration;
     this.active.add(entry);
     node.onended = () => {
       if (!this.active.delete(entry)) return;
       this.finishedSeconds += duration;
-      if (this.active.size === 0) this.onIdle?.();
+      if (this.active.size === 0 && !this.held) this.onIdle?.();
     };
     node.start(start);
   }
 
-  /** Stops everything queued or playing, immediately (barge-in, interrupt). */
-  stop(): void {
+  /** Silences every scheduled node; returns, in order, the samples each had not played yet. */
+  private silence(): Float32Array[] {
     const now = this.context.currentTime;
-    for (const entry of this.active) {
+    const unplayed: Float32Array[] = [];
+    for (const entry of [...this.active].sort((a, b) => a.start - b.start)) {
       entry.node.onended = null;
-      this.finishedSeconds += Math.max(0, Math.min(now, entry.end) - entry.start);
+      const played = Math.max(0, Math.min(now, entry.end) - entry.start);
+      this.finishedSeconds += played;
+      const from = Math.min(entry.samples.length, Math.round(played * this.sampleRate));
+      if (from < entry.samples.length) unplayed.push(entry.samples.subarray(from));
       try {
         entry.node.stop();
       } catch {
@@ -107,17 +119,37 @@ export class PcmPlayer {
     }
     this.active.clear();
     this.nextStart = 0;
+    return unplayed;
+  }
+
+  /** Stops everything queued or playing, immediately (barge-in, interrupt). */
+  stop(): void {
+    this.silence();
+    this.held = null;
     this.carry = null;
   }
 
-  /** True while audio is queued or playing. */
-  get isPlaying(): boolean {
-    return this.active.size > 0;
+  /** Holds playback where it is; audio that arrives meanwhile waits too. */
+  pause(): void {
+    if (!this.held) this.held = this.silence();
   }
 
-  /** Seconds of queued audio not yet played. */
-  get bufferedSeconds(): number {
-    return Math.max(0, this.nextStart - this.context.currentTime) * (this.active.size > 0 ? 1 : 0);
+  /** Plays on from where pause() held. */
+  resume(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = null;
+    for (const samples of held) this.schedule(samples);
+    if (held.length === 0 && this.active.size === 0) this.onIdle?.();
+  }
+
+  get isPaused(): boolean {
+    return this.held !== null;
+  }
+
+  /** True while audio is queued, playing or held. */
+  get isPlaying(): boolean {
+    return this.active.size > 0 || (this.held?.length ?? 0) > 0;
   }
 
   /** Seconds of reply audio actually played so far (finished chunks plus the playing one). */

@@ -116,6 +116,9 @@ export function useVoiceChat(client: ApiClient) {
           void startMicrophone();
         } else if (event.type === 'interrupted') {
           playerRef.current?.stop();
+        } else if (event.type === 'playback') {
+          if (event.state === 'paused') playerRef.current?.pause();
+          else playerRef.current?.resume();
         }
         dispatch({ type: 'server', event });
       };

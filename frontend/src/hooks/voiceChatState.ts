@@ -137,6 +137,8 @@ function applyServerEvent(state: VoiceChatState, event: ServerEvent): VoiceChatS
     }
     case 'interrupted':
       return finishAssistant({ ...state, audioPlaying: false, responseEnded: true, agent: 'listening' }, true);
+    case 'turn_cut':
+      return addError(state, 'turn_cut', event.message ?? 'You spoke for a long time without a pause: answering what was said so far.');
     case 'metrics': {
       const { type: _type, ...metrics } = event;
       return { ...state, metrics };

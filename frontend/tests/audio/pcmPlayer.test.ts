@@ -89,4 +89,42 @@ describe('PcmPlayer', () => {
     expect(player.playedSeconds).toBeCloseTo(0.2);
     expect(player.isPlaying).toBe(false);
   });
+
+  it('pause() holds the unplayed audio, and resume() plays it on from there', () => {
+    const { context, player } = setup({ leadSeconds: 0 });
+    player.enqueue(new Int16Array(RATE / 10).map((_, i) => i).buffer); // 100 ms, samples 0, 1, 2, ...
+    player.enqueue(pcm(100));
+    context.advance(0.05);
+    player.pause();
+    expect(context.started.every((s) => s.stopped)).toBe(true);
+    expect(player.isPaused && player.isPlaying).toBe(true);
+    player.enqueue(pcm(100)); // arrives while paused: waits too
+    expect(context.started).toHaveLength(2);
+    context.advance(1); // the user coughed; nothing plays meanwhile
+    expect(player.playedSeconds).toBeCloseTo(0.05);
+
+    player.resume();
+    const resumed = context.started.slice(2);
+    expect(resumed.map((s) => (s.buffer as unknown as { length: number }).length)).toEqual([
+      RATE / 20, RATE / 10, RATE / 10,
+    ]);
+    const first = (resumed[0].buffer as unknown as { getChannelData(): Float32Array }).getChannelData();
+    expect(Math.round(first[0] * 0x8000)).toBe(RATE / 20); // on from the sample where it held
+    expect(resumed[0].startedAt).toBeCloseTo(1.05);
+    expect(resumed[1].startedAt).toBeCloseTo(1.1);
+    context.advance(0.25);
+    expect(player.playedSeconds).toBeCloseTo(0.3);
+  });
+
+  it('stop() while paused drops the held audio', () => {
+    const onIdle = vi.fn();
+    const { context, player } = setup({ leadSeconds: 0, onIdle });
+    player.enqueue(pcm(100));
+    context.advance(0.05);
+    player.pause();
+    player.stop();
+    expect(player.isPlaying || player.isPaused).toBe(false);
+    player.resume();
+    expect(context.started).toHaveLength(1);
+  });
 });

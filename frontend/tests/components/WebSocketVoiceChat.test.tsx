@@ -164,6 +164,22 @@ describe('WebSocketVoiceChat', () => {
     expect(screen.getAllByTestId('assistant-message')).toHaveLength(2);
   });
 
+  it('holds reply audio while the server has it paused, and plays it on when resumed', async () => {
+    const user = userEvent.setup();
+    renderWithSettings(<WebSocketVoiceChat />);
+    const socket = await connectReady(user);
+    const context = FakeAudioContext.instances[0];
+
+    act(() => socket.serverSendBinary(pcm(24000)));
+    act(() => socket.serverSend({ type: 'playback', state: 'paused' }));
+    expect(context.started).toHaveLength(1);
+    expect(context.started[0].stopped).toBe(true);
+    act(() => socket.serverSendBinary(pcm(24000))); // more of the reply, held too
+    expect(context.started).toHaveLength(1);
+    act(() => socket.serverSend({ type: 'playback', state: 'resumed' }));
+    expect(context.started.slice(1).map((s) => s.stopped)).toEqual([false, false]);
+  });
+
   it('sends typed turns and shows them once even if the server echoes them', async () => {
     const user = userEvent.setup();
     renderWithSettings(<WebSocketVoiceChat />);

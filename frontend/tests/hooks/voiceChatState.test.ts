@@ -23,6 +23,11 @@ describe('voiceChatReducer', () => {
     expect(s.agent).toBe('thinking');
   });
 
+  it('tells the user when a turn that would not end was cut', () => {
+    const s = apply(ready, { type: 'turn_cut', max_seconds: 30, message: 'answering what was said so far' });
+    expect(s.errors.map((e) => [e.code, e.message])).toEqual([['turn_cut', 'answering what was said so far']]);
+  });
+
   it('starts a new assistant message for each reply', () => {
     const s = apply(
       ready,

@@ -60,9 +60,12 @@ class WhisperSTT(stt.STT):
                 audio, language=language if is_given(language) else self._language, prompt=self._prompt)
         except ServiceError as exc:
             raise api_error(exc) from exc
+        # Whisper writes words for a cough or a hiss too, but unsurely: those segments are noise, not a turn.
+        sure = [s for s in result.segments if s.avg_logprob >= self._services.settings.voice_min_log_prob]
+        text = " ".join(s.text for s in sure if s.text).strip()
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid("stt_"),
-            alternatives=[stt.SpeechData(language=result.language, text=result.text, start_time=0.0,
+            alternatives=[stt.SpeechData(language=result.language, text=text, start_time=0.0,
                                          end_time=result.duration, confidence=result.confidence)],
         )
