@@ -53,7 +53,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 def with_defaults(value: str) -> str:
     """The value compose would produce with nothing set but the required secrets."""
-    env = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40}
+    env = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40, "API_KEY": "k" * 43}
     return interpolate(value, env)
 
 
@@ -114,7 +114,7 @@ def test_every_documented_service_exists(services):
 
 
 def test_compose_interpolates_with_only_the_required_secrets():
-    # What `docker compose config` needs: nothing but LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
+    # What `docker compose config` needs: nothing but API_KEY and LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
     yaml.safe_load(with_defaults(COMPOSE_FILE.read_text()))
 
 
@@ -124,6 +124,12 @@ def test_compose_refuses_to_start_without_livekit_secrets():
         interpolate(text, {})
     with pytest.raises(KeyError):
         interpolate(text, {"LIVEKIT_API_KEY": "APIkey"})
+
+
+def test_compose_refuses_to_start_without_an_api_key():
+    """Production (compose's default APP_ENV) needs API_KEY; compose says so, and how to make one."""
+    with pytest.raises(KeyError, match="API_KEY.*token_urlsafe"):
+        interpolate(COMPOSE_FILE.read_text(), {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40})
 
 
 def test_openaudio_is_opt_in(services):
@@ -225,7 +231,7 @@ def test_no_secret_is_hard_coded(services):
                 assert "${" in str(value), f"{name}.{key} is hard-coded"
     for name in APP_SERVICES:
         env = env_of(services[name])
-        for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY"):
             assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % key, str(env[key])), f"{name}.{key} must be required"
 
 

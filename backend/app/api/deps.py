@@ -104,8 +104,13 @@ def origin_allowed(conn: HTTPConnection, settings: Settings) -> bool:
     if "*" in allowed or normalized in allowed:
         return True
     parts = urlsplit(normalized)
-    host = conn.headers.get("host", "").lower()
-    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host
+    host = conn.headers.get("host", "").strip().lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if parts.netloc == host:
+        return True
+    # A reverse proxy that passes only the host name (nginx's `$host`, as in frontend/nginx.conf): same host.
+    return ":" not in host.rsplit("]", 1)[-1] and parts.hostname == host.strip("[]")
 
 
 async def refuse_websocket(ws: WebSocket, status: int, code: str, message: str) -> None:
