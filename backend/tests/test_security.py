@@ -270,3 +270,26 @@ async def test_new_voice_sessions_are_rate_limited_at_the_handshake():
 def test_bad_rate_limit_setting_is_refused():
     with pytest.raises(ValueError, match="not a rate limit"):
         Settings(_env_file=None, rate_limit_generation="lots")
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    (None, "api:8000", True),  # not a browser
+    ("http://allowed.example", "api:8000", True),  # in CORS_ORIGINS
+    ("http://api:8000", "api:8000", True),  # the server's own page
+    ("https://voice.example", "voice.example", True),  # a proxy passing only the host name (nginx `$host`)
+    ("http://voice.example:3000", "voice.example", True),
+    ("http://evil.example", "voice.example", False),
+    ("http://evil.example:8000", "api:8000", False),
+    ("http://api:9000", "api:8000", False),  # same host, another port, where the port is known
+    ("null", "api:8000", False),
+    ("file://api:8000", "api:8000", False),
+])
+def test_origin_rules(origin, host, allowed):
+    from starlette.requests import HTTPConnection
+
+    from app.api.deps import origin_allowed
+
+    headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+    conn = HTTPConnection({"type": "websocket", "headers": headers, "path": "/v1/conversation/ws"})
+    settings = Settings(_env_file=None, app_env="test", cors_origins="http://allowed.example")
+    assert origin_allowed(conn, settings) is allowed
