@@ -24,6 +24,7 @@ from livekit.protocol.agent_dispatch import RoomAgentDispatch
 from livekit.protocol.room import RoomConfiguration
 
 from app.config.settings import Settings
+from app.logging_redaction import register_secret
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
 MIN_TTL = 60
@@ -68,7 +69,9 @@ def _user_room(settings: Settings, room_name: str | None) -> str:
 
 
 def _builder(settings: Settings) -> api.AccessToken:
-    return api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+    secret = settings.livekit_api_secret.get_secret_value()
+    register_secret(secret)  # also one set after start-up (a local LiveKit server's): never in a log line
+    return api.AccessToken(settings.livekit_api_key, secret)
 
 
 def user_token(settings: Settings, *, room_name: str | None = None, name: str | None = None,
