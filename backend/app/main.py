@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.agents.inprocess import LiveKitAlongside
 from app.api import health
 from app.api.deps import require_api_key
 from app.api.errors import APIError, install_error_handlers
@@ -58,9 +59,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Models load in the background: the server answers (health, 503 + Retry-After) while they do.
         loading = asyncio.create_task(services.start())
         app.state.loading = loading
+        # LiveKit beside the API (in-process agent, local server on a developer machine), when configured.
+        app.state.livekit = livekit = LiveKitAlongside(settings, services)
+        await livekit.start()
         try:
             yield
         finally:
+            await livekit.stop()
             loading.cancel()
             await services.close()
 

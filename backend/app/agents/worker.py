@@ -1,39 +1,45 @@
 """The LiveKit agent worker: ``python -m app.agents.worker dev | start | console | connect | download-files``.
 
 The worker registers with the LiveKit server under ``LIVEKIT_AGENT_NAME``; user tokens from
-``POST /v1/livekit/token`` dispatch that name, so the agent joins when the user does. Each job (one
-conversation) runs in its own process whose models were loaded before the job arrived (prewarm).
-``start`` drains on SIGTERM: it stops taking jobs and lets running conversations finish.
+``POST /v1/livekit/token`` dispatch that name, so the agent joins when the user does.
+
+Every job (one conversation) runs as a thread of the worker process, and all of them share the
+process's one set of models (``app.agents.runtime``): the LLM's fair queue and time-slicing already
+share one model between many conversations. The models load once, when the worker starts.
+
+The load the worker reports to LiveKit answers "can this worker take one more conversation?": its
+busy job slots (``LIVEKIT_WORKER_MAX_JOBS``) and its free memory, not the CPU, which its own models
+saturate by design whenever anyone is answered. ``start`` drains on SIGTERM: it stops taking jobs
+and lets running conversations finish.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
+import socket
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, cli
+import psutil
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest, cli
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
-from livekit.agents.worker import ServerEnvOption, _DefaultLoadCalc
 
-from app.agents.runtime import get_services, prewarm_services
+from app.agents import runtime
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings, get_settings
 
 log = logging.getLogger("app.agents.worker")
 
-# Loading the models happens here, in prewarm; bigger models than the embedded ones take a while.
-INITIALIZE_PROCESS_TIMEOUT_S = 120.0
-# Every job process holds its own copy of the models: keep one warm, not one per core.
-NUM_IDLE_PROCESSES = 1
-# Conversations one worker takes before it reports itself full, whatever the CPU says.
-MAX_JOBS = 2
+# A job runner's start-up; the models load beside it (the load reads "full" until they are ready).
+INITIALIZE_PROCESS_TIMEOUT_S = 30.0
 # On SIGTERM, how long running conversations may go on (compose's stop_grace_period should exceed it).
 DRAIN_TIMEOUT_S = 600
+# What LiveKit reads as "no room at all": models not ready, or too little memory for one more conversation.
+FULL = 1.0
 SERVER_COMMANDS = {"start", "dev", "connect"}
 _FLAGS = {"LIVEKIT_URL": "--url", "LIVEKIT_API_KEY": "--api-key", "LIVEKIT_API_SECRET": "--api-secret"}
 
@@ -59,56 +65,104 @@ def job_options(metadata: str | None, settings: Settings) -> dict[str, str]:
 
 
 def room_options() -> RoomOptions:
-    # 16 kHz input is all the VAD and Whisper use; pre-connect audio keeps what the user said
-    # while the agent was still joining.
+    # 16 kHz input is all the VAD and Whisper use. Pre-connect audio: what the browser recorded while
+    # the agent was still joining (sent on the byte stream `lk.agent.pre-connect-audio-buffer` for a
+    # track published with the TF_PRECONNECT_BUFFER feature) is played into the session first.
     return RoomOptions(audio_input=AudioInputOptions(sample_rate=WHISPER_RATE, pre_connect_audio=True))
 
 
-def worker_load(server: AgentServer) -> float:
-    """The busier of the CPU (the framework's own measure) and the job slots, so LiveKit spreads jobs."""
-    return max(_DefaultLoadCalc.get_load(server), len(server.active_jobs) / MAX_JOBS)
+def available_memory_mb() -> float:
+    """Memory this process could still take: the machine's, or its cgroup's (a container) if less."""
+    available = psutil.virtual_memory().available
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available / 1_000_000
 
 
-def build_server(settings: Settings) -> AgentServer:
+def worker_load(server: AgentServer, *, settings: Settings) -> float:
+    """The load this worker reports: its busy job slots, scaled so that all busy reads as the threshold.
+
+    ``LIVEKIT_WORKER_LOAD_THRESHOLD`` x busy / ``LIVEKIT_WORKER_MAX_JOBS``: below the threshold (and
+    the server's target_load) while a slot is free, at it when none is; ``FULL`` while the models are
+    not ready or free memory is under ``LIVEKIT_JOB_MEMORY_MB``. The CPU plays no part: the models
+    use all of it whenever they answer anyone, and sharing them is what the queues are for.
+    """
+    if not runtime.models_ready():
+        return FULL
+    busy = len(server.active_jobs)
+    if busy < settings.livekit_worker_max_jobs and available_memory_mb() < settings.livekit_job_memory_mb:
+        return FULL
+    return settings.livekit_worker_load_threshold * min(1.0, busy / settings.livekit_worker_max_jobs)
+
+
+def health_port(port: int) -> int:
+    """``port`` if it is free, else 0 (any free port): a second worker on the host must still start."""
+    if port == 0:
+        return 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the framework's server binds it
+        try:
+            probe.bind(("", port))
+        except OSError:
+            log.warning("health port %d is taken (another worker?): this one serves its health check on a "
+                        "free port instead (see its 'HTTP server listening' line)", port)
+            return 0
+    return port
+
+
+def build_server(settings: Settings, *, in_process: bool = False) -> AgentServer:
+    """The worker. ``in_process``: inside the API (health on a loopback port of its own, never gives up
+    reaching LiveKit); otherwise the standalone ``python -m app.agents.worker``."""
     secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
+    options: dict[str, Any] = (
+        {"host": "127.0.0.1", "port": 0, "max_retry": sys.maxsize} if in_process
+        else {"port": health_port(settings.livekit_worker_port)}
+    )
     server = AgentServer(
         ws_url=settings.livekit_url, api_key=settings.livekit_api_key, api_secret=secret,
-        setup_fnc=prewarm, load_fnc=worker_load,
-        # dev never refuses a job; start refuses past LIVEKIT_WORKER_LOAD_THRESHOLD.
-        load_threshold=ServerEnvOption(dev_default=math.inf, prod_default=settings.livekit_worker_load_threshold),
-        num_idle_processes=ServerEnvOption(dev_default=0, prod_default=NUM_IDLE_PROCESSES),
+        # Jobs are threads of this process and share its models.
+        job_executor_type=JobExecutorType.THREAD,
+        setup_fnc=prewarm, load_fnc=functools.partial(worker_load, settings=settings),
+        # The same in `dev` and `start`: the load itself says when the worker is full.
+        load_threshold=settings.livekit_worker_load_threshold,
+        # A warm job thread per slot (they cost a thread and an event loop, no models).
+        num_idle_processes=settings.livekit_worker_max_jobs,
         initialize_process_timeout=INITIALIZE_PROCESS_TIMEOUT_S, drain_timeout=DRAIN_TIMEOUT_S,
+        **options,
     )
-    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name, on_request=on_request)
+    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name,
+                       on_request=functools.partial(on_request, agent_name=settings.livekit_agent_name))
     return server
 
 
-# The functions below run in the job processes: module-level, so they can be sent there.
+# The functions below run in the job threads, each on an event loop of its own.
 
-async def on_request(request: JobRequest) -> None:
-    name = get_settings().livekit_agent_name
-    await request.accept(name=name, identity=f"agent-{name}-{request.id}")
+async def on_request(request: JobRequest, *, agent_name: str) -> None:
+    await request.accept(name=agent_name, identity=f"agent-{agent_name}-{request.id}")
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    settings = get_settings()
+    services = await runtime.get_services()  # the process's models, usable from this job's loop
+    settings = services.settings
     options = job_options(ctx.job.metadata, settings)
-    services = await get_services(settings)  # loaded in prewarm; a TTS server is checked here
     session = create_agent_session(services, voice=options.get("voice"))
-    # The user left (or the session failed): end the job, which frees this process.
+    # The user left (or the session failed): end the job, which frees its slot.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings),
                         room=ctx.room, room_options=room_options())
 
 
 def prewarm(proc: JobProcess) -> None:
-    started = time.perf_counter()
-    services = prewarm_services(get_settings())
-    failed = {name: c.error for name, c in services.components.items() if c.state == "failed"}
-    if failed:
-        raise RuntimeError(f"models failed to load: {failed}")
-    proc.userdata["prewarm_s"] = time.perf_counter() - started
-    log.info("models ready in %.1f s", proc.userdata["prewarm_s"])
+    """A job thread's start-up: the process's models start loading if nothing has started them yet.
+
+    It does not wait for them: until they are ready the worker reports itself full, so no job comes.
+    """
+    runtime.start_services(get_settings())
 
 
 def missing_settings(settings: Settings, argv: list[str]) -> list[str]:
@@ -137,6 +191,8 @@ def main(argv: list[str] | None = None) -> Any:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print("the models in the settings are ready", file=sys.stderr)
+    if command in SERVER_COMMANDS:
+        runtime.start_services(settings)  # load the models while the worker registers
     sys.argv = [sys.argv[0], *argv]
     cli.run_app(build_server(settings))
 

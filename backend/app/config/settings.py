@@ -120,7 +120,20 @@ class Settings(BaseSettings):
     livekit_token_ttl: int = 900
     livekit_token_max_ttl: int = 3600  # the most a client may ask for with `ttl`
     livekit_agent_name: str = "gemma-voice-agent"
-    livekit_worker_load_threshold: float = 0.75
+    # The agent worker's load is its share of busy job slots (memory permitting), scaled so that "all
+    # slots busy" reads as this threshold: keep it at or below the LiveKit server's agents target_load (0.7).
+    livekit_worker_load_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    livekit_worker_max_jobs: int = Field(2, ge=1, le=64)  # conversations one worker runs at once
+    # Free memory one more conversation needs; below it the worker reports itself full (docs/benchmarks.md).
+    livekit_job_memory_mb: int = Field(200, ge=0)
+    # The standalone worker's health port (0 = any free port); taken by another worker, a free one is used.
+    livekit_worker_port: int = Field(8081, ge=0, le=65535)
+    # The API process also runs the agent worker, sharing its models (always on with the local server below).
+    livekit_in_process_agent: bool = False
+    # Development only: with no LIVEKIT_URL and a livekit-server binary (PATH or LIVEKIT_SERVER_BIN),
+    # the API starts one on loopback with generated keys, plus the in-process agent.
+    livekit_local_server: bool = True
+    livekit_server_bin: Optional[Path] = None
 
     @field_validator("api_key", "admin_api_key", "openaudio_api_key", "livekit_api_secret", mode="before")
     @classmethod
@@ -128,7 +141,7 @@ class Settings(BaseSettings):
         return None if value in ("", None) else value
 
     @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url",
-                     "livekit_public_url", "livekit_api_key", mode="before")
+                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -1,21 +1,28 @@
-"""The worker CLI, run as the user runs it, with no LiveKit server anywhere."""
+"""The worker: its CLI as the user runs it (no LiveKit server anywhere), and the load it reports."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from app.agents.worker import build_server, job_options, worker_load
+import httpx
+import psutil
+from helpers import free_port
+from livekit.agents import JobExecutorType
+
+from app.agents.worker import FULL, build_server, job_options, room_options, worker_load
 from app.config.settings import Settings
+from app.services.llm import ChatMessage, GenerationParams
 
 BACKEND = Path(__file__).resolve().parents[2]
-UNREACHABLE = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "s" * 40}
+UNREACHABLE = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "APIunreachable", "LIVEKIT_API_SECRET": "s" * 40}
 
 
 def worker_env(**livekit: str) -> dict[str, str]:
@@ -29,6 +36,13 @@ def worker_env(**livekit: str) -> dict[str, str]:
 def run_worker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.agents.worker", *args], cwd=BACKEND, env=env,
                           capture_output=True, text=True, timeout=60)
+
+
+class JobSlots:
+    """A TEST DOUBLE of the AgentServer for the load function: only the running jobs it reads."""
+
+    def __init__(self, busy: int = 0) -> None:
+        self.active_jobs = [object()] * busy
 
 
 def test_help_lists_the_commands():
@@ -50,39 +64,134 @@ def test_start_with_settings_on_the_command_line_is_not_refused_for_them():
     assert "LIVEKIT_URL" not in result.stderr and "LIVEKIT_API_KEY" in result.stderr
 
 
-def test_start_prewarms_a_job_process_and_drains_on_sigterm():
-    """The models load in a real job process (forkserver) within its timeout; SIGTERM drains."""
-    # Its own process group: if the test fails, the job processes go too.
-    proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
-                            cwd=BACKEND, env=worker_env(**UNREACHABLE), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    seen: list[str] = []
+class WorkerProcess:
+    """``python -m app.agents.worker start`` in its own process group, its JSON log lines collected."""
 
-    def prewarmed() -> bool:  # the job process's log lines reach the server's log a little later
-        return "process initialized" in seen and any(m.startswith("models ready in") for m in seen)
+    def __init__(self, **env: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
+                                     cwd=BACKEND, env=worker_env(**UNREACHABLE, **env), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.messages: list[str] = []
 
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not prewarmed():
-            line = proc.stdout.readline()
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if found := re.search(pattern, message):
+                    return found
+            line = self.proc.stdout.readline()
             if not line:
                 break
             try:
-                seen.append(json.loads(line)["message"])
+                self.messages.append(json.loads(line)["message"])
             except (json.JSONDecodeError, KeyError):
-                seen.append(line.strip())
-        assert "process initialized" in seen, seen
-        assert any(m.startswith("models ready in") for m in seen), seen
+                self.messages.append(line.strip())
+        raise AssertionError(f"no {pattern!r} in the worker's log: {self.messages}")
 
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=60)[0]
-        assert "draining worker" in rest
-    finally:
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.communicate(timeout=60)[0]
+
+    def kill(self) -> None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait()
+        self.proc.wait()
+
+
+def listening_ports(pid: int, timeout: float = 60) -> set[int]:
+    """The IPv4 TCP ports a process listens on, once it listens on any."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp4") if c.status == psutil.CONN_LISTEN}
+        if ports:
+            return ports
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} listens on no port after {timeout} s")
+
+
+def test_two_workers_on_one_host_load_their_models_once_and_stop():
+    """The second worker finds the health port taken and uses a free one; the load a worker reports
+    is full while its models load and empty once they are ready; SIGTERM ends each cleanly."""
+    port = free_port()
+    first = WorkerProcess(LIVEKIT_WORKER_PORT=str(port))
+    second = None
+    try:
+        assert listening_ports(first.proc.pid) == {port}
+        loads = []  # what the first worker's own /worker endpoint says, until its models are ready
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (FULL in loads and loads[-1] == 0.0):
+            info = httpx.get(f"http://127.0.0.1:{port}/worker", timeout=5).json()
+            loads.append(info.get("worker_load", 0.0))  # (JSON leaves out a zero)
+            time.sleep(0.1)
+        assert FULL in loads and loads[-1] == 0.0, loads
+        first.wait_for(r"models ready in")
+        # Job threads, not processes: no child process holds another copy of the models.
+        assert psutil.Process(first.proc.pid).children(recursive=True) == []
+
+        second = WorkerProcess(LIVEKIT_WORKER_PORT=str(port))
+        second.wait_for(r"health port \d+ is taken")
+        (second_port,) = listening_ports(second.proc.pid)
+        assert second_port != port
+        assert httpx.get(f"http://127.0.0.1:{second_port}/", timeout=5).status_code == 200
+
+        for worker in (first, second):
+            worker.stop()
+            assert worker.proc.returncode == 0
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                worker.kill()
+
+
+def test_jobs_run_as_threads_sharing_the_process_models():
+    server = build_server(Settings(app_env="test", _env_file=None, livekit_agent_name="test-agent",
+                                   livekit_worker_max_jobs=3))
+    assert server._job_executor_type is JobExecutorType.THREAD
+    assert server._num_idle_processes == 3  # a warm job thread per slot
+    assert server._agent_name == "test-agent"
+
+
+def test_the_agent_reads_the_pre_connect_audio():
+    audio = room_options().audio_input
+    assert audio.pre_connect_audio and audio.sample_rate == 16000
+
+
+async def test_load_counts_job_slots_not_the_cpu_the_models_use(services):
+    """While a real generation saturates the CPU, a worker with a free slot stays below the threshold."""
+    settings = Settings(app_env="test", _env_file=None, livekit_worker_max_jobs=2, livekit_job_memory_mb=1)
+    threshold = settings.livekit_worker_load_threshold
+    process = psutil.Process()
+    process.cpu_percent()  # starts the measurement
+    usage_before = process.cpu_times()
+
+    async def generate() -> None:
+        messages = [ChatMessage("user", "Write a long story about a lighthouse keeper and the sea.")]
+        async for _ in services.llm.stream_chat(messages, GenerationParams(max_tokens=400, temperature=0.7)):
+            pass
+
+    generation = asyncio.create_task(generate())
+    loads = []
+    try:
+        await asyncio.sleep(1.0)  # the model is generating
+        for _ in range(15):
+            loads.append(await asyncio.to_thread(worker_load, JobSlots(busy=1), settings=settings))
+            await asyncio.sleep(0.1)
+        cpu_cores = process.cpu_percent() / 100
+    finally:
+        generation.cancel()
+    busy_seconds = sum(process.cpu_times()[:2]) - sum(usage_before[:2])
+    # Real work: the model kept at least most of a core busy the whole time.
+    assert cpu_cores > 0.8 and busy_seconds > 1.0, (cpu_cores, busy_seconds)
+    assert max(loads) == threshold / 2 < threshold, loads
+    assert worker_load(JobSlots(busy=0), settings=settings) == 0.0
+    assert worker_load(JobSlots(busy=2), settings=settings) == threshold  # every slot busy: full
+
+
+async def test_load_is_full_when_memory_for_one_more_conversation_is_missing(services):
+    settings = Settings(app_env="test", _env_file=None, livekit_job_memory_mb=10**9)
+    assert worker_load(JobSlots(busy=0), settings=settings) == FULL
 
 
 def test_job_metadata_is_parsed_safely():
@@ -95,18 +204,3 @@ def test_job_metadata_is_parsed_safely():
     assert job_options('["a list"]', settings) == {}
     assert job_options('{"instructions": 42, "voice": ""}', settings) == {}
     assert len(job_options(json.dumps({"instructions": "y" * 500}), settings)["instructions"]) == 100
-
-
-def test_the_server_can_hand_its_functions_to_job_processes():
-    """Job processes are forked from a server process: what runs there must be importable by name."""
-    server = build_server(Settings(app_env="test", _env_file=None, livekit_agent_name="test-agent"))
-    for fn in (server.setup_fnc, server.load_fnc, server._entrypoint_fnc, server._request_fnc):
-        assert pickle.loads(pickle.dumps(fn)) is fn
-    assert server._agent_name == "test-agent"
-
-
-def test_load_counts_job_slots():
-    class Busy:
-        active_jobs = [object(), object()]
-
-    assert worker_load(Busy()) == 1.0

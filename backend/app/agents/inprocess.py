@@ -1,0 +1,162 @@
+"""LiveKit alongside the API, for a single machine: the agent worker inside the API process, and on a
+developer machine a local LiveKit server as well. The API's lifespan starts and stops both.
+
+- ``LIVEKIT_IN_PROCESS_AGENT=true``: the API process registers as the LiveKit agent worker too, so
+  REST, the WebSocket and LiveKit rooms share one set of models. Its jobs run as threads of the
+  API process; their models' work runs on the API's event loop (``app.agents.runtime``).
+- Zero-config (``APP_ENV=development``, no ``LIVEKIT_URL``, ``LIVEKIT_LOCAL_SERVER`` on): with a
+  ``livekit-server`` binary found, it is started on loopback with keys made for this run, the
+  process's settings point at it, and the in-process agent runs.
+
+Neither stops the API from serving: a LiveKit server that cannot be reached is a log line, and the
+agent keeps trying to register.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from urllib.parse import urlparse
+
+import httpx
+from pydantic import SecretStr
+
+from app.agents import runtime
+from app.agents.local_livekit import INSTALL_HINT, LocalLiveKit, LocalServerError, find_binary
+from app.config.settings import Settings
+from app.services.container import Services
+
+log = logging.getLogger("app.agents.inprocess")
+
+# When the API stops, how long conversations in progress may go on.
+DRAIN_TIMEOUT_S = 10.0
+# The framework exports these into the environment while its worker runs; put back as they were.
+_WORKER_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+_LOCAL_SETTINGS = ("livekit_url", "livekit_public_url", "livekit_api_key", "livekit_api_secret")
+
+
+class LiveKitAlongside:
+    """What the API runs beside itself for LiveKit; ``start()`` and ``stop()`` never raise."""
+
+    def __init__(self, settings: Settings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.local: LocalLiveKit | None = None
+        self.server = None  # the AgentServer, once started
+        self.registered = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
+        self._adopted = False
+        self._saved_settings: dict[str, object] = {}
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def wanted_local_server(self) -> bool:
+        s = self.settings
+        return s.app_env == "development" and s.livekit_local_server and not s.livekit_url
+
+    async def start(self) -> None:
+        if self.wanted_local_server:
+            await self._start_local_server()
+        if self.local is None and not self.settings.livekit_in_process_agent:
+            return
+        if not self.settings.livekit_configured:
+            log.error("LIVEKIT_IN_PROCESS_AGENT is on, but LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+                      "are not all set: no agent worker in this process")
+            return
+        try:
+            self._start_worker()
+        except Exception:  # noqa: BLE001 - LiveKit trouble must not stop the API
+            log.exception("the in-process LiveKit agent worker could not start")
+
+    async def stop(self) -> None:
+        try:
+            await self._stop_worker()
+        finally:
+            if self.local is not None:
+                await self.local.stop()
+                for name, value in self._saved_settings.items():
+                    setattr(self.settings, name, value)
+                self.local = None
+
+    async def _start_local_server(self) -> None:
+        binary = find_binary(self.settings)
+        if binary is None:
+            log.info("LiveKit mode is off: no LIVEKIT_URL is set and no livekit-server binary was found "
+                     "(PATH or LIVEKIT_SERVER_BIN). %s", INSTALL_HINT)
+            return
+        try:
+            self.local = await LocalLiveKit.start(binary)
+        except (LocalServerError, OSError) as exc:
+            log.error("LiveKit mode is off: %s", exc)
+            return
+        # The process's one settings object: the token endpoint and the agent read these.
+        self._saved_settings = {name: getattr(self.settings, name) for name in _LOCAL_SETTINGS}
+        self.settings.livekit_url = self.local.url
+        self.settings.livekit_public_url = None
+        self.settings.livekit_api_key = self.local.api_key
+        self.settings.livekit_api_secret = SecretStr(self.local.api_secret)
+
+    def _start_worker(self) -> None:
+        from app.agents.worker import build_server  # imports the agents framework: only when wanted
+
+        loop = asyncio.get_running_loop()
+        self._adopted = runtime.adopt(self.services, loop)
+        self._saved_env = {name: os.environ.get(name) for name in _WORKER_ENV}
+        self.server = build_server(self.settings, in_process=True)
+        self.server.on("worker_registered", self._on_registered)
+        self._task = loop.create_task(self._run(), name="livekit-agent-worker")
+        self._probe = loop.create_task(self._probe_server(), name="livekit-agent-probe")
+        log.info("LiveKit agent worker starting in this process: agent %r, LiveKit at %s",
+                 self.settings.livekit_agent_name, self.settings.livekit_url)
+
+    def _on_registered(self, worker_id: str, server_info) -> None:
+        self.registered.set()
+        log.info("LiveKit agent worker registered with %s as %s", self.settings.livekit_url, worker_id)
+
+    async def _run(self) -> None:
+        try:
+            await self.server.run(devmode=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("the in-process LiveKit agent worker stopped: %s", exc)
+
+    async def _probe_server(self) -> None:
+        """One clear line when the server cannot be reached (the framework retries quietly)."""
+        url = urlparse(self.settings.livekit_url or "")
+        scheme = "https" if url.scheme in ("wss", "https") else "http"
+        try:
+            async with httpx.AsyncClient(timeout=3.0) as client:
+                await client.get(f"{scheme}://{url.netloc}/")
+        except httpx.HTTPError as exc:
+            log.warning("the LiveKit agent cannot reach the LiveKit server at %s (%s: %s); LiveKit rooms get "
+                        "no agent until it can. It keeps trying in the background.",
+                        self.settings.livekit_url, type(exc).__name__, exc)
+
+    async def _stop_worker(self) -> None:
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        if self._probe is not None:
+            self._probe.cancel()
+        try:
+            await server.drain(timeout=DRAIN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("conversations still running after %.0f s: ending them", DRAIN_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a worker that never started has nothing to drain
+            log.debug("drain: %s", exc)
+        await server.aclose()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self._adopted:
+            runtime.release(self.services)
+        log.info("LiveKit agent worker stopped")
