@@ -25,6 +25,7 @@ from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.config.settings import REPO_DIR, Settings, get_settings
 from app.services.container import Services
 from bench.common import summary as stats
+from bench.common import word_errors
 
 RESULTS = REPO_DIR / "bench-results" / "agent_latency.json"
 QUESTIONS = [
@@ -91,6 +92,11 @@ def summarize(results: list[dict], key: str) -> dict[str, float | None]:
     return stats(values) if values else {"p50": None, "p95": None}
 
 
+def word_error_rate(results: list[dict]) -> float | None:
+    errors, words = map(sum, zip(*(word_errors(r["question"], r["heard"]) for r in results))) if results else (0, 0)
+    return round(errors / words, 3) if words else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=12, help="measured turns (after one warm-up turn)")
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                     "load_average_after": [round(x, 2) for x in load_after]},
         "prewarm_s": round(prewarm_s, 2),
         "turns": len(results),
+        "word_error_rate": word_error_rate(results),
         "summary": summary,
         "per_turn": results,
     }
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         p50, p95 = summary[key]["p50"], summary[key]["p95"]
         print(f"{key.removesuffix('_ms'):<24}{p50 if p50 is not None else '-':>9}{p95 if p95 is not None else '-':>9}")
     print(f"{'prewarm (s)':<24}{prewarm_s:>9.2f}")
+    print(f"word error rate: {report['word_error_rate']}")
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
     print(f"wrote {output}")
 

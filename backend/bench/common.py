@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -90,3 +91,14 @@ def save(name: str, data: dict) -> Path:
 
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+
+
+def word_errors(said: str, heard: str) -> tuple[int, int]:
+    """Word-level edit distance (substitutions, insertions, deletions) and the reference length."""
+    ref, hyp = (re.findall(r"[\w']+", t.lower()) for t in (said, heard))
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1], len(ref)

@@ -19,10 +19,10 @@ import numpy as np
 import websockets
 
 from app.audio.codec import resample_pcm
-from bench.common import UTTERANCES, machine, running_server, save, summary
+from bench.common import UTTERANCES, machine, running_server, save, summary, word_errors
 
 FRAME_BYTES = 640 * 2  # 20 ms at 16 kHz
-STAGES = ("endpointing_ms", "stt_ms", "stt_wait_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
+STAGES = ("endpointing_ms", "stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
           "voice_to_voice_ms")
 
 
@@ -70,17 +70,18 @@ class Mic:
             await asyncio.sleep(max(0.0, tick - time.perf_counter()))
 
 
-async def session(url: str, clips: list[bytes], label: str) -> list[dict]:
+async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[dict]:
     turns = []
     async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
         json.loads(await ws.recv())  # ready
         mic = Mic(ws)
         mic_task = asyncio.create_task(mic.run())
         try:
-            for clip in clips:
+            for said, clip in clips:
                 mic.say(clip)
                 first_audio = None
                 metrics = None
+                heard = ""
                 errors = []
                 deadline = time.perf_counter() + 120
                 while True:
@@ -98,9 +99,11 @@ async def session(url: str, clips: list[bytes], label: str) -> list[dict]:
                     if event["type"] == "metrics":
                         metrics = event
                         break
-                    if event["type"] == "transcript" and not event["text"]:
-                        break
-                turn = {"session": label, "errors": errors, "metrics": metrics}
+                    if event["type"] == "transcript":
+                        heard = f"{heard} {event['text']}".strip()
+                        if not event["text"]:
+                            break
+                turn = {"session": label, "errors": errors, "metrics": metrics, "said": said, "heard": heard}
                 if first_audio and mic.watch_time:
                     turn["client_voice_to_voice_ms"] = (first_audio - mic.watch_time) * 1000
                 turns.append(turn)
@@ -111,7 +114,9 @@ async def session(url: str, clips: list[bytes], label: str) -> list[dict]:
 
 
 async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
-    """Speak over a long reply: time from our first speech frame to `interrupted` and to the last audio byte."""
+    """Speak over a long reply that was already sent whole and is still playing at the client. Times from
+    our first speech frame: the server's `playback: paused` (the client's audio stops), and the
+    `interrupted` that confirms it once the words are transcribed."""
     results = []
     async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
         await ws.recv()
@@ -119,55 +124,72 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
         mic = Mic(ws)
         mic_task = asyncio.create_task(mic.run())
 
-        async def receive() -> bytes | dict:
-            message = await asyncio.wait_for(ws.recv(), 60)
+        async def receive(timeout: float = 60) -> bytes | dict:
+            message = await asyncio.wait_for(ws.recv(), timeout)
             return message if isinstance(message, bytes) else json.loads(message)
 
         try:
-            for _ in range(repeats * 2):  # a reply may end before there is anything to interrupt
+            for _ in range(repeats * 2):  # a reply may be too short to talk over
                 if len(results) == repeats:
                     break
                 await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
-                audio_seen, ended = 0, False
-                while audio_seen < 1 and not ended:  # speak once the reply is audible, while it goes on
-                    message = await receive()
-                    audio_seen += isinstance(message, bytes)
-                    ended = isinstance(message, dict) and message["type"] in ("response_end", "error")
-                if ended:
+                audio_s, first_audio, ended = 0.0, None, False
+                while not ended:  # until the whole reply has arrived (no audio for 1.5 s)
+                    try:
+                        message = await receive(1.5 if first_audio else 60)
+                    except asyncio.TimeoutError:
+                        break
+                    if isinstance(message, bytes):
+                        first_audio = first_audio or time.perf_counter()
+                        audio_s += len(message) / 2 / 22050
+                    else:
+                        ended = message["type"] in ("response_end", "error")
+                unplayed = audio_s - (time.perf_counter() - first_audio) if first_audio else 0.0
+                if ended or unplayed < 3.0:
+                    if not ended:
+                        await ws.send(json.dumps({"type": "interrupt"}))
+                        await asyncio.sleep(1.0)
                     continue
                 speech_frame = mic.sent + len(mic.queue)
                 mic.say(clip)
                 while mic.sent <= speech_frame:
                     await asyncio.sleep(0.005)
                 speech_start = time.perf_counter()
-                interrupted = last_audio = None
-                finished_first = False  # the story ended before our speech was heard: nothing was interrupted
+                paused = interrupted = None
                 while True:
                     message = await receive()
                     if isinstance(message, bytes):
-                        if interrupted is None:
-                            last_audio = time.perf_counter()
                         continue
-                    if message["type"] == "response_end" and interrupted is None:
-                        finished_first = True
+                    if message["type"] == "playback" and message["state"] == "paused" and paused is None:
+                        paused = time.perf_counter()
                     if message["type"] == "interrupted" and interrupted is None:
                         interrupted = time.perf_counter()
-                    said_nothing = message["type"] == "transcript" and not message.get("text")
-                    if (interrupted or finished_first) and (message["type"] == "metrics" or said_nothing):
-                        break  # our own turn is over
-                if finished_first:
+                    if message["type"] in ("metrics", "response_end") and interrupted:
+                        break  # our own turn was answered
+                    if message["type"] == "response_end" and not interrupted:
+                        break  # the story ended first: nothing was interrupted
+                if interrupted is None:
                     continue
-                results.append({"interrupted_ms": (interrupted - speech_start) * 1000,
-                                "audio_stopped_ms": ((last_audio or speech_start) - speech_start) * 1000})
+                results.append({"unplayed_s": round(unplayed, 2), "reply_sent_s": round(audio_s, 2),
+                                "paused_ms": ((paused or interrupted) - speech_start) * 1000,
+                                "interrupted_ms": (interrupted - speech_start) * 1000})
                 await asyncio.sleep(1.0)
         finally:
             mic_task.cancel()
     return results
 
 
+def barge_in_report(results: list[dict]) -> dict:
+    return {"tries": len(results), "reply_unplayed_s": [r["unplayed_s"] for r in results],
+            "paused_ms": summary([r["paused_ms"] for r in results]),
+            "interrupted_ms": summary([r["interrupted_ms"] for r in results])}
+
+
 def report(turns: list[dict]) -> dict:
     ok = [t for t in turns if t.get("client_voice_to_voice_ms") is not None]
+    errors, words = map(sum, zip(*(word_errors(t["said"], t["heard"]) for t in turns))) if turns else (0, 0)
     out = {"turns": len(turns), "answered": len(ok), "errors": sum(len(t["errors"]) for t in turns),
+           "word_error_rate": round(errors / words, 3) if words else None,
            "client_voice_to_voice_ms": summary([t["client_voice_to_voice_ms"] for t in ok])}
     for stage in STAGES:
         values = [t["metrics"][stage] for t in ok if t["metrics"] and t["metrics"].get(stage) is not None]
@@ -178,11 +200,9 @@ def report(turns: list[dict]) -> dict:
 async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = False) -> dict:
     out = {"machine": machine(), "whisper_model": whisper_model or "default"}
     with running_server({"WHISPER_MODEL": whisper_model} if whisper_model else None) as (url, _):
-        clips = make_clips(url, UTTERANCES)
+        clips = list(zip(UTTERANCES, make_clips(url, UTTERANCES)))
         if barge_in_only:
-            bi = await barge_in(url, clips[0])
-            print("barge-in", json.dumps({"interrupted_ms": summary([b["interrupted_ms"] for b in bi]),
-                                          "audio_stopped_ms": summary([b["audio_stopped_ms"] for b in bi])}))
+            print("barge-in", json.dumps(barge_in_report(await barge_in(url, clips[0][1]))))
             return out
         one = await session(url, clips, "solo")
         out["single_session"] = report(one)
@@ -190,9 +210,7 @@ async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = Fa
         many = await asyncio.gather(*(session(url, clips[i::sessions][:3], f"s{i}") for i in range(sessions)))
         out[f"{sessions}_sessions"] = report([t for turns in many for t in turns])
         print(f"{sessions} sessions", json.dumps(out[f"{sessions}_sessions"]), flush=True)
-        bi = await barge_in(url, clips[0])
-        out["barge_in"] = {"interrupted_ms": summary([b["interrupted_ms"] for b in bi]),
-                           "audio_stopped_ms": summary([b["audio_stopped_ms"] for b in bi])}
+        out["barge_in"] = barge_in_report(await barge_in(url, clips[0][1]))
         print("barge-in", json.dumps(out["barge_in"]), flush=True)
     print("saved", save(f"voice-{whisper_model or 'default'}", out))
     return out

@@ -162,27 +162,28 @@ async def test_interrupt_stops_reply_audio(voice):
     assert not voice.of("response_end")
 
 
-def conversation(server):
-    """The server's side of the (only) open voice conversation."""
-    (only,) = server.app.state.voice_conversations.values()
-    return only
+def conversation(server, voice):
+    """The server's side of this client's conversation."""
+    return server.app.state.voice_conversations[voice.of("ready")[0]["session_id"]]
 
 
 def assistant_messages(conv):
     return [m for m in conv.session.history.items if getattr(m, "role", None) == "assistant"]
 
 
-async def reply_fully_sent(voice, *, unplayed_s: float, timeout: float = 90) -> float:
-    """Wait until reply audio stopped arriving with at least ``unplayed_s`` of it still unplayed at the
-    client (it plays in real time from the first byte); returns the seconds of audio received."""
+async def reply_fully_sent(server, voice, *, unplayed_s: float, timeout: float = 90) -> float:
+    """Wait until the server has sent the whole reply (its speaker flushed the segment) with at least
+    ``unplayed_s`` of it still unplayed at the client, which plays it in real time from the first
+    byte; returns the seconds of audio received."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if voice.audio_times and time.perf_counter() - voice.audio_times[-1] > 1.5:
+        segments = conversation(server, voice).speaker.segments
+        if segments and segments[-1].flushed and voice.audio_times:
+            await asyncio.sleep(0.2)  # the last frames are on their way
             received = len(voice.audio) / 2 / 22050
-            if received - (time.perf_counter() - voice.audio_times[0]) >= unplayed_s:
-                return received
-            text = "".join(e["delta"] for e in voice.of("text"))
-            raise AssertionError(f"the reply was too short for this test: {received:.1f} s of audio: {text!r}, {voice.events}")
+            assert received - (time.perf_counter() - voice.audio_times[0]) >= unplayed_s, \
+                f"the reply was too short for this test: {received:.1f} s of audio"
+            return received
         await asyncio.sleep(0.05)
     raise AssertionError("the reply audio never finished arriving")
 
@@ -196,7 +197,7 @@ async def test_barge_in_after_the_whole_reply_was_sent(server, voice, question_p
     await voice.wait_for("ready")
     await voice.send({"type": "config", "instructions": STORYTELLER})
     await voice.send({"type": "text", "text": "Tell me a long story about a brave knight and a dragon."})
-    received_s = await reply_fully_sent(voice, unplayed_s=4.0)
+    received_s = await reply_fully_sent(server, voice, unplayed_s=4.0)
     await asyncio.sleep(1.0)  # a few words heard
     await voice.speak(question_pcm16k, trailing_silence_s=1.0)
     interrupted = (await voice.wait_for("interrupted"))[0]
@@ -208,7 +209,7 @@ async def test_barge_in_after_the_whole_reply_was_sent(server, voice, question_p
     transcript = (await voice.wait_for("transcript"))[0]
     assert "spider" in words(transcript["text"])
     await voice.wait_for("response_end")
-    heard, _answer = assistant_messages(conversation(server))[:2]
+    heard, _answer = assistant_messages(conversation(server, voice))[:2]
     assert heard.interrupted
     # About 1.5 to 3 s of a reply of received_s seconds was heard: far from all of its words.
     full_reply = await server_transcribe(server, voice.audio[:int(received_s * 22050) * 2])
@@ -236,13 +237,13 @@ async def test_a_sound_with_no_words_pauses_the_reply_and_it_goes_on(server, voi
     await voice.wait_for("ready")
     await voice.send({"type": "config", "instructions": STORYTELLER, "language": "en"})
     await voice.send({"type": "text", "text": "Tell me a long story about a brave knight and a dragon."})
-    await reply_fully_sent(voice, unplayed_s=5.0)
+    await reply_fully_sent(server, voice, unplayed_s=5.0)
     await voice.speak(wordless_sound, trailing_silence_s=0.5)
     await voice.wait_for("playback", 2, timeout=20)
     assert [e["state"] for e in voice.of("playback")] == ["paused", "resumed"]
     assert not voice.of("interrupted")
     assert not voice.of("transcript"), voice.of("transcript")  # the sound held no words
-    speaker = conversation(server).speaker
+    speaker = conversation(server, voice).speaker
     assert speaker.segments[-1].interrupted is None and not speaker.paused  # still playing, on the client's clock
 
 
@@ -252,7 +253,7 @@ async def test_control_tokens_in_a_typed_turn_are_only_text(server, voice):
     await voice.send({"type": "text", "text": injection})
     end = (await voice.wait_for("response_end"))[0]
     assert not voice.of("error")
-    user = [m for m in conversation(server).session.history.items if getattr(m, "role", None) == "user"]
+    user = [m for m in conversation(server, voice).session.history.items if getattr(m, "role", None) == "user"]
     assert user[-1].text_content == injection.strip()
     assert end["text"]
 

@@ -56,7 +56,7 @@ class OverloadedLLMDouble:
     def __init__(self):
         self.calls = 0
 
-    async def stream_chat(self, messages, params, usage=None):
+    async def stream_chat(self, messages, params, usage=None, *, gate=None):
         self.calls += 1
         raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
         yield  # an async generator, like the real one
@@ -185,9 +185,11 @@ async def test_speculative_stt_starts_at_the_first_pause_and_redoes_a_stale_gues
     rate = services.tts.sample_rate
     first = trimmed(await services.tts.synthesize("How many legs"), rate)
     second = trimmed(await services.tts.synthesize("does a spider have?"), rate)
-    pause, tail = b"\0\0" * int(rate * 0.22), b"\0\0" * rate  # shorter than VAD_MIN_SILENCE_MS, then an end
+    # A VAD that waits 500 ms of silence; the pause is longer than SPECULATE_AFTER_S and shorter than that.
+    settings = services.settings.model_copy(update={"vad_min_silence_ms": 500})
+    pause, tail = b"\0\0" * int(rate * 0.35), b"\0\0" * rate
     whisper = ProbedWhisperSTT(services=services, language="en")
-    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(services.settings))
+    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(settings))
 
     events = []  # (event, how many recognitions had begun when it came)
     async with adapter.stream() as stream:
