@@ -32,6 +32,8 @@ log = logging.getLogger("app.agents.inprocess")
 
 # When the API stops, how long conversations in progress may go on.
 DRAIN_TIMEOUT_S = 10.0
+# How long a worker still setting up (starting its job threads) is waited for when the API stops.
+STARTUP_TIMEOUT_S = 40.0
 # The framework exports these into the environment while its worker runs; put back as they were.
 _WORKER_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 _LOCAL_SETTINGS = ("livekit_url", "livekit_public_url", "livekit_api_key", "livekit_api_secret")
@@ -46,6 +48,7 @@ class LiveKitAlongside:
         self.local: LocalLiveKit | None = None
         self.server = None  # the AgentServer, once started
         self.registered = asyncio.Event()
+        self._started = asyncio.Event()  # the worker's run() is past its set-up
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
         self._adopted = False
@@ -106,8 +109,9 @@ class LiveKitAlongside:
         self._adopted = runtime.adopt(self.services, loop)
         self._saved_env = {name: os.environ.get(name) for name in _WORKER_ENV}
         self.server = build_server(self.settings, in_process=True)
+        self.server.on("worker_started", self._started.set)
         self.server.on("worker_registered", self._on_registered)
-        self._task = loop.create_task(self._run(), name="livekit-agent-worker")
+        self._task = loop.create_task(self._run(self.server), name="livekit-agent-worker")
         self._probe = loop.create_task(self._probe_server(), name="livekit-agent-probe")
         log.info("LiveKit agent worker starting in this process: agent %r, LiveKit at %s",
                  self.settings.livekit_agent_name, self.settings.livekit_url)
@@ -116,9 +120,9 @@ class LiveKitAlongside:
         self.registered.set()
         log.info("LiveKit agent worker registered with %s as %s", self.settings.livekit_url, worker_id)
 
-    async def _run(self) -> None:
+    async def _run(self, server) -> None:
         try:
-            await self.server.run(devmode=False)
+            await server.run(devmode=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -142,16 +146,21 @@ class LiveKitAlongside:
         server, self.server = self.server, None
         if self._probe is not None:
             self._probe.cancel()
-        try:
-            await server.drain(timeout=DRAIN_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            log.warning("conversations still running after %.0f s: ending them", DRAIN_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - a worker that never started has nothing to drain
-            log.debug("drain: %s", exc)
-        await server.aclose()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # A worker still setting up is let finish first: it can only be drained and closed once started.
+        started = asyncio.ensure_future(self._started.wait())
+        await asyncio.wait([started, self._task], timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self._started.is_set():
+            try:
+                await server.drain(timeout=DRAIN_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("conversations still running after %.0f s: ending them", DRAIN_TIMEOUT_S)
+            await server.aclose()  # which ends run()
+            await asyncio.wait([self._task], timeout=5.0)
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
