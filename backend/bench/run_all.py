@@ -19,6 +19,7 @@ SUITES = [
     ("bench.voice_bench", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.agent_latency", []),
     ("bench.agent_latency", ["--whisper-model", "embedded-tiny.en"]),
+    ("bench.worker_memory", []),
 ]
 
 
