@@ -15,6 +15,7 @@
 //   E2E_BACKEND_PYTHON    interpreter for the started backend (default ../backend/.venv/bin/python)
 
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -72,7 +73,7 @@ async function startBackend() {
   const child = spawn(python, ['-m', 'uvicorn', 'app.main:app', '--host', '127.0.0.1', '--port', String(port)], {
     cwd: backendDir,
     // The spoken question comes from the backend's voice: without sampling noise it sounds the same every run.
-    env: { LOCAL_TTS_VARIATION: '0', ...env, ...(apiKey ? { API_KEY: apiKey } : {}) },
+    env: { LOCAL_TTS_VARIATION: '0', ...env, ...(apiKey ? { API_KEY: apiKey } : {}), ...liveKitEnv(await freePort()) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout.pipe(logStream);
@@ -84,6 +85,19 @@ async function startBackend() {
   backend = { child, logPath, exited: () => exited };
   log(`started the backend (pid ${child.pid}) on port ${port}; log: ${logPath}`);
   return `http://127.0.0.1:${port}`;
+}
+
+/**
+ * LiveKit settings for the started backend: an address where nothing listens (no LiveKit server can
+ * run here), so the token endpoint works and the page goes as far as connecting. The keys are made
+ * for this run.
+ */
+function liveKitEnv(port) {
+  return {
+    LIVEKIT_URL: `ws://127.0.0.1:${port}`,
+    LIVEKIT_API_KEY: `APIe2e${randomBytes(6).toString('hex')}`,
+    LIVEKIT_API_SECRET: randomBytes(24).toString('base64url'),
+  };
 }
 
 async function stopBackend() {
@@ -411,6 +425,36 @@ function defineTests(baseUrl, spoken) {
         }
         await screenshot(page, 'voice-chat-livekit');
         // Leave the default mode for the next visit.
+        await page.getByRole('radio', { name: 'WebSocket' }).click();
+        await page.close();
+      },
+    },
+    {
+      name: 'LiveKit mode starts the pre-connect buffer while connecting, and says when LiveKit is unreachable',
+      async run(context) {
+        const status = await (await fetch(`${baseUrl}/v1/livekit/status`, { headers: authHeaders() })).json();
+        if (!status.configured) {
+          log('    skipped: LiveKit is not configured on this server');
+          return;
+        }
+        const page = await openApp(context, baseUrl, 'voice');
+        const clientLog = [];
+        page.on('console', (message) => clientLog.push(message.text()));
+        await page.getByRole('radio', { name: 'LiveKit' }).click();
+        await page.getByRole('button', { name: 'Start conversation' }).click();
+        // livekit-client's own word that it records the microphone for the agent (LocalParticipant).
+        const deadline = Date.now() + 20_000;
+        while (!clientLog.some((line) => line.includes('starting preconnect buffer for microphone'))) {
+          assert(Date.now() < deadline, `livekit-client never started the pre-connect buffer:\n  ${clientLog.join('\n  ')}`);
+          await sleep(100);
+        }
+        const alert = page.getByRole('alert');
+        await alert.waitFor({ timeout: 30_000 });
+        const text = await alert.innerText();
+        assert(/Cannot reach the LiveKit server at ws:\/\/127\.0\.0\.1:\d+/.test(text), `unexpected error: ${text}`);
+        await page.getByRole('button', { name: 'Start conversation' }).waitFor({ timeout: 10_000 });
+        await screenshot(page, 'voice-chat-livekit-unreachable');
+        log(`    ${text.replace(/\s+/g, ' ').slice(0, 140)}`);
         await page.getByRole('radio', { name: 'WebSocket' }).click();
         await page.close();
       },

@@ -11,6 +11,7 @@ import { Room, RoomEvent } from 'livekit-client';
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { describeError } from '../api/errors';
 import type { LiveKitStatus } from '../api/types';
+import { AGENT_JOIN_TIMEOUT_MS, useAgentArrival } from '../hooks/agentArrival';
 import { ChatTranscript, type TranscriptEntry } from './ChatTranscript';
 import { ErrorMessage } from './ErrorMessage';
 import { useApiClient } from './SettingsContext';
@@ -19,15 +20,23 @@ type Phase =
   | { kind: 'loading' }
   | { kind: 'unavailable'; message: string }
   | { kind: 'not-configured' }
-  | { kind: 'idle'; status: LiveKitStatus }
+  | { kind: 'idle'; status: LiveKitStatus; agentMissing?: string }
   | { kind: 'connecting'; status: LiveKitStatus }
   | { kind: 'connected'; status: LiveKitStatus; room: Room; roomName: string };
 
 export const NOT_CONFIGURED_MESSAGE =
   'LiveKit is not configured on the server: set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET.';
 
+/**
+ * What livekit-client 2.21 needs to record the microphone while the room connects and hand that
+ * audio to the agent when it joins (the "pre-connect buffer"). It reads the flag from the room's
+ * publish defaults merged with the second argument of setMicrophoneEnabled, so it is set here, on
+ * the room, and not as the third argument (the publish options), where it is ignored.
+ */
+export const PRE_CONNECT_ROOM_OPTIONS = { publishDefaults: { preConnectBuffer: true } } as const;
+
 /** Voice chat through a LiveKit room, where the GemmaVoice agent worker joins the user. */
-export function LiveKitVoiceChat() {
+export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { agentTimeoutMs?: number } = {}) {
   const client = useApiClient();
   const [phase, setPhase] = useState<Phase>({ kind: 'loading' });
   const [error, setError] = useState<string | null>(null);
@@ -57,21 +66,25 @@ export function LiveKitVoiceChat() {
     async (status: LiveKitStatus) => {
       setError(null);
       setPhase({ kind: 'connecting', status });
-      const room = new Room({ adaptiveStream: true, dynacast: true });
+      const room = new Room({ adaptiveStream: true, dynacast: true, ...PRE_CONNECT_ROOM_OPTIONS });
       roomRef.current = room;
       try {
+        // No room name: every request gets a fresh room, and with it a new dispatch of the agent.
         const token = await client.liveKitToken({});
         const url = token.url || status.url;
         if (!url) throw new Error('The server gave no LiveKit URL.');
         // Start the microphone while connecting: with the pre-connect buffer, what the user says
         // before the agent has joined is kept and handed to the agent when it arrives.
         await Promise.all([
-          room.localParticipant.setMicrophoneEnabled(true, undefined, { preConnectBuffer: true }),
+          room.localParticipant.setMicrophoneEnabled(true),
           room.connect(url, token.token).catch((err: unknown) => {
             throw new Error(`Cannot reach the LiveKit server at ${url}: ${describeError(err)}`);
           }),
         ]);
-        room.once(RoomEvent.Disconnected, () => setPhase({ kind: 'idle', status }));
+        // (A room left because the agent never came is already idle, with the reason: keep it.)
+        room.once(RoomEvent.Disconnected, () =>
+          setPhase((current) => (current.kind === 'idle' ? current : { kind: 'idle', status })),
+        );
         setPhase({ kind: 'connected', status, room, roomName: token.room_name });
       } catch (err) {
         await room.disconnect();
@@ -82,6 +95,13 @@ export function LiveKitVoiceChat() {
     [client],
   );
 
+  // The agent failed or never came: leave the room and say so; the button then starts a new room.
+  const agentMissing = useCallback(async (room: Room, status: LiveKitStatus, message: string) => {
+    await room.disconnect();
+    setError(null);
+    setPhase({ kind: 'idle', status, agentMissing: message });
+  }, []);
+
   switch (phase.kind) {
     case 'loading':
       return <p className="muted">Checking LiveKit on the server…</p>;
@@ -90,8 +110,16 @@ export function LiveKitVoiceChat() {
         <div className="notice" role="status" data-testid="livekit-not-configured">
           <p>{NOT_CONFIGURED_MESSAGE}</p>
           <p className="muted small">
-            Voice chat over WebSocket works without LiveKit. Start a LiveKit server and the agent worker
-            (<code>python -m app.agents.worker dev</code>) to use this mode.
+            Voice chat over WebSocket works without LiveKit. On this machine, the quickest way is a{' '}
+            <code>livekit-server</code> binary: install it with LiveKit&apos;s script (
+            <code>curl -sSL https://get.livekit.io | bash</code>) or download it from{' '}
+            <a href="https://github.com/livekit/livekit/releases" target="_blank" rel="noreferrer">
+              its releases
+            </a>{' '}
+            (or point <code>LIVEKIT_SERVER_BIN</code> at it), then restart <code>make run</code>: it starts the
+            server on this machine with keys of its own, and the agent with it. Or run the{' '}
+            <code>livekit/livekit-server</code> Docker image (<code>docker compose up</code>), or use LiveKit
+            Cloud, and set the three settings above.
           </p>
         </div>
       );
@@ -117,9 +145,18 @@ export function LiveKitVoiceChat() {
             )}
           </p>
           <ErrorMessage message={error} onDismiss={() => setError(null)} />
+          {phase.kind === 'idle' && phase.agentMissing && (
+            <div data-testid="livekit-agent-missing">
+              <ErrorMessage title="No agent" message={phase.agentMissing} />
+            </div>
+          )}
           <div className="actions">
             <button type="button" disabled={phase.kind === 'connecting'} onClick={() => void connect(phase.status)}>
-              {phase.kind === 'connecting' ? 'Connecting…' : 'Start conversation'}
+              {phase.kind === 'connecting'
+                ? 'Connecting…'
+                : phase.kind === 'idle' && phase.agentMissing
+                  ? 'Try again in a new room'
+                  : 'Start conversation'}
             </button>
           </div>
         </div>
@@ -127,7 +164,12 @@ export function LiveKitVoiceChat() {
     case 'connected':
       return (
         <RoomContext.Provider value={phase.room}>
-          <LiveKitSession roomName={phase.roomName} onDisconnect={() => void phase.room.disconnect()} />
+          <LiveKitSession
+            roomName={phase.roomName}
+            agentTimeoutMs={agentTimeoutMs}
+            onDisconnect={() => void phase.room.disconnect()}
+            onAgentMissing={(message) => void agentMissing(phase.room, phase.status, message)}
+          />
           <RoomAudioRenderer />
         </RoomContext.Provider>
       );
@@ -146,8 +188,23 @@ const AGENT_STATE_LABELS: Record<string, string> = {
   failed: 'Agent failed',
 };
 
-function LiveKitSession({ roomName, onDisconnect }: { roomName: string; onDisconnect: () => void }) {
+interface LiveKitSessionProps {
+  roomName: string;
+  agentTimeoutMs: number;
+  onDisconnect: () => void;
+  onAgentMissing: (message: string) => void;
+}
+
+function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing }: LiveKitSessionProps) {
   const { state, audioTrack } = useVoiceAssistant();
+  const missing = useAgentArrival(state, agentTimeoutMs);
+  const reported = useRef(false);
+  useEffect(() => {
+    if (missing && !reported.current) {
+      reported.current = true;
+      onAgentMissing(missing);
+    }
+  }, [missing, onAgentMissing]);
   const { localParticipant, isMicrophoneEnabled } = useLocalParticipant();
   const transcriptions = useTranscriptions();
 

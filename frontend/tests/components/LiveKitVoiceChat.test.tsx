@@ -1,6 +1,7 @@
 import { screen } from '@testing-library/react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LiveKitVoiceChat } from '../../src/components/LiveKitVoiceChat';
+import { Room } from 'livekit-client';
+import { LiveKitVoiceChat, PRE_CONNECT_ROOM_OPTIONS } from '../../src/components/LiveKitVoiceChat';
 import { installFakeFetch, jsonResponse } from '../doubles/fetch';
 import { renderWithSettings } from '../render';
 
@@ -19,6 +20,28 @@ describe('LiveKitVoiceChat', () => {
       ),
     ).toBeInTheDocument();
     expect(screen.queryByRole('button', { name: 'Start conversation' })).not.toBeInTheDocument();
+  });
+
+  it('says where to get a LiveKit server when there is none', async () => {
+    installFakeFetch({
+      '/v1/livekit/status': () =>
+        jsonResponse({ configured: false, url: null, room_name: 'gemma-voice-room', agent_name: 'gemma' }),
+    });
+    renderWithSettings(<LiveKitVoiceChat />);
+    const notice = await screen.findByTestId('livekit-not-configured');
+    expect(notice).toHaveTextContent('curl -sSL https://get.livekit.io | bash');
+    expect(notice).toHaveTextContent('LIVEKIT_SERVER_BIN');
+    expect(notice).toHaveTextContent('restart make run');
+    expect(notice).toHaveTextContent('livekit/livekit-server Docker image');
+    expect(notice).toHaveTextContent('LiveKit Cloud');
+  });
+
+  it("gives livekit-client's room the pre-connect buffer where the microphone reads it", () => {
+    // LocalParticipant.setTrackEnabled merges the room's publishDefaults with the capture options
+    // and starts the buffer when the merge has preConnectBuffer (livekit-client 2.21).
+    const room = new Room({ adaptiveStream: true, ...PRE_CONNECT_ROOM_OPTIONS });
+    expect(room.options.publishDefaults?.preConnectBuffer).toBe(true);
+    expect(new Room().options.publishDefaults?.preConnectBuffer).toBe(false); // the library's default
   });
 
   it('treats a 503 from the status route the same way', async () => {
