@@ -116,8 +116,19 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
 async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
     """Speak over a long reply that was already sent whole and is still playing at the client. Times from
     our first speech frame: the server's `playback: paused` (the client's audio stops), and the
-    `interrupted` that confirms it once the words are transcribed."""
+    `interrupted` that confirms it once the words are transcribed. Each try is a new conversation (the
+    small model's stories get shorter as its history fills with cut-off ones)."""
     results = []
+    for _ in range(repeats * 2):  # a reply may be too short to talk over
+        if len(results) == repeats:
+            break
+        result = await barge_in_once(url, clip)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+async def barge_in_once(url: str, clip: bytes) -> dict | None:
     async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "config", "instructions": "You tell very long, detailed stories."}))
@@ -129,54 +140,46 @@ async def barge_in(url: str, clip: bytes, repeats: int = 5) -> list[dict]:
             return message if isinstance(message, bytes) else json.loads(message)
 
         try:
-            for _ in range(repeats * 2):  # a reply may be too short to talk over
-                if len(results) == repeats:
-                    break
-                await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
-                audio_s, first_audio, ended = 0.0, None, False
-                while not ended:  # until the whole reply has arrived (no audio for 1.5 s)
-                    try:
-                        message = await receive(1.5 if first_audio else 60)
-                    except asyncio.TimeoutError:
-                        break
-                    if isinstance(message, bytes):
-                        first_audio = first_audio or time.perf_counter()
-                        audio_s += len(message) / 2 / 22050
-                    else:
-                        ended = message["type"] in ("response_end", "error")
-                unplayed = audio_s - (time.perf_counter() - first_audio) if first_audio else 0.0
-                if ended or unplayed < 3.0:
-                    if not ended:
-                        await ws.send(json.dumps({"type": "interrupt"}))
-                        await asyncio.sleep(1.0)
+            await ws.send(json.dumps({"type": "text", "text": "Tell me a long story about a lighthouse keeper."}))
+            audio_s, first_audio, last_audio, ended = 0.0, None, None, False
+            # Until the whole reply has arrived: no audio for 1.5 s (its words keep coming as it plays).
+            while not ended and not (last_audio and time.perf_counter() - last_audio > 1.5):
+                try:
+                    message = await receive(0.1 if first_audio else 60)
+                except asyncio.TimeoutError:
                     continue
-                speech_frame = mic.sent + len(mic.queue)
-                mic.say(clip)
-                while mic.sent <= speech_frame:
-                    await asyncio.sleep(0.005)
-                speech_start = time.perf_counter()
-                paused = interrupted = None
-                while True:
-                    message = await receive()
-                    if isinstance(message, bytes):
-                        continue
-                    if message["type"] == "playback" and message["state"] == "paused" and paused is None:
-                        paused = time.perf_counter()
-                    if message["type"] == "interrupted" and interrupted is None:
-                        interrupted = time.perf_counter()
-                    if message["type"] in ("metrics", "response_end") and interrupted:
-                        break  # our own turn was answered
-                    if message["type"] == "response_end" and not interrupted:
-                        break  # the story ended first: nothing was interrupted
-                if interrupted is None:
+                if isinstance(message, bytes):
+                    first_audio = first_audio or time.perf_counter()
+                    last_audio = time.perf_counter()
+                    audio_s += len(message) / 2 / 22050
+                else:
+                    ended = message["type"] in ("response_end", "error")
+            unplayed = audio_s - (time.perf_counter() - first_audio) if first_audio else 0.0
+            if ended or unplayed < 3.0:
+                return None
+            speech_frame = mic.sent + len(mic.queue)
+            mic.say(clip)
+            while mic.sent <= speech_frame:
+                await asyncio.sleep(0.005)
+            speech_start = time.perf_counter()
+            paused = interrupted = None
+            while True:
+                message = await receive()
+                if isinstance(message, bytes):
                     continue
-                results.append({"unplayed_s": round(unplayed, 2), "reply_sent_s": round(audio_s, 2),
-                                "paused_ms": ((paused or interrupted) - speech_start) * 1000,
-                                "interrupted_ms": (interrupted - speech_start) * 1000})
-                await asyncio.sleep(1.0)
+                if message["type"] == "playback" and message["state"] == "paused" and paused is None:
+                    paused = time.perf_counter()
+                if message["type"] == "interrupted" and interrupted is None:
+                    interrupted = time.perf_counter()
+                if message["type"] == "response_end":
+                    break  # our question was answered, or the story ended first: nothing was interrupted
+            if interrupted is None:
+                return None
+            return {"unplayed_s": round(unplayed, 2), "reply_sent_s": round(audio_s, 2),
+                    "paused_ms": ((paused or interrupted) - speech_start) * 1000,
+                    "interrupted_ms": (interrupted - speech_start) * 1000}
         finally:
             mic_task.cancel()
-    return results
 
 
 def barge_in_report(results: list[dict]) -> dict:

@@ -1,6 +1,5 @@
-"""Sentence cutting for the spoken reply, and what a listener heard before a barge-in."""
+"""Sentence cutting for the spoken reply."""
 
-from app.voice.reply import SentenceSpoken, SpokenReply
 from app.voice.sentences import SentenceChunker, speakable
 
 
@@ -38,12 +37,3 @@ def test_decimal_points_do_not_cut():
 def test_markup_and_emoji_are_not_spoken():
     assert speakable("**Hello** _there_ 👋 [link](http://x) `code`") == "Hello there link code"
     assert feed(SentenceChunker(), "*** ... ") == []
-
-
-def test_heard_text_stops_where_playback_stopped():
-    reply = SpokenReply.__new__(SpokenReply)
-    reply.spoken = [SentenceSpoken(0, "One two three four.", 2.0), SentenceSpoken(1, "Five six seven eight.", 2.0)]
-    assert reply.heard_text(0.0) == ""
-    assert reply.heard_text(2.0) == "One two three four."
-    assert reply.heard_text(3.0) == "One two three four. Five six"
-    assert reply.heard_text(10.0) == "One two three four. Five six seven eight."

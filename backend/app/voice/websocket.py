@@ -62,6 +62,14 @@ class FrameError(ValueError):
         self.code = code
 
 
+def require_unicode(text: str, field: str) -> None:
+    """JSON may carry lone surrogates ("\\ud800"), which are no text: the model could not read them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("bad_text", f"\"{field}\" holds characters that are not valid Unicode") from None
+
+
 class SocketMicrophone(io.AudioInput):
     """Binary frames from the client, as audio frames for the session."""
 
@@ -239,7 +247,7 @@ class SocketConversation:
         try:
             try:
                 frame = json.loads(raw)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past what json parses
                 raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"") from None
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"")
@@ -258,6 +266,7 @@ class SocketConversation:
         instructions = frame.get("instructions") or self.settings.voice_instructions
         if not isinstance(instructions, str) or len(instructions) > self.settings.max_text_chars:
             raise FrameError("bad_config", f"instructions must be text of at most {self.settings.max_text_chars} chars")
+        require_unicode(instructions, "instructions")
         vad = frame.get("vad", self.vad)
         if not isinstance(vad, bool):
             raise FrameError("bad_config", "vad must be true or false")
@@ -281,6 +290,7 @@ class SocketConversation:
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
             raise FrameError("empty_text", "a text turn needs non-empty \"text\"")
+        require_unicode(text, "text")
         if len(text) > self.settings.max_text_chars:
             raise FrameError("text_too_long", f"text turns may be at most {self.settings.max_text_chars} characters")
         await self._answer(text.strip(), source="text")
