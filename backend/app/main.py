@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="GemmaVoice", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted real-time voice assistant: Gemma LLM, Whisper STT, OpenAudio TTS.")
     app.state.services = services
+    app.state.voice_conversations = {}  # the open WS /v1/conversation/ws conversations, by id
     install_error_handlers(app)
 
     @app.middleware("http")
