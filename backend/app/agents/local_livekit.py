@@ -1,9 +1,11 @@
 """A LiveKit server on loopback for a developer machine: ``livekit-server`` with keys made for this run.
 
 ``make run`` (``app.agents.inprocess``) starts one when no ``LIVEKIT_URL`` is set and the binary is
-on PATH or at ``LIVEKIT_SERVER_BIN``. It listens on 127.0.0.1 only, on free ports, with an API key
-and a 43-character secret generated at start (never the well-known development keys), handed to
-it in its environment rather than on its command line. ``stop()`` ends it the way its own signal
+on PATH or at ``LIVEKIT_SERVER_BIN``. Its signalling and API listen on 127.0.0.1 only, on free
+ports, with an API key and a 43-character secret generated at start (never the well-known
+development keys), handed to it in its environment rather than on its command line. Its media
+ports (one UDP port, one TCP fallback) announce the machine's own address, found by the server as
+``livekit-server --dev`` does: browsers leave loopback out of WebRTC unless told otherwise. ``stop()`` ends it the way its own signal
 handler expects: SIGTERM, then a second one (forced), then SIGKILL.
 """
 
@@ -73,8 +75,8 @@ class LocalLiveKit:
     @classmethod
     async def start(cls, binary: Path, *, ready_timeout: float = READY_TIMEOUT_S) -> "LocalLiveKit":
         """Start the server and wait until it answers; raises LocalServerError with its log if it doesn't."""
-        port, tcp_port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM), \
-            _free_port(socket.SOCK_DGRAM)
+        port, tcp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM)
+        udp_port = _free_port(socket.SOCK_DGRAM)
         api_key = "API" + secrets.token_hex(8)
         api_secret = secrets.token_urlsafe(32)  # 43 characters; the server wants 32 or more
         workdir = Path(tempfile.mkdtemp(prefix="gemmavoice-livekit-"))
@@ -87,7 +89,7 @@ class LocalLiveKit:
         }
         with open(workdir / "livekit-server.log", "wb") as out:
             process = await asyncio.create_subprocess_exec(
-                str(binary), "--bind", HOST, "--node-ip", HOST, "--udp-port", str(udp_port),
+                str(binary), "--bind", HOST, "--udp-port", str(udp_port),
                 env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # Ctrl+C reaches the API, which stops the agent first, then this
             )
