@@ -3,7 +3,7 @@
 An AgentSession from ``create_agent_session()`` hears spoken questions (made with the embedded TTS)
 through a real-time open microphone (each question followed by silence) and answers into a
 recording speaker. Per turn: end of the voiced speech -> first frame of the agent's audio. Also
-the worker's prewarm (model start-up), timed the way the worker runs it.
+the model start-up, once per process as in the worker (``app.agents.runtime``).
 
 Writes ``bench-results/agent_latency-<whisper model>.json`` at the repository root. Timings depend on the machine
 and on what else runs on it: the load average is recorded with them.
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     output = args.output or RESULTS.with_name(f"agent_latency-{settings.whisper_model}.json")
     load_before = os.getloadavg()
     started = time.perf_counter()
-    services = prewarm_services(settings)  # as the worker's prewarm does it, before any event loop
+    services = prewarm_services(settings)  # on the services' own loop, as in the worker
     prewarm_s = time.perf_counter() - started
     if not services.ready:
         raise SystemExit(f"models failed to load: {services.components}")
