@@ -5,7 +5,7 @@ of its own, and they all share one set of models. The services are asyncio code 
 futures, locks) and must only run on one loop, their *home*:
 
 - in the FastAPI process (``LIVEKIT_IN_PROCESS_AGENT``), the app's own loop: ``adopt()``;
-- in a standalone worker, a small thread of its own, started by ``prewarm_services()``;
+- in a standalone worker, a small thread of its own, started by ``start_services()``;
 - in tests and scripts with one loop, whichever loop first asked for them.
 
 ``get_services()`` returns them ready for the calling loop: the services themselves on their home
@@ -34,7 +34,7 @@ LOAD_WAIT_S = 600.0
 _lock = threading.Lock()
 _services: Services | None = None
 _home: asyncio.AbstractEventLoop | None = None
-_loading: asyncio.Future | None = None  # services.start() on the home loop (a concurrent future off it)
+_loading: Any = None  # the load on the home loop: its task there, or a concurrent future from elsewhere
 
 
 def shared_services(settings: Settings | None = None) -> Services:
@@ -52,7 +52,7 @@ def shared_services(settings: Settings | None = None) -> Services:
         services = _services
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:  # no running loop: whoever awaits get_services() or calls prewarm starts them
+    except RuntimeError:  # no running loop: start_services() or get_services() starts them
         return services
     with _lock:
         if _home is None or _home.is_closed():
