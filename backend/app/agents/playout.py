@@ -22,6 +22,10 @@ from livekit import rtc
 from livekit.agents.voice import io
 
 
+# Segments kept for looking back at (tests, metrics) when their audio is not kept.
+RECENT_SEGMENTS = 8
+
+
 @dataclass
 class PlayedSegment:
     """One reply segment (the audio between two flushes) on the listener's clock."""
@@ -79,6 +83,8 @@ class ListenerPlayout(io.AudioOutput):
             previous_end = self._playing[-1].ends_at if self._playing else now
             segment = PlayedSegment(first_frame_at=time.perf_counter(), ends_at=max(now, previous_end))
             self.segments.append(segment)
+            if not self.keep_audio:  # a conversation lasts hours: keep only the recent ones
+                del self.segments[:-RECENT_SEGMENTS]
             self._playing.append(segment)
             self.on_playback_started(created_at=time.time())
         segment = self._playing[-1]

@@ -21,7 +21,7 @@ from app.agents.plugins.gemma_llm import chat_messages
 from app.agents.sentences import SpokenSentenceTokenizer
 from app.audio.codec import resample_pcm
 from app.audio.vad import load_vad
-from app.services.base import ServiceOverloaded
+from app.services.base import ServiceOverloaded, UpstreamError
 from app.services.llm import ChatMessage
 
 NO_RETRY = APIConnectOptions(max_retry=0)
@@ -60,6 +60,35 @@ class OverloadedLLMDouble:
         self.calls += 1
         raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
         yield  # an async generator, like the real one
+
+
+class FailingMidReplyLLMDouble:
+    """Stands in for an LLMService that fails after its first words (a timeout mid-reply, say)."""
+
+    model_name = "failing-double"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def stream_chat(self, messages, params, usage=None, *, gate=None):
+        self.calls += 1
+        yield "Once upon a time"
+        raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
+
+
+class FailingMidSentenceTTSDouble:
+    """Stands in for a TTS engine whose server drops the connection after the first audio chunk."""
+
+    engine = "failing-double"
+    sample_rate = 22050
+
+    def __init__(self):
+        self.calls = 0
+
+    async def stream(self, text, *, voice=None):
+        self.calls += 1
+        yield b"\0\0" * 2205
+        raise UpstreamError("the TTS server closed the connection")
 
 
 class ProbedWhisperSTT(WhisperSTT):
@@ -132,6 +161,27 @@ async def test_overload_is_a_retryable_status_error(services):
     cause = raised.value.__cause__
     assert isinstance(cause, APIStatusError) and cause.status_code == 503 and cause.retryable
     assert double.calls == 2
+
+
+async def test_a_reply_that_failed_after_its_first_words_is_not_started_again(services):
+    double = FailingMidReplyLLMDouble()
+    gemma = GemmaLLM(services=dataclasses.replace(services, llm=double))
+    stream = gemma.chat(chat_ctx=chat(("user", "Hi")), conn_options=APIConnectOptions(max_retry=2, retry_interval=0.0))
+    with pytest.raises(APIStatusError) as raised:
+        await stream.collect()
+    assert not raised.value.retryable
+    assert double.calls == 1  # a retry would have said "Once upon a time" twice
+
+
+async def test_a_sentence_that_failed_after_its_first_audio_is_not_spoken_again(services):
+    double = FailingMidSentenceTTSDouble()
+    voice = OpenAudioTTS(services=dataclasses.replace(services, tts=double))
+    stream = voice.synthesize("Hello there.", conn_options=APIConnectOptions(max_retry=2, retry_interval=0.0))
+    with pytest.raises(APIStatusError) as raised:
+        async for _ in stream:
+            pass
+    assert not raised.value.retryable
+    assert double.calls == 1
 
 
 async def test_empty_conversation_is_a_client_error(services):
