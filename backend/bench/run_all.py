@@ -15,6 +15,7 @@ from app.config.settings import REPO_DIR
 SUITES = [
     ("bench.api_bench", []),
     ("bench.whisper_windows", []),
+    ("bench.noise_words", []),
     ("bench.voice_bench", []),
     ("bench.voice_bench", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.agent_latency", []),

@@ -81,9 +81,9 @@ class Settings(BaseSettings):
     whisper_beam_size: int = 1
     # The encoder sees max(this, clip + 1 s) of audio instead of Whisper's fixed 30 s window; 30 = stock.
     whisper_min_window_s: float = Field(7.5, ge=1.0, le=30.0)
-    # A segment Whisper thinks holds no speech and decodes unsurely is dropped: on a cough or a door it
-    # writes "I'm sorry." or "Oh" (no-speech 0.39-0.60, log-prob -0.94 to -1.56, where words scored
-    # 0.01-0.09 and -0.31 to -0.62; docs/benchmarks.md).
+    # A segment Whisper thinks holds no speech and decodes unsurely is dropped: on a cough it writes "I'm
+    # sorry." or "BAM!" (no-speech 0.33-0.60), where short spoken words scored 0.18 at most
+    # (bench.noise_words, docs/benchmarks.md).
     whisper_no_speech_threshold: float = Field(0.3, ge=0.0, le=1.0)
     whisper_log_prob_threshold: float = Field(-0.7, le=0.0)
 
@@ -117,8 +117,8 @@ class Settings(BaseSettings):
     # echo canceller is still learning the agent's voice (LiveKit Agents' default; 0 turns it off).
     voice_aec_warmup_s: float = Field(3.0, ge=0.0, le=10.0)
     # A spoken turn Whisper decoded less surely than this (mean token log-probability) is taken for a noise:
-    # backwards speech and hisses came out as "Steech desa" at -1.17 to -1.56, short real words at -0.97 or
-    # better (docs/benchmarks.md). Uploaded files (REST) keep every segment.
+    # backwards speech and hisses came out as "Steech desa" at -1.17 to -1.56, 36 short spoken words at
+    # -1.06 or better (bench.noise_words). Uploaded files (REST) keep every segment.
     voice_min_log_prob: float = Field(-1.1, le=0.0)
     # A turn that never ends (a noisy room) is cut here and answered.
     voice_max_turn_seconds: float = Field(30.0, ge=2.0, le=300.0)
