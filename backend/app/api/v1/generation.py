@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
 from app.api.deps import ServicesDep
-from app.api.sse import sse_event, sse_response
+from app.api.sse import sse_event, sse_response, started
 from app.metrics import LLM_FIRST_TOKEN, LLM_TOKENS
 from app.services.base import ServiceError
 from app.services.llm import ChatMessage, GenerationParams, Usage
@@ -75,26 +75,20 @@ async def generate(body: GenerateRequest, services: ServicesDep) -> GenerateResp
 
 @router.post("/generate_stream")
 async def generate_stream(body: GenerateRequest, services: ServicesDep):
-    messages, params = body.chat_messages(), body.params()
     usage = Usage()
-    # Start now, so queue refusals and load failures become a plain JSON error rather than a broken stream.
-    tokens = services.llm.stream_chat(messages, params, usage)
-    first = await anext(tokens, None)
+    tokens = await started(services.llm.stream_chat(body.chat_messages(), body.params(), usage))
 
     async def events():
-        started = time.perf_counter()
+        begun = time.perf_counter()
         pieces: list[str] = []
         try:
-            if first is not None:
-                pieces.append(first)
-                yield sse_event({"type": "token", "text": first})
-                async for piece in tokens:
-                    pieces.append(piece)
-                    yield sse_event({"type": "token", "text": piece})
+            async for piece in tokens:
+                pieces.append(piece)
+                yield sse_event({"type": "token", "text": piece})
             record_usage(usage)
             yield sse_event({"type": "done", "text": "".join(pieces), "usage": usage.as_dict(),
                              "finish_reason": usage.finish_reason, "model": services.llm.model_name,
-                             "seconds": round(time.perf_counter() - started, 3)})
+                             "seconds": round(time.perf_counter() - begun, 3)})
         except ServiceError as exc:
             yield sse_event({"type": "error", "code": exc.code, "message": str(exc)})
         finally:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import ServicesDep
 from app.api.errors import APIError
-from app.api.sse import sse_event, sse_response
+from app.api.sse import sse_event, sse_response, started
 from app.api.v1.generation import Message, record_usage
 from app.api.v1.speech import TranscriptFormat, speech_bytes, transcribe_upload, transcription_response
 from app.audio.codec import AUDIO_MEDIA_TYPES
@@ -65,27 +65,24 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep):
                 "usage": usage.as_dict()}
 
     usage = Usage()
-    tokens = services.llm.stream_chat(messages, params, usage)
-    first = await anext(tokens, None)  # errors before the stream starts stay plain JSON errors
+    tokens = await started(services.llm.stream_chat(messages, params, usage))
 
-    def chunk(delta: dict, finish: str | None = None) -> str:
+    def chunk(delta: dict, finish: str | None = None):
         return sse_event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
     async def events():
         try:
             yield chunk({"role": "assistant", "content": ""})
-            if first is not None:
-                yield chunk({"content": first})
-                async for piece in tokens:
-                    yield chunk({"content": piece})
+            async for piece in tokens:
+                yield chunk({"content": piece})
             record_usage(usage)
             yield chunk({}, _finish(usage))
         except ServiceError as exc:
             yield sse_event({"error": {"code": exc.code, "message": str(exc)}})
         finally:
             await tokens.aclose()
-        yield "data: [DONE]\n\n"
+        yield sse_event("[DONE]")
 
     return sse_response(events())
 

@@ -12,9 +12,10 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from app.api.deps import ServicesDep
-from app.api.sse import sse_event, sse_response
+from app.api.sse import sse_event, sse_response, started
 from app.audio.codec import AUDIO_MEDIA_TYPES, decode_audio, encode_audio, wav_header
 from app.metrics import STT_SECONDS, TTS_FIRST_AUDIO
+from app.services.base import ServiceError
 from app.services.container import Services
 from app.services.whisper import Transcription
 
@@ -97,22 +98,6 @@ def wants_audio(request: Request) -> bool:
     return "audio/" in request.headers.get("accept", "")
 
 
-async def _first_and_rest(chunks):
-    """Pull the first chunk before responding, so an engine failure is a JSON error, not a cut stream."""
-    first = await anext(chunks, b"")
-
-    async def rest():
-        try:
-            if first:
-                yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()
-
-    return rest()
-
-
 @router.post("/text-to-speech")
 async def text_to_speech(body: SpeechRequest, request: Request, services: ServicesDep):
     voice = body.reference_id or body.voice
@@ -120,27 +105,35 @@ async def text_to_speech(body: SpeechRequest, request: Request, services: Servic
     if body.stream and wants_audio(request):
         if body.format == "mp3":
             body.format = "wav"  # mp3 is encoded whole; streams are WAV or PCM
-        chunks = await _first_and_rest(services.tts.stream(body.text, voice=voice))
+        chunks = await started(services.tts.stream(body.text, voice=voice))
 
         async def audio_stream():
             # WAV streams carry an open-ended header; PCM goes out bare.
-            if body.format == "wav":
-                yield wav_header(rate)
-            async for chunk in chunks:
-                yield chunk
+            try:
+                if body.format == "wav":
+                    yield wav_header(rate)
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()
 
         return StreamingResponse(audio_stream(), media_type=AUDIO_MEDIA_TYPES[body.format],
                                  headers={"X-Sample-Rate": str(rate)})
     if body.stream:
-        pcm_chunks = await _first_and_rest(services.tts.stream(body.text, voice=voice))
+        pcm_chunks = await started(services.tts.stream(body.text, voice=voice))
 
         async def events():
             yield sse_event({"type": "start", "format": "pcm", "sample_rate": rate, "channels": 1})
             total = 0
-            async for chunk in pcm_chunks:
-                total += len(chunk)
-                yield sse_event({"type": "audio", "data": base64.b64encode(chunk).decode()})
-            yield sse_event({"type": "done", "bytes": total, "duration": round(total / 2 / rate, 3)})
+            try:
+                async for chunk in pcm_chunks:
+                    total += len(chunk)
+                    yield sse_event({"type": "audio", "data": base64.b64encode(chunk).decode()})
+                yield sse_event({"type": "done", "bytes": total, "duration": round(total / 2 / rate, 3)})
+            except ServiceError as exc:  # after audio has flowed: the stream says so and ends
+                yield sse_event({"type": "error", "code": exc.code, "message": str(exc)})
+            finally:
+                await pcm_chunks.aclose()
 
         return sse_response(events())
     audio, duration = await speech_bytes(services, body.text, voice, body.format)
