@@ -1,5 +1,7 @@
 """Audio decoding, resampling and PCM/WAV framing: the one home for them, used by every adapter.
 
+WAV files are written by the standard library's ``wave``; everything else goes through PyAV (FFmpeg).
+
 PCM here means signed 16-bit little-endian mono unless a name says otherwise.
 """
 
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
+import wave
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,18 +125,33 @@ def resample_pcm(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
     return r.push(pcm) + r.flush()
 
 
+# What a WAV header of a stream of unknown length states: the largest size the format can hold.
+_STREAM_WAV_FRAMES = (0xFFFFFFFF - 36) // 2
+
+
+def _wav_writer(buffer: io.BytesIO, sample_rate: int, channels: int) -> wave.Wave_write:
+    writer = wave.open(buffer, "wb")
+    writer.setnchannels(channels)
+    writer.setsampwidth(2)
+    writer.setframerate(sample_rate)
+    return writer
+
+
 def wav_header(sample_rate: int, data_bytes: int | None = None, channels: int = 1) -> bytes:
-    """A 44-byte PCM WAV header; ``data_bytes=None`` marks a stream of unknown length."""
-    size = 0xFFFFFFFF if data_bytes is None else data_bytes
-    riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
-    byte_rate = sample_rate * channels * 2
-    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
-            + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate, channels * 2, 16)
-            + b"data" + struct.pack("<I", size))
+    """The 44-byte header of a 16-bit PCM WAV; ``data_bytes=None`` starts a stream of unknown length."""
+    buffer = io.BytesIO()
+    with _wav_writer(buffer, sample_rate, channels) as writer:
+        writer.setnframes(_STREAM_WAV_FRAMES // channels if data_bytes is None else data_bytes // (2 * channels))
+        writer.writeframesraw(b"")  # writes the header alone
+        header = buffer.getvalue()
+    return header
 
 
-def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
-    return wav_header(sample_rate, len(pcm)) + pcm
+def pcm_to_wav(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    with _wav_writer(buffer, sample_rate, channels) as writer:
+        writer.writeframes(pcm)
+    return buffer.getvalue()
 
 
 def encode_with_av(pcm: bytes, sample_rate: int, container: str, codec: str) -> bytes:
