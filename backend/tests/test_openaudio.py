@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tenacity import wait_none
 
 from app.audio.codec import pcm16_to_float, resample_pcm
 from app.config.settings import Settings
 from app.services.base import UpstreamError
 from app.services.local_tts import LocalTTSService
 from app.services.openaudio import OpenAudioService, ReferenceAudio
-from app.services.tts import create_tts_engine
+from app.services.container import create_tts_engine
 from helpers import free_port, words
 from doubles.openaudio_server import FIELDS, FakeOpenAudioServer
 
@@ -96,14 +97,10 @@ async def test_wrong_key_is_a_clear_upstream_error(fake_server):
     await service.close()
 
 
-async def test_unreachable_server_fails_to_load(monkeypatch):
+async def test_unreachable_server_fails_to_load():
     settings = Settings(app_env="test", openaudio_url=f"http://127.0.0.1:{free_port()}")
     service = OpenAudioService(settings)
-
-    async def no_backoff(_seconds):
-        return None
-
-    monkeypatch.setattr("app.services.openaudio.asyncio.sleep", no_backoff)
+    service.health_wait = wait_none()  # the tries, without their backoff
     await service.start()
     assert service.state == "failed" and "not reachable" in service.error
     await service.close()

@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 from app.config.settings import Settings
 from app.services.llm import LLMService
-from app.services.tts import TTSEngine, create_tts_engine
+from app.services.local_tts import LocalTTSService
+from app.services.openaudio import OpenAudioService
+from app.services.tts import TTSEngine
 from app.services.whisper import WhisperService
+
+
+def create_tts_engine(settings: Settings) -> TTSEngine:
+    """``TTS_ENGINE=auto``: the OpenAudio server when ``OPENAUDIO_URL`` is set, else the embedded engine."""
+    use_openaudio = settings.tts_engine == "openaudio" or (settings.tts_engine == "auto" and settings.openaudio_url)
+    return OpenAudioService(settings) if use_openaudio else LocalTTSService(settings)
 
 
 @dataclass

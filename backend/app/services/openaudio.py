@@ -2,23 +2,36 @@
 
 Requests are msgpack (so reference audio bytes can travel), ask for streamed WAV (the only format the
 server streams), and the WAV body is turned into PCM as it arrives. Connection failures and 5xx before
-the first audio byte are retried with backoff; once audio has flowed a failure is reported instead,
-since replaying would repeat speech.
+the first audio byte are retried with backoff (tenacity); once audio has flowed a failure is reported
+instead, since replaying would repeat speech.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import httpx
 import msgpack
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from app.audio.codec import AudioError, Resampler, parse_wav_header
 from app.config.settings import Settings
 from app.services.base import ServiceUnavailable, UpstreamError
 from app.services.tts import TTSEngine
+
+
+class ServerAnswered(UpstreamError):
+    """The server answered the request with an error status."""
+
+    def __init__(self, status_code: int, detail: str):
+        super().__init__(f"OpenAudio server answered {status_code}: {detail}")
+        self.status_code = status_code
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Connection failures and the server's own errors (5xx, e.g. while it warms up); not its refusals."""
+    return isinstance(exc, httpx.HTTPError) or (isinstance(exc, ServerAnswered) and exc.status_code >= 500)
 
 
 @dataclass
@@ -31,6 +44,10 @@ class ReferenceAudio:
 
 class OpenAudioService(TTSEngine):
     engine = "openaudio"
+    # Backoff between tries: of the health check while loading (1, 2, 4, 8 s), and of a request (0.5, 1, 2... s).
+    health_wait = wait_exponential(multiplier=1, max=8)
+    request_wait = wait_exponential(multiplier=0.5, max=8)
+    health_attempts = 5
 
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None):
         super().__init__(settings)
@@ -48,17 +65,15 @@ class OpenAudioService(TTSEngine):
 
     async def _load(self) -> None:
         # The server holds the model; "loading" here means it answers its health check.
-        last: Exception | None = None
-        for attempt in range(5):
-            try:
-                response = await self.client.get("/v1/health", timeout=5.0)
-                if response.status_code < 500:
-                    return
-                last = UpstreamError(f"health check returned {response.status_code}")
-            except httpx.HTTPError as exc:
-                last = exc
-            await asyncio.sleep(min(2 ** attempt, 8))
-        raise ServiceUnavailable(f"OpenAudio server at {self.base_url} is not reachable: {last}")
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.health_attempts), wait=self.health_wait,
+                                               retry=retry_if_exception(_worth_retrying), reraise=True):
+                with attempt:
+                    response = await self.client.get("/v1/health", timeout=5.0)
+                    if response.status_code >= 500:
+                        raise ServerAnswered(response.status_code, "health check failed")
+        except (httpx.HTTPError, ServerAnswered) as exc:
+            raise ServiceUnavailable(f"OpenAudio server at {self.base_url} is not reachable: {exc}") from exc
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "url": self.base_url, "reference_id": self.settings.openaudio_reference_id}
@@ -85,27 +100,39 @@ class OpenAudioService(TTSEngine):
                      references: list[ReferenceAudio] | None = None) -> AsyncIterator[bytes]:
         text = self.check_text(text)
         body = msgpack.packb(self.request_body(text, voice=voice, references=references))
-        headers = {"Content-Type": "application/msgpack"}
-        attempts = self.settings.openaudio_retries + 1
-        for attempt in range(attempts):
-            sent_audio = False
-            try:
-                async with self.client.stream("POST", "/v1/tts", content=body, headers=headers) as response:
-                    if response.status_code >= 400:
-                        detail = (await response.aread())[:300].decode("utf-8", "replace")
-                        error = UpstreamError(f"OpenAudio server answered {response.status_code}: {detail}")
-                        if response.status_code < 500 or attempt == attempts - 1:
-                            raise error
-                        await asyncio.sleep(0.5 * 2 ** attempt)
-                        continue
-                    async for pcm in self._wav_to_pcm(response.aiter_bytes()):
-                        sent_audio = True
-                        yield pcm
-                    return
-            except httpx.HTTPError as exc:
-                if sent_audio or attempt == attempts - 1:
-                    raise UpstreamError(f"OpenAudio server at {self.base_url} failed: {exc}") from exc
-                await asyncio.sleep(0.5 * 2 ** attempt)
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.settings.openaudio_retries + 1),
+                                               wait=self.request_wait, retry=retry_if_exception(_worth_retrying),
+                                               reraise=True):
+                with attempt:
+                    response, pcm, first = await self._first_audio(body)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"OpenAudio server at {self.base_url} failed: {exc}") from exc
+        try:
+            if first is not None:
+                yield first
+            async for chunk in pcm:
+                yield chunk
+        except httpx.HTTPError as exc:  # audio has flowed: no retry, it would repeat speech
+            raise UpstreamError(f"OpenAudio server at {self.base_url} failed: {exc}") from exc
+        finally:
+            await pcm.aclose()
+            await response.aclose()
+
+    async def _first_audio(self, body: bytes) -> tuple[httpx.Response, AsyncIterator[bytes], bytes | None]:
+        """Send the request and read up to its first PCM: the response, its PCM, and that first piece."""
+        request = self.client.build_request("POST", "/v1/tts", content=body,
+                                            headers={"Content-Type": "application/msgpack"})
+        response = await self.client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                detail = (await response.aread())[:300].decode("utf-8", "replace")
+                raise ServerAnswered(response.status_code, detail)
+            pcm = self._wav_to_pcm(response.aiter_bytes())
+            return response, pcm, await anext(pcm, None)
+        except BaseException:
+            await response.aclose()
+            raise
 
     async def _wav_to_pcm(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         head = b""

@@ -1,4 +1,5 @@
-"""The TTS interface both engines implement, and the choice between them.
+"""The TTS interface both engines implement (the choice between them is ``create_tts_engine`` in
+``app.services.container``).
 
 Engines stream PCM s16le mono at ``sample_rate`` as it is synthesized, so callers can send the first
 audio before the whole text is done.
@@ -41,15 +42,3 @@ class TTSEngine(ModelService):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "engine": self.engine, "sample_rate": self.sample_rate}
-
-
-def create_tts_engine(settings: Settings) -> TTSEngine:
-    """``TTS_ENGINE=auto``: the OpenAudio server when ``OPENAUDIO_URL`` is set, else the embedded engine."""
-    use_openaudio = settings.tts_engine == "openaudio" or (settings.tts_engine == "auto" and settings.openaudio_url)
-    if use_openaudio:
-        from app.services.openaudio import OpenAudioService
-
-        return OpenAudioService(settings)
-    from app.services.local_tts import LocalTTSService
-
-    return LocalTTSService(settings)

@@ -89,7 +89,10 @@ class FakeOpenAudioServer:
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
         threading.Thread(target=self._server.run, daemon=True).start()
         self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
         while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake OpenAudio server did not start")
             time.sleep(0.05)
         return self
 
