@@ -59,8 +59,7 @@ def test_a_conversation_gets_its_context_back_after_another_used_the_model(serve
     def turn(history: list[dict]) -> dict:
         r = client.post("/v1/generate", json={"messages": history, "max_tokens": 24, "temperature": 0.0})
         assert r.status_code == 200, r.text
-        while llm.status()["active"]:  # the reply's state is kept just after the reply is sent
-            time.sleep(0.01)
+        server.call(llm.wait_idle(30), timeout=35)  # the reply's state is kept just after the reply is sent
         return r.json()
 
     story = [{"role": "system", "content": "You are a patient teacher. " * 12},

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from app.config.settings import Settings
 from app.models import LLMSource, resolve_llm
 from app.services.base import BadRequest, ModelService, ServiceOverloaded, ServiceUnavailable
 
+T = TypeVar("T")
 GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
 # Restoring a kept state costs about what evaluating 3 tokens does: worth it from this many tokens saved.
 RESTORE_MIN_GAIN = 8
@@ -228,6 +229,111 @@ class _Instance:
         return self.llama.detokenize(tokens).decode("utf-8", "ignore")
 
 
+async def _within(deadline: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, or ServiceUnavailable once the request's ``deadline`` (loop time) has passed."""
+    try:
+        return await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
+    except asyncio.TimeoutError:
+        raise ServiceUnavailable("generation timed out", retry_after=5) from None
+
+
+class _Generation:
+    """One request's reply, written in slices on whichever instance it holds.
+
+    ``run_slice`` runs in a worker thread and reports to the caller's loop through ``events``:
+    ``("text", piece)`` per piece, then ``("end", None)``, ``("pause", state)`` when the slice hands the
+    model on to a waiting request (a slice ends after ``llm_slice_tokens`` tokens, or while ``gate`` is
+    clear), or ``("error", exc)``. Setting ``cancel`` stops it within a token.
+    """
+
+    def __init__(self, service: LLMService, messages: Sequence[ChatMessage], params: GenerationParams,
+                 usage: Usage, gate: threading.Event | None, loop: asyncio.AbstractEventLoop):
+        self.service = service
+        self.messages, self.params, self.usage, self.gate = messages, params, usage, gate
+        self.loop = loop
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.written: list[str] = []  # the reply so far: a resumed slice continues after it
+        self.started: float | None = None  # when the first slice began, for the time to first token
+
+    def emit(self, kind: str, value: Any) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+    def run_slice(self, inst: _Instance, paused: _KVState | None) -> None:
+        try:
+            tokens, stop = self._prompt(inst)
+            n_ctx = self.service.settings.llm_n_ctx
+            room = n_ctx - len(tokens)
+            if room < 8:
+                raise BadRequest(f"the conversation ({len(tokens)} tokens) does not fit the {n_ctx}-token context")
+            if paused is None:
+                self.usage.prompt_tokens = len(tokens)
+                self.started = time.perf_counter()
+                self.service._restore_longest_prefix(inst, tokens)
+            else:
+                inst.restore(paused)
+            stream: Iterable[dict] = inst.llama.create_completion(
+                tokens, max_tokens=min(self.params.max_tokens - self.usage.completion_tokens, room),
+                temperature=self.params.temperature, top_p=self.params.top_p, stop=stop + list(self.params.stop),
+                stream=True, seed=self.params.seed,
+            )
+            try:
+                hand_on = self._write(stream)
+            finally:
+                getattr(stream, "close", lambda: None)()
+            if hand_on:
+                self.emit("pause", inst.save())
+                return
+            self.emit("end", None)
+            if self.service._states is not None:  # after the reply's end has been sent: this costs a few ms
+                self.service._states.put(inst.save())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
+            self.emit("error", exc)
+
+    def _prompt(self, inst: _Instance) -> tuple[list[int], list[str]]:
+        """The prompt's tokens (with the reply so far, when resuming) and its stop strings."""
+        tokens, stop = inst.encode(self.messages)
+        if self.written:
+            tokens += inst._tokenize("".join(self.written), special=False, first=False)
+        return tokens, stop
+
+    def _write(self, stream: Iterable[dict]) -> bool:
+        """Pass the generated pieces on; True when this slice ends to hand the model on."""
+        usage = self.usage
+        count = 0
+        for chunk in stream:
+            self._hold_while_gated()
+            if self.cancel.is_set():
+                usage.finish_reason = "cancelled"
+                return False
+            choice = chunk["choices"][0]
+            text = choice.get("text") or ""
+            usage.completion_tokens += 1
+            count += 1
+            if usage.first_token_s is None:
+                usage.first_token_s = time.perf_counter() - self.started
+            if text:
+                self.written.append(text)
+                self.emit("text", text)
+            if choice.get("finish_reason"):
+                usage.finish_reason = choice["finish_reason"]
+            elif text and self._should_hand_on(count):  # after whole characters only: the text resumes from here
+                return True
+        return False
+
+    def _hold_while_gated(self) -> None:
+        # Paused only while no other request waits: a paused reply must not keep the model idle.
+        gate = self.gate
+        while gate is not None and not gate.wait(0.05) and not self.cancel.is_set() and not self.service._waiting:
+            pass
+
+    def _should_hand_on(self, count: int) -> bool:
+        slice_tokens = self.service.settings.llm_slice_tokens
+        if not slice_tokens or not self.service._waiting:
+            return False
+        return count >= slice_tokens or (self.gate is not None and not self.gate.is_set())
+
+
 class LLMService(ModelService):
     component = "llm"
 
@@ -240,6 +346,8 @@ class LLMService(ModelService):
         self._tokenizer: _Instance | None = None
         self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
+        self._idle = asyncio.Event()  # set while no generation holds an instance
+        self._idle.set()
         self._states = _StateCache(settings.llm_state_cache_mb * 1_000_000) if settings.llm_state_cache_mb else None
         self._executor = ThreadPoolExecutor(max_workers=settings.llm_instances, thread_name_prefix="llm")
 
@@ -272,6 +380,11 @@ class LLMService(ModelService):
             raise ServiceUnavailable("the language model is not loaded yet", retry_after=5)
         return self._tokenizer
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Return once no generation holds an instance (a finished reply's state is kept by then);
+        TimeoutError after ``timeout`` seconds."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model": self.model_name, "path": self.model_path,
                 "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting,
@@ -298,12 +411,15 @@ class LLMService(ModelService):
                     self._waiters.remove(turn)
                 raise
         self._active += 1
+        self._idle.clear()
         return inst
 
     def _release(self, inst: _Instance, *, active: bool = True) -> None:
         """Hand the instance straight to the first waiter (so nobody can jump the line), else park it."""
         if active:
             self._active -= 1
+            if not self._active:
+                self._idle.set()
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
@@ -334,108 +450,36 @@ class LLMService(ModelService):
                           usage: Usage | None = None, *, gate: threading.Event | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
-        ``gate``: while it is clear, generation pauses between tokens, or gives the model to a waiting
-        request (a voice reply clears it so its first sentence is synthesized with the whole CPU; the
-        model writes far faster than speech).
+        The reply is written in slices (see ``_Generation``); between slices it goes to the back of the
+        line with its saved state. ``gate``: while it is clear, generation pauses between tokens, or gives
+        the model to a waiting request (a voice reply clears it so its first sentence is synthesized with
+        the whole CPU; the model writes far faster than speech).
         """
         self._check(messages, params)
-        usage = usage if usage is not None else Usage()
-        inst = await self._acquire()
         loop = asyncio.get_running_loop()
-        out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
-        slice_tokens = self.settings.llm_slice_tokens
-        written: list[str] = []  # the reply so far: a resumed slice continues after it
-        started: list[float] = []  # when the first slice began, for the time to first token
-
-        def emit(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, (kind, value))
-
-        def should_yield(count: int) -> bool:
-            if not slice_tokens or not self._waiting:
-                return False
-            return count >= slice_tokens or (gate is not None and not gate.is_set())
-
-        def run(inst: _Instance, paused: _KVState | None) -> None:
-            try:
-                tokens, stop = inst.encode(messages)
-                if written:
-                    tokens += inst._tokenize("".join(written), special=False, first=False)
-                room = self.settings.llm_n_ctx - len(tokens)
-                if room < 8:
-                    raise BadRequest(f"the conversation ({len(tokens)} tokens) does not fit the "
-                                     f"{self.settings.llm_n_ctx}-token context")
-                if paused is None:
-                    usage.prompt_tokens = len(tokens)
-                    started.append(time.perf_counter())
-                    self._restore_longest_prefix(inst, tokens)
-                else:
-                    inst.restore(paused)
-                stream: Iterable[dict] = inst.llama.create_completion(
-                    tokens, max_tokens=min(params.max_tokens - usage.completion_tokens, room),
-                    temperature=params.temperature, top_p=params.top_p, stop=stop + list(params.stop),
-                    stream=True, seed=params.seed,
-                )
-                count = 0
-                for chunk in stream:
-                    # Paused only while no other request waits: a paused reply must not keep the model idle.
-                    while gate is not None and not gate.wait(0.05) and not cancel.is_set() and not self._waiting:
-                        pass
-                    if cancel.is_set():
-                        usage.finish_reason = "cancelled"
-                        break
-                    choice = chunk["choices"][0]
-                    text = choice.get("text") or ""
-                    usage.completion_tokens += 1
-                    count += 1
-                    if usage.first_token_s is None:
-                        usage.first_token_s = time.perf_counter() - started[0]
-                    if text:
-                        written.append(text)
-                        emit("text", text)
-                    if choice.get("finish_reason"):
-                        usage.finish_reason = choice["finish_reason"]
-                    elif text and should_yield(count):  # after whole characters only: the text resumes from here
-                        getattr(stream, "close", lambda: None)()
-                        emit("pause", inst.save())
-                        return
-                getattr(stream, "close", lambda: None)()
-                emit("end", None)
-                if self._states is not None:  # after the reply's end has been sent: this costs a few ms
-                    self._states.put(inst.save())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
-                emit("error", exc)
-
+        generation = _Generation(self, messages, params, usage if usage is not None else Usage(), gate, loop)
         deadline = loop.time() + self.settings.llm_request_timeout
+        inst: _Instance | None = await self._acquire()
         paused: _KVState | None = None
         try:
             while True:
-                future = loop.run_in_executor(self._executor, run, inst, paused)
+                future = loop.run_in_executor(self._executor, generation.run_slice, inst, paused)
                 try:
-                    while True:
-                        try:
-                            kind, value = await asyncio.wait_for(out.get(), max(0.0, deadline - loop.time()))
-                        except asyncio.TimeoutError:
-                            raise ServiceUnavailable("generation timed out", retry_after=5) from None
-                        if kind == "text":
-                            yield value
-                        elif kind == "error":
-                            raise value
-                        elif kind == "end":
-                            return
-                        else:
-                            paused = value
-                            break
+                    while (event := await _within(deadline, generation.events.get()))[0] == "text":
+                        yield event[1]
                 finally:
-                    cancel.set()
+                    generation.cancel.set()
                     held, inst = inst, None
                     # The instance is only free again once its thread has really stopped.
                     future.add_done_callback(lambda _f, held=held: loop.call_soon_threadsafe(self._release, held))
-                cancel.clear()
-                try:  # back of the line; the saved state travels with us
-                    inst = await asyncio.wait_for(self._acquire(admitted=True), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    raise ServiceUnavailable("generation timed out", retry_after=5) from None
+                kind, value = event
+                if kind == "error":
+                    raise value
+                if kind == "end":
+                    return
+                paused = value  # "pause": back of the line; the saved state travels with us
+                generation.cancel.clear()
+                inst = await _within(deadline, self._acquire(admitted=True))
         finally:
             if inst is not None:  # holding an instance no slice ran on (starting the slice failed)
                 self._release(inst)
