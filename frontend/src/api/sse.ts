@@ -1,3 +1,5 @@
+import { createParser } from 'eventsource-parser';
+
 /** One Server-Sent Event: its `event:` name (default "message") and its joined `data:` lines. */
 export interface SseEvent {
   event: string;
@@ -6,66 +8,28 @@ export interface SseEvent {
 }
 
 /**
- * Incremental SSE parser (https://html.spec.whatwg.org/multipage/server-sent-events.html):
- * feed it decoded text as it arrives; it returns the events completed so far.
+ * Reads a streamed response body as Server-Sent Events (parsed by eventsource-parser, as the
+ * EventSource standard says: an event ends at a blank line; comments and keep-alives are skipped).
  */
-export class SseParser {
-  private buffer = '';
-
-  push(chunk: string): SseEvent[] {
-    this.buffer += chunk;
-    const events: SseEvent[] = [];
-    // Events end with a blank line; accept \n, \r\n and \r line endings.
-    const blocks = this.buffer.split(/\r\n\r\n|\n\n|\r\r/);
-    this.buffer = blocks.pop() ?? '';
-    for (const block of blocks) {
-      const event = parseBlock(block);
-      if (event) events.push(event);
-    }
-    return events;
-  }
-
-  /** Whatever is left when the stream ends without a final blank line. */
-  flush(): SseEvent[] {
-    const rest = this.buffer;
-    this.buffer = '';
-    const event = rest.trim() ? parseBlock(rest) : null;
-    return event ? [event] : [];
-  }
-}
-
-function parseBlock(block: string): SseEvent | null {
-  let event = 'message';
-  let id: string | undefined;
-  const data: string[] = [];
-  for (const line of block.split(/\r\n|\n|\r/)) {
-    if (!line || line.startsWith(':')) continue;
-    const colon = line.indexOf(':');
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'data') data.push(value);
-    else if (field === 'event') event = value;
-    else if (field === 'id') id = value;
-  }
-  if (data.length === 0) return null;
-  return { event, data: data.join('\n'), id };
-}
-
-/** Reads a streamed response body as SSE events. */
 export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
   const reader = body.getReader();
   const decoder = new TextDecoder();
-  const parser = new SseParser();
+  const parsed: SseEvent[] = [];
+  const parser = createParser({
+    onEvent: ({ event, data, id }) => parsed.push({ event: event ?? 'message', data, id }),
+  });
+  let finished = false;
   try {
     for (;;) {
       const { done, value } = await reader.read();
+      parser.feed(done ? decoder.decode() : decoder.decode(value, { stream: true }));
+      yield* parsed.splice(0);
       if (done) break;
-      yield* parser.push(decoder.decode(value, { stream: true }));
     }
-    yield* parser.push(decoder.decode());
-    yield* parser.flush();
+    finished = true;
   } finally {
+    // A reader that stops early (a cancelled generation) lets go of the response, so it stops too.
+    if (!finished) await reader.cancel().catch(() => undefined);
     reader.releaseLock();
   }
 }

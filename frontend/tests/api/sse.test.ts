@@ -1,26 +1,62 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ApiClient } from '../../src/api/client';
 import { ApiError } from '../../src/api/errors';
-import { interpretGenerationEvent, SseParser } from '../../src/api/sse';
+import { interpretGenerationEvent, readSse } from '../../src/api/sse';
 import { installFakeFetch, jsonResponse, sseResponse } from '../doubles/fetch';
 
 afterEach(() => vi.unstubAllGlobals());
 
-describe('SseParser', () => {
-  it('parses events split at any point across chunks', () => {
-    const parser = new SseParser();
-    const stream = 'data: {"type":"token","text":"Hel"}\n\ndata: {"type":"token","text":"lo"}\n\nevent: done\ndata: {}\n\n';
-    const events = [];
-    for (let i = 0; i < stream.length; i += 7) events.push(...parser.push(stream.slice(i, i + 7)));
+async function eventsOf(pieces: string[]) {
+  const events = [];
+  for await (const event of readSse(sseResponse(pieces).body!)) events.push(event);
+  return events;
+}
+
+describe('readSse', () => {
+  it('parses events split at any point across chunks, as the backend (sse-starlette) frames them', async () => {
+    const stream =
+      'data: {"type":"token","text":"Hel"}\r\n\r\n: ping - 2024-01-01\r\n\r\ndata: {"type":"token","text":"lo"}\r\n\r\nevent: done\r\ndata: {}\r\n\r\n';
+    const pieces = [];
+    for (let i = 0; i < stream.length; i += 7) pieces.push(stream.slice(i, i + 7));
+    const events = await eventsOf(pieces);
     expect(events.map((e) => e.data)).toEqual(['{"type":"token","text":"Hel"}', '{"type":"token","text":"lo"}', '{}']);
-    expect(events[2].event).toBe('done');
+    expect(events.map((e) => e.event)).toEqual(['message', 'message', 'done']);
   });
 
-  it('handles CRLF, comments, multi-line data and a missing final blank line', () => {
-    const parser = new SseParser();
-    const events = parser.push(': keep-alive\r\n\r\ndata: line one\r\ndata: line two\r\n\r\ndata: tail');
+  it('joins multi-line data and leaves out an event the stream never finished', async () => {
+    const events = await eventsOf(['data: line one\ndata: line two\n\n', 'data: tail']);
     expect(events).toEqual([{ event: 'message', data: 'line one\nline two', id: undefined }]);
-    expect(parser.flush()).toEqual([{ event: 'message', data: 'tail', id: undefined }]);
+  });
+
+  it('keeps characters split across chunks whole', async () => {
+    const bytes = new TextEncoder().encode('data: "héllo"\n\n');
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.slice(0, 9)); // the é is cut in half
+        controller.enqueue(bytes.slice(9));
+        controller.close();
+      },
+    });
+    const events = [];
+    for await (const event of readSse(body)) events.push(event);
+    expect(events.map((e) => e.data)).toEqual(['"héllo"']);
+  });
+
+  it('lets go of the body when the reader stops early', async () => {
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('data: one\n\ndata: two\n\n'));
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    for await (const event of readSse(body)) {
+      expect(event.data).toBe('one');
+      break;
+    }
+    expect(cancelled).toBe(true);
   });
 });
 
