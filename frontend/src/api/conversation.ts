@@ -1,4 +1,4 @@
-/** The real-time voice protocol of `WS /v1/conversation/ws` (see docs/contract.md). */
+/** The real-time voice protocol of `WS /v1/conversation/ws` (see "The voice WebSocket" in README.md). */
 
 export const CONVERSATION_PATH = '/v1/conversation/ws';
 
@@ -78,7 +78,7 @@ export class ConversationSocket {
     const socket = new WebSocket(target.url, target.protocols);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
-    socket.onopen = () => this.sendJson({ type: 'config', ...config });
+    socket.onopen = () => this.configure(config);
     socket.onmessage = (message: MessageEvent) => this.receive(message.data);
     socket.onerror = () => this.handlers.onProtocolError?.('WebSocket error');
     socket.onclose = (event: CloseEvent) => {
@@ -89,6 +89,11 @@ export class ConversationSocket {
 
   get isOpen(): boolean {
     return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends the session's settings; a later config replaces them all (send every field again). */
+  configure(config: ConversationConfig): void {
+    this.sendJson({ type: 'config', ...config });
   }
 
   sendAudio(pcm: ArrayBuffer): void {

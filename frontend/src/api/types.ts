@@ -1,4 +1,4 @@
-/** Shapes of the GemmaVoice REST API (see docs/contract.md). */
+/** Shapes of the GemmaVoice REST API (the server's OpenAPI schema, at /docs, has them all). */
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';

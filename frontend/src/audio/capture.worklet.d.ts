@@ -1,5 +1,5 @@
 /** Types of the capture worklet's testable core (the file itself is plain JS for addModule()). */
 export declare class PcmChunker {
-  constructor(inputRate: number, outputRate: number, chunkSamples: number);
+  constructor(chunkSamples: number);
   push(channels: Float32Array[]): { pcm: Int16Array; level: number }[];
 }

@@ -1,4 +1,4 @@
-/** Sample rate of the PCM sent to the server. */
+/** Sample rate of the PCM sent to the server, where the browser can capture at it. */
 export const CAPTURE_SAMPLE_RATE = 16000;
 /** Size of each PCM chunk sent as one binary frame. */
 export const CAPTURE_CHUNK_MS = 20;
@@ -15,23 +15,29 @@ export interface AudioProcessing {
 export const DEFAULT_AUDIO_PROCESSING: AudioProcessing = { echoCancellation: true, noiseSuppression: true };
 
 export interface MicrophoneCallbacks {
-  /** 16-bit little-endian mono PCM at CAPTURE_SAMPLE_RATE, CAPTURE_CHUNK_MS long. */
+  /** 16-bit little-endian mono PCM at the capture's sampleRate, CAPTURE_CHUNK_MS long. */
   onChunk: (pcm: ArrayBuffer) => void;
   /** RMS level of the chunk, 0..1. */
   onLevel?: (level: number) => void;
 }
 
 /**
- * The microphone, captured through an AudioWorklet on the given AudioContext and delivered as
- * 16 kHz PCM chunks.
+ * The microphone, captured through an AudioWorklet and delivered as PCM chunks.
+ *
+ * It is captured in the first of `contexts` that can take it: the caller's 16 kHz capture context,
+ * where the browser resamples the microphone itself (Chrome, Safari), else the device-rate context
+ * (Firefox connects a microphone only to a context at its own rate). `sampleRate` then says the
+ * chunks' rate, which the server is told.
  */
 export class MicrophoneCapture {
   private stream: MediaStream | null = null;
   private source: MediaStreamAudioSourceNode | null = null;
   private node: AudioWorkletNode | null = null;
+  /** The rate of the PCM chunks, known once start() has resolved. */
+  sampleRate = CAPTURE_SAMPLE_RATE;
 
   constructor(
-    private readonly context: AudioContext,
+    private readonly contexts: AudioContext[],
     private readonly callbacks: MicrophoneCallbacks,
     private readonly processing: AudioProcessing = DEFAULT_AUDIO_PROCESSING,
   ) {}
@@ -43,18 +49,32 @@ export class MicrophoneCapture {
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, autoGainControl: true, ...this.processing },
     });
-    await this.context.audioWorklet.addModule(workletUrl);
-    this.source = this.context.createMediaStreamSource(this.stream);
-    this.node = new AudioWorkletNode(this.context, 'pcm-capture', {
+    const context = this.connectSource(this.stream);
+    this.sampleRate = context.sampleRate;
+    await context.audioWorklet.addModule(workletUrl);
+    this.node = new AudioWorkletNode(context, 'pcm-capture', {
       numberOfInputs: 1,
       numberOfOutputs: 0,
-      processorOptions: { targetSampleRate: CAPTURE_SAMPLE_RATE, chunkMs: CAPTURE_CHUNK_MS },
+      processorOptions: { chunkMs: CAPTURE_CHUNK_MS },
     });
     this.node.port.onmessage = (event: MessageEvent<{ pcm: ArrayBuffer; level: number }>) => {
       this.callbacks.onChunk(event.data.pcm);
       this.callbacks.onLevel?.(event.data.level);
     };
-    this.source.connect(this.node);
+    this.source!.connect(this.node);
+  }
+
+  private connectSource(stream: MediaStream): AudioContext {
+    let refusal: unknown = new Error('no audio context to capture in');
+    for (const context of this.contexts) {
+      try {
+        this.source = context.createMediaStreamSource(stream);
+        return context;
+      } catch (error) {
+        refusal = error; // "Connecting AudioNodes from AudioContexts with different sample-rate ..."
+      }
+    }
+    throw refusal;
   }
 
   stop(): void {

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
 import type { ApiClient } from '../api/client';
-import { CONVERSATION_PATH, ConversationSocket, type ServerEvent } from '../api/conversation';
+import { CONVERSATION_PATH, ConversationSocket, type ConversationConfig, type ServerEvent } from '../api/conversation';
 import { CAPTURE_SAMPLE_RATE, MicrophoneCapture, type AudioProcessing } from '../audio/microphone';
 import { PcmPlayer } from '../audio/pcmPlayer';
 import { initialVoiceChatState, voiceChatReducer } from './voiceChatState';
@@ -25,6 +25,17 @@ export interface AudioStats {
 const EMPTY_STATS: AudioStats = { bytesReceived: 0, scheduledMs: 0, playedMs: 0, bytesSent: 0 };
 const STATS_INTERVAL_MS = 200;
 
+/** An AudioContext at the rate the microphone is sent at; null where the browser cannot make one. */
+function newCaptureContext(): AudioContext | null {
+  try {
+    const context = new AudioContext({ sampleRate: CAPTURE_SAMPLE_RATE });
+    void context.resume().catch(() => undefined);
+    return context;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * One voice conversation over `WS /v1/conversation/ws`: microphone in (AudioWorklet, 16 kHz PCM),
  * reply audio out (PcmPlayer), and the conversation state the panel renders.
@@ -37,6 +48,7 @@ export function useVoiceChat(client: ApiClient) {
 
   const socketRef = useRef<ConversationSocket | null>(null);
   const contextRef = useRef<AudioContext | null>(null);
+  const captureContextRef = useRef<AudioContext | null>(null);
   const micRef = useRef<MicrophoneCapture | null>(null);
   const playerRef = useRef<PcmPlayer | null>(null);
   const bytesSentRef = useRef(0);
@@ -58,9 +70,11 @@ export function useVoiceChat(client: ApiClient) {
     micRef.current?.stop();
     micRef.current = null;
     playerRef.current?.stop();
-    const context = contextRef.current;
-    contextRef.current = null;
-    if (context && context.state !== 'closed') void context.close();
+    for (const ref of [contextRef, captureContextRef]) {
+      const context = ref.current;
+      ref.current = null;
+      if (context && context.state !== 'closed') void context.close();
+    }
     socketRef.current = null;
     readyRef.current = false;
     setLevel(0);
@@ -78,13 +92,24 @@ export function useVoiceChat(client: ApiClient) {
       // Hands-free sends the microphone all the time; push-to-talk only while the button is held.
       sendAudioRef.current = !pushToTalkRef.current;
 
-      // Created inside the click that connects, so the browser lets it play.
+      // Created inside the click that connects, so the browser lets them run: one plays the reply at
+      // the device's rate, one captures the microphone at the rate the server is sent.
       const context = new AudioContext();
       contextRef.current = context;
       void context.resume().catch(() => undefined);
+      const captureContext = newCaptureContext();
+      captureContextRef.current = captureContext;
+      const config: ConversationConfig = {
+        input_sample_rate: CAPTURE_SAMPLE_RATE,
+        vad: options.turnMode === 'vad',
+        ...(options.instructions?.trim() ? { instructions: options.instructions.trim() } : {}),
+        ...(options.voice?.trim() ? { voice: options.voice.trim() } : {}),
+        ...(options.language?.trim() ? { language: options.language.trim() } : {}),
+      };
 
       const startMicrophone = async () => {
-        const mic = new MicrophoneCapture(context, {
+        const contexts = captureContext ? [captureContext, context] : [context];
+        const mic = new MicrophoneCapture(contexts, {
           onChunk: (pcm) => {
             if (!sendAudioRef.current) return;
             bytesSentRef.current += pcm.byteLength;
@@ -95,6 +120,10 @@ export function useVoiceChat(client: ApiClient) {
         micRef.current = mic;
         try {
           await mic.start();
+          // The browser could not capture at 16 kHz (Firefox): the server is told the rate it gets.
+          if (mic.sampleRate !== config.input_sample_rate) {
+            socketRef.current?.configure({ ...config, input_sample_rate: mic.sampleRate });
+          }
         } catch (error) {
           micRef.current = null;
           mic.stop();
@@ -150,13 +179,7 @@ export function useVoiceChat(client: ApiClient) {
         },
       });
       socketRef.current = socket;
-      socket.open({
-        input_sample_rate: CAPTURE_SAMPLE_RATE,
-        vad: options.turnMode === 'vad',
-        ...(options.instructions?.trim() ? { instructions: options.instructions.trim() } : {}),
-        ...(options.voice?.trim() ? { voice: options.voice.trim() } : {}),
-        ...(options.language?.trim() ? { language: options.language.trim() } : {}),
-      });
+      socket.open(config);
     },
     [client, publishStats, teardown],
   );
