@@ -5,6 +5,7 @@ import { SpeechToTextPanel } from './components/SpeechToTextPanel';
 import { TextGenerationPanel } from './components/TextGenerationPanel';
 import { TextToSpeechPanel } from './components/TextToSpeechPanel';
 import { VoiceChatPanel } from './components/VoiceChatPanel';
+import { moveWithArrowKeys } from './components/arrowKeys';
 
 export const TABS = [
   { id: 'generate', label: 'Text generation', Panel: TextGenerationPanel },
@@ -57,7 +58,19 @@ export function App() {
 
       {settingsOpen && <SettingsPanel onClose={() => setSettingsOpen(false)} />}
 
-      <nav className="tabs" role="tablist" aria-label="Features">
+      <nav
+        className="tabs"
+        role="tablist"
+        aria-label="Features"
+        onKeyDown={(event) =>
+          moveWithArrowKeys(
+            event,
+            TABS.map((t) => t.id),
+            tab,
+            select,
+          )
+        }
+      >
         {TABS.map(({ id, label }) => (
           <button
             key={id}
@@ -66,6 +79,7 @@ export function App() {
             role="tab"
             aria-selected={tab === id}
             aria-controls={`panel-${id}`}
+            tabIndex={tab === id ? 0 : -1}
             className={tab === id ? 'active' : ''}
             onClick={() => select(id)}
           >

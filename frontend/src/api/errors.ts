@@ -66,3 +66,43 @@ export function describeError(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/** Titles, in words, of the error codes the voice session and the API send. */
+const ERROR_TITLES: Record<string, string> = {
+  bad_frame: 'Message not understood',
+  bad_text: 'Text not accepted',
+  bad_config: 'Settings not accepted',
+  unknown_type: 'Message not understood',
+  empty_text: 'Nothing to send',
+  text_too_long: 'Message too long',
+  no_audio: 'Nothing was recorded',
+  audio_too_large: 'Recording too long',
+  audio_too_long: 'Recording too long',
+  empty_audio: 'Empty recording',
+  invalid_audio: 'Audio not readable',
+  unsupported_audio_format: 'Audio format not supported',
+  unsupported_format: 'Format not supported',
+  stt_failed: 'Speech not recognized',
+  session_failed: 'Voice session failed',
+  too_many_sessions: 'Server busy',
+  overloaded: 'Server busy',
+  service_unavailable: 'Not ready yet',
+  upstream_error: 'Speech server failed',
+  bad_upstream_audio: 'Speech server failed',
+  internal_error: 'Server error',
+  bad_request: 'Request not accepted',
+  unauthorized: 'API key needed',
+  forbidden: 'Not allowed',
+  microphone_unavailable: 'Microphone unavailable',
+  connection_closed: 'Connection closed',
+  protocol: 'Unreadable message',
+  turn_cut: 'Long turn cut',
+};
+
+/** A short title, in words, for an error code: `too_many_sessions` -> "Server busy". */
+export function errorTitle(code: string): string {
+  const known = ERROR_TITLES[code];
+  if (known) return known;
+  const words = code.replace(/[_-]+/g, ' ').trim();
+  return words ? words[0].toUpperCase() + words.slice(1) : 'Error';
+}

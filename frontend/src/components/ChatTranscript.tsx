@@ -1,4 +1,5 @@
 import { useEffect, useRef } from 'react';
+import { Announcer } from './Announcer';
 
 export interface TranscriptEntry {
   id: string | number;
@@ -8,7 +9,10 @@ export interface TranscriptEntry {
   interrupted?: boolean;
 }
 
-/** The conversation so far; follows the newest entry while it streams. */
+/**
+ * The conversation so far; follows the newest entry while it streams. The list itself is not a live
+ * region (it would be re-read at every token): the assistant's sentences are announced as each ends.
+ */
 export function ChatTranscript({ entries, emptyText }: { entries: TranscriptEntry[]; emptyText: string }) {
   const listRef = useRef<HTMLOListElement>(null);
 
@@ -17,8 +21,12 @@ export function ChatTranscript({ entries, emptyText }: { entries: TranscriptEntr
     if (list) list.scrollTop = list.scrollHeight;
   }, [entries]);
 
+  const reply = entries.findLast((entry) => entry.role === 'assistant');
+
   return (
-    <ol className="transcript" ref={listRef} aria-label="Conversation" aria-live="polite">
+    <>
+    <Announcer source={reply?.id ?? null} text={reply?.text ?? ''} final={reply?.final ?? false} />
+    <ol className="transcript" ref={listRef} aria-label="Conversation">
       {entries.length === 0 && <li className="transcript-empty muted">{emptyText}</li>}
       {entries.map((entry) => (
         <li
@@ -33,5 +41,6 @@ export function ChatTranscript({ entries, emptyText }: { entries: TranscriptEntr
         </li>
       ))}
     </ol>
+    </>
   );
 }

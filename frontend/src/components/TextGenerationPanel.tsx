@@ -1,6 +1,7 @@
 import { useRef, useState, type FormEvent } from 'react';
 import { describeError } from '../api/errors';
 import type { TokenUsage } from '../api/sse';
+import { Announcer } from './Announcer';
 import { ErrorMessage } from './ErrorMessage';
 import { useApiClient } from './SettingsContext';
 
@@ -16,6 +17,7 @@ export function TextGenerationPanel() {
   const [elapsedMs, setElapsedMs] = useState<number | null>(null);
   const [streaming, setStreaming] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [generation, setGeneration] = useState(0); // which reply the output is, for the announcer
   const abortRef = useRef<AbortController | null>(null);
 
   const generate = async (event: FormEvent) => {
@@ -24,6 +26,7 @@ export function TextGenerationPanel() {
     const controller = new AbortController();
     abortRef.current = controller;
     setStreaming(true);
+    setGeneration((n) => n + 1);
     setError(null);
     setOutput('');
     setUsage(null);
@@ -113,7 +116,8 @@ export function TextGenerationPanel() {
         </div>
       </form>
       <ErrorMessage message={error} onDismiss={() => setError(null)} />
-      <div className={`output${streaming ? ' streaming' : ''}`} data-testid="generation-output" aria-live="polite">
+      <Announcer source={generation} text={output} final={!streaming} />
+      <div className={`output${streaming ? ' streaming' : ''}`} data-testid="generation-output">
         {output || <span className="muted">The reply streams here.</span>}
       </div>
       {(usage || elapsedMs !== null) && !streaming && (

@@ -1,4 +1,5 @@
 import { useState, type FormEvent, type KeyboardEvent } from 'react';
+import { errorTitle } from '../api/errors';
 import { DEFAULT_AUDIO_PROCESSING, type AudioProcessing } from '../audio/microphone';
 import { useVoiceChat, type TurnMode } from '../hooks/useVoiceChat';
 import type { AgentState } from '../hooks/voiceChatState';
@@ -6,6 +7,7 @@ import { ChatTranscript } from './ChatTranscript';
 import { ErrorMessage } from './ErrorMessage';
 import { LevelMeter } from './LevelMeter';
 import { useApiClient } from './SettingsContext';
+import { moveWithArrowKeys } from './arrowKeys';
 
 const STATE_LABELS: Record<AgentState, string> = {
   idle: 'Not connected',
@@ -13,6 +15,11 @@ const STATE_LABELS: Record<AgentState, string> = {
   thinking: 'Thinking',
   speaking: 'Speaking',
 };
+
+const TURN_MODES = [
+  ['vad', 'Hands-free'],
+  ['push-to-talk', 'Push-to-talk'],
+] as const satisfies readonly (readonly [TurnMode, string])[];
 
 const ACRONYMS = new Set(['stt', 'llm', 'tts', 'vad']);
 
@@ -57,18 +64,26 @@ export function WebSocketVoiceChat() {
   return (
     <div className="voice-chat">
       <div className="toolbar">
-        <div className="segmented small" role="radiogroup" aria-label="Turn taking">
-          {(
-            [
-              ['vad', 'Hands-free'],
-              ['push-to-talk', 'Push-to-talk'],
-            ] as const
-          ).map(([value, label]) => (
+        <div
+          className="segmented small"
+          role="radiogroup"
+          aria-label="Turn taking"
+          onKeyDown={(event) =>
+            moveWithArrowKeys(
+              event,
+              TURN_MODES.map(([value]) => value),
+              turnMode,
+              setTurnMode,
+            )
+          }
+        >
+          {TURN_MODES.map(([value, label]) => (
             <button
               key={value}
               type="button"
               role="radio"
               aria-checked={turnMode === value}
+              tabIndex={turnMode === value ? 0 : -1}
               className={turnMode === value ? 'active' : ''}
               disabled={active}
               onClick={() => setTurnMode(value)}
@@ -141,7 +156,7 @@ export function WebSocketVoiceChat() {
       {state.errors.map((error) => (
         <ErrorMessage
           key={error.id}
-          title={error.code}
+          title={errorTitle(error.code)}
           message={error.message}
           onDismiss={() => chat.dismissError(error.id)}
         />

@@ -37,6 +37,29 @@ describe('App', () => {
     }
   });
 
+  it('moves between tabs with the arrow keys, Home and End; only the selected tab is in the Tab order', async () => {
+    const user = userEvent.setup();
+    renderWithSettings(<App />);
+    const tab = (name: string) => screen.getByRole('tab', { name });
+    await user.click(tab('Text generation'));
+    expect(tab('Text generation')).toHaveAttribute('tabindex', '0');
+    expect(tab('Speech-to-text')).toHaveAttribute('tabindex', '-1');
+
+    await user.keyboard('{ArrowRight}');
+    expect(tab('Speech-to-text')).toHaveAttribute('aria-selected', 'true');
+    expect(tab('Speech-to-text')).toHaveFocus();
+    expect(within(screen.getByRole('tabpanel')).getByRole('heading', { level: 2 })).toHaveTextContent('Speech-to-text');
+    await user.keyboard('{End}');
+    expect(tab('Voice chat')).toHaveFocus();
+    await user.keyboard('{ArrowRight}'); // wraps round
+    expect(tab('Text generation')).toHaveAttribute('aria-selected', 'true');
+    await user.keyboard('{ArrowLeft}');
+    expect(tab('Voice chat')).toHaveFocus();
+    await user.keyboard('{Home}');
+    expect(tab('Text generation')).toHaveFocus();
+    expect(window.location.hash).toBe('#generate');
+  });
+
   it('shows the server readiness from /health/ready', async () => {
     renderWithSettings(<App />);
     expect(await screen.findByText('Server ready')).toBeInTheDocument();

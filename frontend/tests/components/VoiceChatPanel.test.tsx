@@ -29,4 +29,23 @@ describe('VoiceChatPanel', () => {
     expect(screen.getByRole('button', { name: 'Connect' })).toBeInTheDocument();
     expect(screen.queryByTestId('livekit-not-configured')).not.toBeInTheDocument();
   });
+
+  it('moves between the modes with the arrow keys', async () => {
+    const user = userEvent.setup();
+    renderWithSettings(<VoiceChatPanel />);
+    await user.click(screen.getByRole('radio', { name: 'WebSocket' }));
+    await user.keyboard('{ArrowRight}');
+    const lk = screen.getByRole('radio', { name: 'LiveKit' });
+    expect(lk).toHaveAttribute('aria-checked', 'true');
+    expect(lk).toHaveFocus();
+    expect(await screen.findByTestId('livekit-not-configured')).toBeInTheDocument();
+    await user.keyboard('{ArrowDown}'); // wraps round
+    expect(screen.getByRole('radio', { name: 'WebSocket' })).toHaveAttribute('aria-checked', 'true');
+    // The turn-taking choice inside the WebSocket mode works the same way, and Tab leaves each group.
+    await user.tab();
+    expect(screen.getByRole('radio', { name: 'Hands-free' })).toHaveFocus();
+    await user.keyboard('{ArrowLeft}');
+    expect(screen.getByRole('radio', { name: 'Push-to-talk' })).toHaveAttribute('aria-checked', 'true');
+    expect(screen.getByRole('radio', { name: 'Push-to-talk' })).toHaveFocus();
+  });
 });

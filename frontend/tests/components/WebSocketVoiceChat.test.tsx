@@ -15,6 +15,8 @@ const fakeMicrophone = vi.hoisted(() => ({
     processing: unknown;
     stopped: boolean;
   }[],
+  /** The rate the next microphone captures at (a browser that cannot capture at 16 kHz: another). */
+  rate: 16000,
 }));
 
 vi.mock('../../src/audio/microphone', () => ({
@@ -23,6 +25,7 @@ vi.mock('../../src/audio/microphone', () => ({
   DEFAULT_AUDIO_PROCESSING: { echoCancellation: true, noiseSuppression: true },
   MicrophoneCapture: class {
     stopped = false;
+    sampleRate = 16000;
     onChunk: (pcm: ArrayBuffer) => void;
     onLevel?: (l: number) => void;
     processing: unknown;
@@ -36,7 +39,9 @@ vi.mock('../../src/audio/microphone', () => ({
       this.processing = processing;
       fakeMicrophone.instances.push(this);
     }
-    async start() {}
+    async start() {
+      this.sampleRate = fakeMicrophone.rate;
+    }
     stop() {
       this.stopped = true;
     }
@@ -47,6 +52,7 @@ beforeEach(() => {
   FakeWebSocket.reset();
   FakeAudioContext.instances = [];
   fakeMicrophone.instances = [];
+  fakeMicrophone.rate = 16000;
   vi.stubGlobal('WebSocket', FakeWebSocket);
   vi.stubGlobal('AudioContext', FakeAudioContext);
   vi.stubGlobal('fetch', vi.fn(async () => new Response('{}')));
@@ -214,6 +220,30 @@ describe('WebSocketVoiceChat', () => {
     expect(socket.sentBinary).toHaveLength(1);
   });
 
+  it('tells the server the rate the microphone was captured at when it could not be 16 kHz', async () => {
+    fakeMicrophone.rate = 44100;
+    const user = userEvent.setup();
+    renderWithSettings(<WebSocketVoiceChat />);
+    await user.click(screen.getByText('Session options'));
+    await user.type(screen.getByLabelText('Instructions'), 'Be brief.');
+    const socket = await connectReady(user);
+    await vi.waitFor(() => expect(socket.sentJson).toHaveLength(2));
+    // A config replaces the whole session config: every option is sent again.
+    expect(socket.sentJson[1]).toEqual({ type: 'config', input_sample_rate: 44100, vad: true, instructions: 'Be brief.' });
+  });
+
+  it('titles errors in words, not codes', async () => {
+    const user = userEvent.setup();
+    renderWithSettings(<WebSocketVoiceChat />);
+    const socket = await connectReady(user);
+    act(() => socket.serverSend({ type: 'error', code: 'unsupported_audio_format', message: 'send WAV or WebM' }));
+    act(() => socket.serverSend({ type: 'error', code: 'some_new_code', message: 'details' }));
+    const [known, unknown] = screen.getAllByRole('alert');
+    expect(known).toHaveTextContent(/^Audio format not supported: send WAV or WebM/);
+    expect(unknown).toHaveTextContent(/^Some new code: details/);
+    expect(screen.queryByText(/unsupported_audio_format/)).not.toBeInTheDocument();
+  });
+
   it('reports a refused connection readably and cleans up', async () => {
     const user = userEvent.setup();
     renderWithSettings(<WebSocketVoiceChat />);
@@ -226,11 +256,16 @@ describe('WebSocketVoiceChat', () => {
     expect(FakeAudioContext.instances[0].state).toBe('closed');
   });
 
-  it('disconnect closes the socket and releases the microphone', async () => {
+  it('disconnect closes the socket and releases the microphone, and keeps the conversation on screen', async () => {
     const user = userEvent.setup();
     renderWithSettings(<WebSocketVoiceChat />);
     const socket = await connectReady(user);
+    act(() => socket.serverSend({ type: 'transcript', role: 'user', text: 'Hello there', final: true }));
+    act(() => socket.serverSend({ type: 'text', role: 'assistant', delta: 'Hi, how can I help?' }));
     await user.click(screen.getByRole('button', { name: 'Disconnect' }));
+    const conversation = screen.getByRole('list', { name: 'Conversation' });
+    expect(within(conversation).getByText('Hello there')).toBeInTheDocument();
+    expect(within(conversation).getByText('Hi, how can I help?')).toBeInTheDocument();
     expect(socket.readyState).toBe(FakeWebSocket.CLOSED);
     expect(fakeMicrophone.instances[0].stopped).toBe(true);
     expect(screen.queryByRole('alert')).not.toBeInTheDocument();
