@@ -67,6 +67,9 @@ def start_server(settings: Settings) -> RunningServer:
         loop = asyncio.new_event_loop()
         running.loop = loop
         loop.run_until_complete(server.serve())
+        # What outlives the server on its loop (sse-starlette's shutdown watcher, which looks for the
+        # signal handlers of a server in the main thread) is cancelled, not left pending.
+        loop.run_until_complete(_cancel_leftovers())
 
     running.thread = threading.Thread(target=serve, daemon=True, name=f"uvicorn-{port}")
     running.thread.start()
@@ -79,6 +82,13 @@ def start_server(settings: Settings) -> RunningServer:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"server on {running.url} did not become ready: {httpx.get(running.url + '/health').text}")
+
+
+async def _cancel_leftovers() -> None:
+    leftover = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftover:
+        task.cancel()
+    await asyncio.gather(*leftover, return_exceptions=True)
 
 
 def stop_server(running: RunningServer) -> None:
