@@ -14,10 +14,15 @@ def sdk(server):
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def test_models_list(sdk):
-    ids = [m.id for m in sdk.models.list().data]
-    assert any(i.startswith("smollm2") for i in ids)
-    assert len(ids) == 3
+def test_models_list_names_what_runs_behind_each_plugin(sdk):
+    """By default the LiveKit plugins' names are not what runs: GemmaLLM runs SmolLM2 and OpenAudioTTS piper."""
+    served = {m.kind: m for m in sdk.models.list().data}
+    assert set(served) == {"llm", "stt", "tts"}
+    assert served["llm"].id == "smollm2-135m-instruct-q4_1"
+    assert (served["llm"].engine, served["llm"].livekit_plugin) == ("llama.cpp", "GemmaLLM")
+    assert (served["stt"].engine, served["stt"].livekit_plugin) == ("faster-whisper", "WhisperSTT")
+    assert served["tts"].id == "piper/en_US-joe-medium"
+    assert (served["tts"].engine, served["tts"].livekit_plugin) == ("local-piper", "OpenAudioTTS")
 
 
 def test_chat_completion(sdk):

@@ -35,6 +35,10 @@ class LocalTTSService(TTSEngine):
         async for _ in self._sentences("Ready."):  # first inference allocates; keep that off the first request
             pass
 
+    @property
+    def model_name(self) -> str:
+        return f"piper/{self.voice_name}"
+
     def voices(self) -> list[str]:
         return [self.voice_name]
 

@@ -75,6 +75,11 @@ class OpenAudioService(TTSEngine):
         except (httpx.HTTPError, ServerAnswered) as exc:
             raise ServiceUnavailable(f"OpenAudio server at {self.base_url} is not reachable: {exc}") from exc
 
+    @property
+    def model_name(self) -> str:
+        reference = self.settings.openaudio_reference_id
+        return f"openaudio/{reference}" if reference else "openaudio"
+
     def status(self) -> dict[str, Any]:
         return {**super().status(), "url": self.base_url, "reference_id": self.settings.openaudio_reference_id}
 

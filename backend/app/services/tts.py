@@ -37,6 +37,11 @@ class TTSEngine(ModelService):
         """The whole utterance; ``options`` are the engine's own ``stream()`` keywords (voice, references...)."""
         return b"".join([chunk async for chunk in self.stream(text, **options)])
 
+    @property
+    def model_name(self) -> str:
+        """What speaks, as /v1/models names it."""
+        return self.engine
+
     def voices(self) -> list[str]:
         return []
 

@@ -27,11 +27,16 @@ router = APIRouter(tags=["openai-compatible"])
 
 @router.get("/models")
 async def list_models(services: ServicesDep):
+    """What serves each role, by its real name, with the engine that runs it and the LiveKit plugin that
+    wraps it. With no settings, ``GemmaLLM`` runs the embedded SmolLM2 stand-in (not Gemma) and
+    ``OpenAudioTTS`` the embedded piper voice (not an OpenAudio server)."""
     created = int(time.time())
-    models = [(services.llm.model_name, "llm"), (services.stt.model_name, "stt"), (services.tts.engine, "tts")]
+    served = [(services.llm.model_name, "llm", "llama.cpp", "GemmaLLM"),
+              (services.stt.model_name, "stt", "faster-whisper", "WhisperSTT"),
+              (services.tts.model_name, "tts", services.tts.engine, "OpenAudioTTS")]
     return {"object": "list",
-            "data": [{"id": mid, "object": "model", "created": created, "owned_by": "gemmavoice", "kind": kind}
-                     for mid, kind in models]}
+            "data": [{"id": mid, "object": "model", "created": created, "owned_by": "gemmavoice", "kind": kind,
+                      "engine": engine, "livekit_plugin": plugin} for mid, kind, engine, plugin in served]}
 
 
 class ChatCompletionRequest(BaseModel):
