@@ -19,7 +19,7 @@ from livekit.agents import JobExecutorType
 
 from app.agents.worker import FULL, build_server, job_options, room_options, worker_load
 from app.config.settings import Settings
-from app.services.llm import ChatMessage, GenerationParams
+from app.services.llm import ChatMessage, GenerationParams, Usage
 
 BACKEND = Path(__file__).resolve().parents[2]
 UNREACHABLE = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "APIunreachable", "LIVEKIT_API_SECRET": "s" * 40}
@@ -159,31 +159,35 @@ def test_the_agent_reads_the_pre_connect_audio():
 
 
 async def test_load_counts_job_slots_not_the_cpu_the_models_use(services):
-    """While a real generation saturates the CPU, a worker with a free slot stays below the threshold."""
+    """While a real generation keeps the CPU busy, a worker with a free slot stays below the threshold."""
     settings = Settings(app_env="test", _env_file=None, livekit_worker_max_jobs=2, livekit_job_memory_mb=1)
     threshold = settings.livekit_worker_load_threshold
     process = psutil.Process()
-    process.cpu_percent()  # starts the measurement
-    usage_before = process.cpu_times()
+    usage = Usage()
 
     async def generate() -> None:
         messages = [ChatMessage("user", "Write a long story about a lighthouse keeper and the sea.")]
-        async for _ in services.llm.stream_chat(messages, GenerationParams(max_tokens=400, temperature=0.7)):
+        async for _ in services.llm.stream_chat(messages, GenerationParams(max_tokens=600, temperature=0.7), usage):
             pass
 
     generation = asyncio.create_task(generate())
     loads = []
     try:
-        await asyncio.sleep(1.0)  # the model is generating
-        for _ in range(15):
+        while usage.completion_tokens < 5:  # the model is generating
+            await asyncio.sleep(0.05)
+        tokens_before, cpu_before, started = usage.completion_tokens, process.cpu_times(), time.monotonic()
+        psutil.cpu_percent()  # the machine's CPU, as the framework's default load measures it
+        for _ in range(30):
             loads.append(await asyncio.to_thread(worker_load, JobSlots(busy=1), settings=settings))
             await asyncio.sleep(0.1)
-        cpu_cores = process.cpu_percent() / 100
+        machine_cpu = psutil.cpu_percent() / 100
+        cpu_after, tokens = process.cpu_times(), usage.completion_tokens - tokens_before
+        cores = (sum(cpu_after[:2]) - sum(cpu_before[:2])) / (time.monotonic() - started)
     finally:
         generation.cancel()
-    busy_seconds = sum(process.cpu_times()[:2]) - sum(usage_before[:2])
-    # Real work: the model kept at least most of a core busy the whole time.
-    assert cpu_cores > 0.8 and busy_seconds > 1.0, (cpu_cores, busy_seconds)
+    # Real work all along: the model kept generating, on a good part of a core (all of one or two when
+    # nothing else runs; other work on a shared machine takes some), while the load was read.
+    assert tokens >= 5 and cores > 0.3, f"{tokens} tokens, {cores:.2f} cores, machine CPU {machine_cpu:.0%}"
     assert max(loads) == threshold / 2 < threshold, loads
     assert worker_load(JobSlots(busy=0), settings=settings) == 0.0
     assert worker_load(JobSlots(busy=2), settings=settings) == threshold  # every slot busy: full
