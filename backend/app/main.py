@@ -19,7 +19,7 @@ from app.api.deps import require_api_key
 from app.api.errors import APIError, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
 from app.api.ratelimit import RateLimitMiddleware
-from app.api.v1 import conversation, generation, livekit, openai_compat, speech
+from app.api.v1 import conversation, generation, livekit, openai_compat, realtime, speech
 from app.config.settings import Settings, get_settings
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.logging_redaction import install_log_redaction
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="GemmaVoice", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted real-time voice assistant: Gemma LLM, Whisper STT, OpenAudio TTS.")
     app.state.services = services
-    app.state.voice_conversations = {}  # the open WS /v1/conversation/ws conversations, by id
+    app.state.voice_conversations = {}  # the open WS /v1/conversation/ws and /v1/realtime conversations, by id
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(v1)
     # The WebSocket checks Origin and key itself, before accepting (browsers offer the key as a subprotocol).
     app.include_router(conversation.ws_router, prefix="/v1")
+    app.include_router(realtime.ws_router, prefix="/v1")
     _mount_web_client(app, settings.web_dist_dir)
     return app
 

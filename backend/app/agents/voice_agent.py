@@ -76,8 +76,9 @@ class GemmaVoiceAgent(Agent):
                        model_settings: ModelSettings) -> AsyncIterable[llm.ChatChunk]:
         model = self.session.llm
         if isinstance(model, GemmaLLM):  # the model's own tokenizer says what fits
-            if self._window is None:
-                self._window = ContextWindow(model.service, reply_tokens=model.max_tokens)
+            if self._window is None:  # room for the longest reply (a transport may lower it for a while)
+                self._window = ContextWindow(model.service, reply_tokens=max(
+                    model.max_tokens, self.settings.voice_max_reply_tokens))
             chat_ctx = self._window.fit(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
@@ -129,17 +130,18 @@ class PieceByPieceTTS(tts.StreamAdapter):
 
 def create_agent_session(services: Services | None = None, *, voice: str | None = None,
                          language: str | None = None, turn_detector: bool = False,
-                         **overrides: Any) -> AgentSession:
+                         vad: Any = None, **overrides: Any) -> AgentSession:
     """An ``AgentSession`` over the project's services (default: the process-wide ones).
 
     ``voice``: TTS voice / reference id. ``language``: what the user speaks (ISO code); unset, Whisper
     detects it on every turn, which costs a second encoder pass. ``turn_detector``: use the local
-    end-of-turn model (``turn-detector-v1-mini``) on top of the VAD. Other keywords override
+    end-of-turn model (``turn-detector-v1-mini``) on top of the VAD. ``vad``: the session's VAD (and the
+    speculative STT's), default the shared one of the settings (``app.audio.vad``). Other keywords override
     ``AgentSession`` arguments.
     """
     services = services or shared_services()
     settings = services.settings
-    vad = load_vad(settings)
+    vad = vad if vad is not None else load_vad(settings)
     # Cleared while the TTS starts a piece: the model waits, so that the piece's first audio comes sooner.
     llm_gate = threading.Event()
     llm_gate.set()

@@ -121,13 +121,14 @@ async def refuse_websocket(ws: WebSocket, status: int, code: str, message: str) 
         await ws.close(code=1008)
 
 
-async def accept_voice_socket(ws: WebSocket) -> bool:
+async def accept_voice_socket(ws: WebSocket, *, subprotocol: str = WS_SUBPROTOCOL) -> bool:
     """The voice WebSocket's handshake: Origin and API key are checked before accepting.
 
     Refused (HTTP 403, never accepted): an Origin outside CORS_ORIGINS (and not this server), or a missing or
     wrong key when API_KEY is set. The key may come as the ``apikey.<key>`` subprotocol (browsers), an
     ``Authorization: Bearer`` / ``X-API-Key`` header, or the legacy ``api_key`` query parameter. Accepted with
-    the ``gemmavoice`` subprotocol when the client offered it. Returns whether the socket was accepted."""
+    the ``gemmavoice`` subprotocol (``/v1/realtime``: ``realtime``) when the client offered it. Returns whether the
+    socket was accepted."""
     settings: Settings = ws.app.state.services.settings
     if not origin_allowed(ws, settings):
         await refuse_websocket(ws, 403, "origin_not_allowed",
@@ -139,5 +140,5 @@ async def accept_voice_socket(ws: WebSocket) -> bool:
                                "or X-API-Key)")
         return False
     offered = ws.scope.get("subprotocols") or ()
-    await ws.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
+    await ws.accept(subprotocol=subprotocol if subprotocol in offered else None)
     return True

@@ -12,7 +12,8 @@ generation           ``RATE_LIMIT_GENERATION``       /v1/generate, /v1/generate_
 transcription        ``RATE_LIMIT_TRANSCRIPTION``    /v1/speech-to-text, /v1/audio/transcriptions,
                                                      /v1/conversation/dialogue
 speech               ``RATE_LIMIT_SPEECH``           /v1/text-to-speech, /v1/audio/speech
-voice_sessions       ``RATE_LIMIT_VOICE_SESSIONS``   new WebSocket sessions on /v1/conversation/ws
+voice_sessions       ``RATE_LIMIT_VOICE_SESSIONS``   new WebSocket sessions on /v1/conversation/ws,
+                                                     /v1/realtime
 ===================  ==============================  =====================================================
 
 A refused WebSocket handshake gets an HTTP 429 (not an accepted-then-closed socket).
@@ -43,6 +44,7 @@ ROUTE_GROUPS: dict[tuple[str, str], str] = {
     ("http", "/v1/text-to-speech"): "speech",
     ("http", "/v1/audio/speech"): "speech",
     ("websocket", "/v1/conversation/ws"): "voice_sessions",
+    ("websocket", "/v1/realtime"): "voice_sessions",
 }
 GROUP_SETTINGS = {
     "tokens": "rate_limit_tokens",

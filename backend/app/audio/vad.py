@@ -5,6 +5,7 @@ The voice engine (every transport) loads it from here, with the thresholds of th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 # Imported at module load: LiveKit plugins must register on the main thread.
@@ -24,3 +25,10 @@ def load_vad(settings: Settings, *, padding_ms: int = 300):
     """A silero ``VAD``; each caller opens its own ``.stream()`` (the ONNX session is shared)."""
     return _load(settings.vad_min_silence_ms, settings.vad_min_speech_ms, settings.vad_activation_threshold,
                  padding_ms)
+
+
+def tunable_vad(settings: Settings, *, padding_ms: int = 300):
+    """A silero ``VAD`` of one session's own, whose thresholds that session may change (``update_options``)
+    without changing anyone else's: it shares the loaded ONNX model with ``load_vad``'s."""
+    shared = load_vad(settings, padding_ms=padding_ms)
+    return silero.VAD(session=shared._onnx_session, opts=replace(shared._opts))

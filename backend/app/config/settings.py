@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     rate_limit_generation: str = "120/minute"      # /v1/generate, /v1/generate_stream, /v1/chat/completions
     rate_limit_transcription: str = "60/minute"    # /v1/speech-to-text, /v1/audio/transcriptions, /dialogue
     rate_limit_speech: str = "120/minute"          # /v1/text-to-speech, /v1/audio/speech
-    rate_limit_voice_sessions: str = "30/minute"   # new WS /v1/conversation/ws sessions
+    rate_limit_voice_sessions: str = "30/minute"   # new WS /v1/conversation/ws and /v1/realtime sessions
 
     # --- LLM ----------------------------------------------------------------------------------
     llm_model_path: Optional[Path] = None

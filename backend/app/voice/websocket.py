@@ -27,7 +27,6 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import NOT_GIVEN, AgentSession
 from livekit.agents.voice import SpeechHandle
-from livekit.agents.voice import io
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
@@ -40,65 +39,17 @@ from livekit.agents.voice.transcription import TranscriptSynchronizer
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.agents.playout import ListenerPlayout
-from app.agents.plugins import OpenAudioTTS, SpeculativeSTT, WhisperSTT
-from app.agents.voice_agent import GemmaVoiceAgent, PieceByPieceTTS, create_agent_session
+from app.agents.plugins import OpenAudioTTS, WhisperSTT
+from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
 from app.metrics import VOICE_TO_VOICE
 from app.services.container import Services
+from app.voice.socket_io import (FrameError, SocketMicrophone, SocketTranscript, interrupt_session, require_unicode,
+                                 session_stt, session_tts)
 
 log = logging.getLogger("app.voice")
 
 ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-# Microphone audio the session has not read yet, in frames; past it (a client sending far faster than
-# real time) frames are dropped rather than held without bound.
-MAX_QUEUED_FRAMES = 3000
-# How long a new turn waits for the reply it cuts off to be filed in the history.
-INTERRUPT_WAIT_S = 5.0
-
-
-class FrameError(ValueError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def require_unicode(text: str, field: str) -> None:
-    """JSON may carry lone surrogates ("\\ud800"), which are no text: the model could not read them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FrameError("bad_text", f"\"{field}\" holds characters that are not valid Unicode") from None
-
-
-class SocketMicrophone(io.AudioInput):
-    """Binary frames from the client, as audio frames for the session."""
-
-    def __init__(self) -> None:
-        super().__init__(label="websocket-microphone")
-        self._frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
-        self.dropped = 0
-
-    def push(self, pcm: bytes, sample_rate: int) -> None:
-        frame = rtc.AudioFrame(pcm, sample_rate, 1, len(pcm) // 2)
-        try:
-            self._frames.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._frames.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._frames.get_nowait()
-
-    async def __anext__(self) -> rtc.AudioFrame:
-        frame = await self._frames.get()
-        if frame is None:
-            self._frames.put_nowait(None)  # stays ended for whoever reads next
-            raise StopAsyncIteration
-        return frame
 
 
 class SocketSpeaker(ListenerPlayout):
@@ -120,20 +71,6 @@ class SocketSpeaker(ListenerPlayout):
 
     def _resumed(self) -> None:
         self._conversation.send({"type": "playback", "state": "resumed"})
-
-
-class SocketTranscript(io.TextOutput):
-    """The reply's words, as the client hears them."""
-
-    def __init__(self, conversation: SocketConversation) -> None:
-        super().__init__(label="websocket-transcript", next_in_chain=None)
-        self._conversation = conversation
-
-    async def capture_text(self, text: str) -> None:
-        self._conversation.reply_text(text)
-
-    def flush(self) -> None:
-        pass
 
 
 @dataclass
@@ -358,10 +295,7 @@ class SocketConversation:
         self._interrupt_reason = reason
         if reply.started or reason == "client":
             self._send_interrupted(reply)
-        try:
-            await asyncio.wait_for(self.session.interrupt(force=True), INTERRUPT_WAIT_S)
-        except (RuntimeError, asyncio.TimeoutError):  # closing, or slow to settle: the next turn goes on anyway
-            pass
+        await interrupt_session(self.session)
 
     def _send_interrupted(self, reply: Reply) -> None:
         if not reply.interrupt_sent:
@@ -373,12 +307,10 @@ class SocketConversation:
                    "message": f"you spoke for over {seconds:.0f} s without a pause: answering what was said so far"})
 
     def _stt(self) -> WhisperSTT:
-        model = self.session.stt
-        return model.wrapped_stt if isinstance(model, SpeculativeSTT) else model
+        return session_stt(self.session)
 
     def _tts(self) -> OpenAudioTTS:
-        model = self.session.tts
-        return model.piece_tts if isinstance(model, PieceByPieceTTS) else model
+        return session_tts(self.session)
 
     # --- what the session tells us --------------------------------------------------------------
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
