@@ -8,7 +8,7 @@ passed=0; failed=0; skipped=0; status=0
 
 count() {  # count <log> <pattern of the runner's summary line>: adds its passed, failed/errors, skipped
   local line n word
-  line=$(grep -E "$2" "$1" | tail -1)
+  line=$(sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E "$2" | tail -1)  # without colour codes
   for word in passed failed errors? skipped; do
     n=$(grep -Eo "[0-9]+ $word\b" <<<"$line" | grep -Eo '^[0-9]+' | head -1)
     case $word in
