@@ -49,7 +49,7 @@ from app.voice.socket_io import (FrameError, SocketMicrophone, SocketTranscript,
 
 log = logging.getLogger("app.voice")
 
-ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
 class SocketSpeaker(ListenerPlayout):

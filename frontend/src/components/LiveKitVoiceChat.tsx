@@ -40,6 +40,8 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
   const client = useApiClient();
   const [phase, setPhase] = useState<Phase>({ kind: 'loading' });
   const [error, setError] = useState<string | null>(null);
+  // The last conversation's transcript stays on screen after Disconnect, until a new one starts.
+  const [lastTranscript, setLastTranscript] = useState<TranscriptEntry[]>([]);
   const roomRef = useRef<Room | null>(null);
 
   // Leaving LiveKit mode (or the page) leaves the room.
@@ -65,6 +67,7 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
   const connect = useCallback(
     async (status: LiveKitStatus) => {
       setError(null);
+      setLastTranscript([]);
       setPhase({ kind: 'connecting', status });
       const room = new Room({ adaptiveStream: true, dynacast: true, ...PRE_CONNECT_ROOM_OPTIONS });
       roomRef.current = room;
@@ -129,8 +132,8 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
     case 'connecting':
       return (
         <div className="stack">
-          <p className="muted">
-            Room <code>{phase.status.room_name ?? 'new room'}</code>
+          <p className="muted" data-testid="livekit-next-room">
+            A new room of your own (<code>{phase.status.room_name ? `${phase.status.room_name}-…` : 'new room'}</code>)
             {phase.status.agent_name && (
               <>
                 {' '}
@@ -150,6 +153,7 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
               <ErrorMessage title="No agent" message={phase.agentMissing} />
             </div>
           )}
+          {lastTranscript.length > 0 && <ChatTranscript entries={lastTranscript} emptyText="" />}
           <div className="actions">
             <button type="button" disabled={phase.kind === 'connecting'} onClick={() => void connect(phase.status)}>
               {phase.kind === 'connecting'
@@ -168,6 +172,7 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
             roomName={phase.roomName}
             agentTimeoutMs={agentTimeoutMs}
             onDisconnect={() => void phase.room.disconnect()}
+            onTranscript={setLastTranscript}
             onAgentMissing={(message) => void agentMissing(phase.room, phase.status, message)}
           />
           <RoomAudioRenderer />
@@ -193,9 +198,11 @@ interface LiveKitSessionProps {
   agentTimeoutMs: number;
   onDisconnect: () => void;
   onAgentMissing: (message: string) => void;
+  /** The transcript so far, for the page to keep showing once the room is left. */
+  onTranscript: (entries: TranscriptEntry[]) => void;
 }
 
-function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing }: LiveKitSessionProps) {
+function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing, onTranscript }: LiveKitSessionProps) {
   const { state, audioTrack } = useVoiceAssistant();
   const missing = useAgentArrival(state, agentTimeoutMs);
   const reported = useRef(false);
@@ -218,6 +225,9 @@ function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing
       })),
     [transcriptions, localParticipant.identity],
   );
+  useEffect(() => {
+    if (entries.length) onTranscript(entries);
+  }, [entries, onTranscript]);
 
   return (
     <div className="voice-chat">

@@ -61,6 +61,8 @@ describe('LiveKitVoiceChat', () => {
     renderWithSettings(<LiveKitVoiceChat />);
     expect(await screen.findByRole('button', { name: 'Start conversation' })).toBeEnabled();
     expect(screen.getByText('ws://lk.test:7880')).toBeInTheDocument();
+    // Each conversation gets a fresh room under the configured prefix: that is what the page announces.
+    expect(screen.getByTestId('livekit-next-room')).toHaveTextContent('A new room of your own (gemma-voice-room-…)');
   });
 
   it('shows the message of a failed status call', async () => {
