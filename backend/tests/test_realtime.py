@@ -263,7 +263,38 @@ async def test_text_turn_in_audio_and_in_text(server, rt):
              if getattr(m, "role", None) in ("user", "assistant")]
     assert turns == [("user", "What colour is the sky?"), ("assistant", spoken.strip()),
                      ("user", "Say it again in other words."), ("assistant", text.strip())]
-    assert [i for i in conv._order] == [user["id"], first["output"][0]["id"], follow_up["id"], second["output"][0]["id"]]
+    assert conv._order == [user["id"], first["output"][0]["id"], follow_up["id"], second["output"][0]["id"]]
+
+
+async def test_items_create_retrieve_and_delete(server, rt, question_pcm24k):
+    await rt.update(audio={"input": {"transcription": {"model": "whisper-1"}}})
+    name = await rt.say("My name is Ada.")
+    await rt.conn.conversation.item.create(item={"type": "message", "role": "assistant",
+                                                 "content": [{"type": "output_text", "text": "Hello Ada."}]})
+    await rt.conn.conversation.item.create(previous_item_id="root", item={
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "First of all."}]})
+    await rt.conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+        {"type": "input_audio", "audio": base64.b64encode(question_pcm24k).decode()}]})
+    transcript = (await rt.wait_for("conversation.item.input_audio_transcription.completed", timeout=60))[0]
+    created = rt.of("conversation.item.created")
+    assert [e["previous_item_id"] for e in created] == [None, name["id"], None, created[1]["item"]["id"]]
+    assert created[3]["item"]["content"] == [{"type": "input_audio", "transcript": None}]
+    assert transcript["item_id"] == created[3]["item"]["id"] and QUESTION_WORDS <= words(transcript["transcript"])
+
+    def chat() -> list[tuple[str, str]]:
+        return [(m.role, m.text_content) for m in conversation(server, rt).agent.chat_ctx.items
+                if getattr(m, "role", None) in ("user", "assistant")]
+
+    assert chat()[:3] == [("user", "First of all."), ("user", "My name is Ada."), ("assistant", "Hello Ada.")]
+    assert QUESTION_WORDS <= words(chat()[3][1]) and len(chat()) == 4
+
+    await rt.conn.conversation.item.retrieve(item_id=name["id"])
+    assert (await rt.wait_for("conversation.item.retrieved"))[0]["item"] == name
+    await rt.conn.conversation.item.delete(item_id=name["id"])
+    assert (await rt.wait_for("conversation.item.deleted"))[0]["item_id"] == name["id"]
+    assert ("user", "My name is Ada.") not in chat() and len(chat()) == 3
+    await rt.conn.conversation.item.retrieve(item_id=name["id"])
+    assert (await rt.wait_for("error"))[0]["error"]["code"] == "item_not_found"
 
 
 async def wait_for_unplayed_audio(rt, response_id: str, seconds: float, timeout: float = 90) -> float:
@@ -368,6 +399,20 @@ async def test_manual_commit_with_server_vad_off(server, rt, question_pcm24k):
     assert done["status"] == "completed" and audio_of(rt, done["id"])
     assert len(rt.of("response.created")) == 1 and len(rt.of("error")) == 1  # no answer of the server's own
     assert QUESTION_WORDS <= words(chat_text(server, rt, item["id"])[0])
+
+
+async def test_commit_with_server_vad_on_ends_the_turn(server, rt, question_pcm24k):
+    """A push-to-talk client that keeps server VAD on: commit ends the turn before the VAD hears a pause."""
+    await rt.update(instructions=SHORT, max_output_tokens=20, output_modalities=["text"],
+                    audio={"input": {"transcription": {"model": "whisper-1"}}})
+    await rt.speak(question_pcm24k[:-RATE // 4 * 2], speed=2.0, trailing_silence_s=0)  # no pause at the end
+    await rt.conn.input_audio_buffer.commit()
+    done = (await rt.wait_for("response.done", timeout=120))[0]["response"]
+    assert done["status"] == "completed"
+    in_order(rt, "input_audio_buffer.speech_started", "input_audio_buffer.committed", "conversation.item.created",
+             "conversation.item.input_audio_transcription.completed", "response.created", "response.done")
+    assert QUESTION_WORDS <= words(rt.of("conversation.item.input_audio_transcription.completed")[0]["transcript"])
+    assert len(rt.of("response.created")) == 1
 
 
 async def test_bad_events_get_errors_and_the_session_goes_on(server, rt):

@@ -385,7 +385,8 @@ class RealtimeConversation:
         if self.beta:
             event["type"] = BETA_EVENTS.get(event["type"], event["type"])
         event = {"event_id": new_id("event"), **event}
-        self._outbox.put_nowait(json.dumps(event, ensure_ascii=False))
+        # ASCII escapes: whatever a client sent that comes back (ids, names) is valid JSON text, lone surrogates too.
+        self._outbox.put_nowait(json.dumps(event))
 
     def error(self, exc: RealtimeError, event_id: str | None = None) -> None:
         self.send({"type": "error", "error": {"type": exc.kind, "code": exc.code, "message": str(exc),
@@ -551,10 +552,11 @@ class RealtimeConversation:
         language = (config.transcription or {}).get("language") or ""
         session_stt(self.session).update_options(language=language,
                                                  prompt=(config.transcription or {}).get("prompt") or "")
-        self.vad_model.update_options(activation_threshold=config.threshold,
-                                      deactivation_threshold=max(config.threshold - 0.15, 0.01),
-                                      min_silence_duration=config.silence_ms / 1000,
-                                      prefix_padding_duration=config.padding_ms / 1000)
+        if (config.threshold, config.silence_ms, config.padding_ms) != (old.threshold, old.silence_ms, old.padding_ms):
+            self.vad_model.update_options(activation_threshold=config.threshold,
+                                          deactivation_threshold=max(config.threshold - 0.15, 0.01),
+                                          min_silence_duration=config.silence_ms / 1000,
+                                          prefix_padding_duration=config.padding_ms / 1000)
         if config.input_format != old.input_format:
             self._buffer.clear()
         if config.vad != old.vad:
@@ -620,8 +622,13 @@ class RealtimeConversation:
                 raise RealtimeError("input_audio_buffer_commit_empty", "no audio since the last turn to commit")
             self._uncommitted = False
             # The engine's own way to end a turn now: what was said is transcribed and answered, and the user
-            # item arrives like any server-VAD turn (_on_item_added).
+            # item arrives like any server-VAD turn (_on_item_added). The client stopped talking: the VAD hears
+            # the silence after it, so the user counts as done and the reply may start.
             self.session.commit_user_turn(transcript_timeout=CUT_TRANSCRIPT_TIMEOUT_S)
+            rate = FORMATS[self.config.input_format][1]
+            silence = b"\0\0" * (rate * FRAME_MS // 1000)
+            for _ in range((self.config.silence_ms + 100) // FRAME_MS + 1):
+                self.microphone.push(silence, rate)
             return
         rate = FORMATS[self.config.input_format][1]
         pcm, self._buffer, self._buffer_full = bytes(self._buffer), bytearray(), False
@@ -653,8 +660,8 @@ class RealtimeConversation:
             0 if previous == "root" else self._order.index(previous) + 1
         self._order.insert(position, item.id)
         self._items[item.id] = item
-        self.send({"type": "conversation.item.created", "previous_item_id": None if previous == "root" else previous,
-                   "item": item.as_event(self.beta)})
+        self.send({"type": "conversation.item.created", "item": item.as_event(self.beta),
+                   "previous_item_id": self._order[position - 1] if position else None})
 
     async def _add_user_audio(self, item_id: str, previous: str | None, audio: list[tuple[bytes, int]], *,
                               texts: list[str], role: str = "user") -> None:
@@ -968,9 +975,9 @@ class RealtimeConversation:
         if response is None or response.cancelling:
             return None
         if not response.announced:
-            if self._active is not None and not self._active.done and self._active is not response:
-                self._active.cancel_reason = self._active.cancel_reason or "turn_detected"
-                self._finish(self._active)  # (the engine moved on to a new turn)
+            previous = self._active
+            if previous is not None and not previous.done and previous.handle is not None and previous.handle.done():
+                self._finish(previous)  # (its speech ended and its callback is still to come)
             self._active = response
             self._announce(response)
         if not response.item_started:
@@ -1129,6 +1136,12 @@ class RealtimeConversation:
             self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                        "content_index": 0, "transcript": text,
                        "usage": {"type": "duration", "seconds": round(max(seconds, 0.0), 3)}})
+        # The engine files the user's words once their reply is scheduled: that reply is the response to them.
+        answer = [r for r in self._responses.values() if not r.announced and not r.requested
+                  and r.handle is not None and r.handle.scheduled and not r.handle.done()]
+        if answer and (self._active is None or self._active.done):
+            self._active = answer[-1]
+            self._announce(answer[-1])
 
     def _on_llm_metrics(self, metrics: LLMMetrics) -> None:
         if not isinstance(metrics, LLMMetrics):
