@@ -348,6 +348,28 @@ async def test_barge_in_with_truncate_keeps_only_what_was_played(server, rt, que
     assert conversation(server, rt)._items[item_id].content[0]["transcript"] == kept
 
 
+async def test_barge_in_without_truncate_is_the_engine_s(server, rt, question_pcm24k):
+    """A client that only listens: the engine stops the reply when the user's words are heard, and keeps
+    what was played on its own playback clock."""
+    await rt.update(instructions=STORYTELLER, audio={"input": {"transcription": {"model": "whisper-1"}}})
+    await rt.say(STORY)
+    await rt.conn.response.create()
+    story = (await rt.wait_for("response.created"))[0]["response"]["id"]
+    await wait_for_unplayed_audio(rt, story, 4.0)
+    await asyncio.sleep(1.0)
+    await rt.speak(question_pcm24k, trailing_silence_s=1.0)
+    done_event = (await rt.wait_for("response.done", timeout=60, **{"response.id": story}))[0]
+    assert done_event["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    assert rt.index(rt.of("input_audio_buffer.speech_started")[0]) < rt.index(done_event)
+    answer = (await rt.wait_for("response.done", 2, timeout=120))[1]["response"]
+    assert answer["status"] == "completed"
+    assert "spider" in words(rt.of("conversation.item.input_audio_transcription.completed")[0]["transcript"])
+    item_id = done_event["response"]["output"][0]["id"]
+    kept, interrupted = chat_text(server, rt, item_id)
+    full = await server_transcribe(server, audio_of(rt, story))
+    assert interrupted and 0 < len(kept.split()) < 0.6 * len(full.split()), (kept, full)
+
+
 async def test_response_cancel_stops_the_reply(server, rt):
     await rt.update(instructions=STORYTELLER)
     await rt.say(STORY)
@@ -451,6 +473,30 @@ async def test_bad_events_get_errors_and_the_session_goes_on(server, rt):
     await rt.say("Say hello.")
     assert (await rt.respond(output_modalities=["text"]))["status"] == "completed"
     assert len(rt.of("error")) == len(bad) + 1
+
+
+async def test_vanishing_client_leaves_no_work_behind(server):
+    llm = server.services.llm
+    async with connect(server) as conn:
+        client = Realtime(conn)
+        await client.wait_for("session.created")
+        await conn.session.update(session={"type": "realtime", "instructions": STORYTELLER})
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": STORY}]})
+        await conn.response.create()
+        await client.wait_for("response.output_audio.delta")  # the reply is speaking: now vanish
+        conn._connection.transport.abort()
+        client.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (llm.status()["active"] or server.app.state.voice_conversations):
+        await asyncio.sleep(0.05)
+    assert llm.status()["active"] == 0
+    assert not server.app.state.voice_conversations
+    assert not server.call(_realtime_tasks())
+
+
+async def _realtime_tasks():
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("realtime-writer-")]
 
 
 async def test_bearer_key(strict_server):
