@@ -197,7 +197,7 @@ def _number(td: dict, key: str, low: float, high: float, param: str, *, integer:
     return int(value) if integer else float(value)
 
 
-def parse_turn_detection(value: Any, config: SessionConfig, param: str) -> dict:
+def parse_turn_detection(value: Any, param: str) -> dict:
     if value is None:
         return {"vad": False}
     if not isinstance(value, dict) or value.get("type") not in ("server_vad", "semantic_vad"):
@@ -529,7 +529,7 @@ class RealtimeConversation:
         for container, key, param in ((audio_in, "turn_detection", "session.audio.input.turn_detection"),
                                       (s, "turn_detection", "session.turn_detection")):
             if key in container:
-                config = replace(config, **parse_turn_detection(container[key], config, param))
+                config = replace(config, **parse_turn_detection(container[key], param))
         for container, key, param in ((audio_in, "transcription", "session.audio.input.transcription"),
                                       (s, "input_audio_transcription", "session.input_audio_transcription")):
             if key in container:
