@@ -1,9 +1,10 @@
 """The one voice engine: ``GemmaVoiceAgent`` in an ``AgentSession``, whatever carries the audio.
 
 A LiveKit room (``app.agents.worker``), the WebSocket (``app.voice.websocket``), the OpenAI Realtime API
-(``app.voice.realtime``) and the offline test harness (``app.agents.offline_io``) only move audio and events; the same agent and session make the
-turns: silero VAD -> Whisper -> the LLM -> TTS, one clause at a time. Both work with no arguments
-(settings and the embedded models), so a session can be driven without a LiveKit server.
+(``app.voice.realtime``) and the offline test harness (``app.agents.offline_io``) only move audio and
+events; the same agent and session make the turns: silero VAD -> Whisper -> the LLM -> TTS, one clause
+at a time. Both work with no arguments (settings and the embedded models), so a session can be driven
+without a LiveKit server.
 
 Where a turn's time goes (``python -m bench.agent_latency``): the VAD notices the pause; Whisper
 transcribes the utterance, starting at the first pause (``SpeculativeSTT``) so that it overlaps the
