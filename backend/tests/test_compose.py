@@ -362,12 +362,17 @@ def test_frontend_proxies_the_api_and_websocket(services):
     target = urlsplit(upstream)
     assert target.hostname in services, f"nginx proxies to {target.hostname!r}, which is no compose service"
     assert target.hostname == "backend" and target.port == int(env_of(services["backend"])["PORT"])
-    for route in (("=", "/v1/conversation/ws"), ("/v1/",), ("/health",), ("=", "/metrics")):
+    sockets = ("~", r"^/v1/(conversation/ws|realtime)$")
+    for route in (sockets, ("/v1/",), ("/health",), ("=", "/metrics")):
         assert directives(location(server, *route), "proxy_pass") == [[variable]], route
+    # Both voice WebSockets, and nothing else, take the WebSocket location.
+    for path, is_socket in (("/v1/conversation/ws", True), ("/v1/realtime", True), ("/v1/models", False),
+                            ("/v1/realtime/x", False)):
+        assert bool(re.match(sockets[1], path)) == is_socket, path
     # Server-Sent Events reach the browser as they are written.
     assert ["off"] in directives(location(server, "/v1/"), "proxy_buffering")
     # The WebSocket upgrade: Upgrade passed on, Connection "upgrade" while the client asks for one.
-    ws = location(server, "=", "/v1/conversation/ws")
+    ws = location(server, *sockets)
     headers = {args[0]: args[1] for args in directives(ws, "proxy_set_header")}
     assert headers["Upgrade"] == "$http_upgrade"
     source, table = nginx_map(headers["Connection"])
