@@ -148,7 +148,8 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
     llm_gate.set()
     options: dict[str, Any] = {
         # Whisper starts on an utterance at the first pause, while the VAD still confirms the silence.
-        "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad),
+        "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad,
+                              speculate_after_s=settings.voice_speculate_after_ms / 1000),
         "llm": GemmaLLM(services=services, llm_gate=llm_gate),
         "tts": PieceByPieceTTS(OpenAudioTTS(services=services, voice=voice, llm_gate=llm_gate)),
         "vad": vad,

@@ -235,11 +235,11 @@ async def test_speculative_stt_starts_at_the_first_pause_and_redoes_a_stale_gues
     rate = services.tts.sample_rate
     first = trimmed(await services.tts.synthesize("How many legs"), rate)
     second = trimmed(await services.tts.synthesize("does a spider have?"), rate)
-    # A VAD that waits 500 ms of silence; the pause is longer than SPECULATE_AFTER_S and shorter than that.
+    # A VAD that waits 500 ms of silence; the pause is longer than the guess's 150 ms and shorter than that.
     settings = services.settings.model_copy(update={"vad_min_silence_ms": 500})
     pause, tail = b"\0\0" * int(rate * 0.35), b"\0\0" * rate
     whisper = ProbedWhisperSTT(services=services, language="en")
-    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(settings))
+    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(settings), speculate_after_s=0.15)
 
     events = []  # (event, how many recognitions had begun when it came)
     async with adapter.stream() as stream:

@@ -2,7 +2,7 @@
 
 LiveKit's own ``stt.StreamAdapter`` starts recognizing an utterance only once the VAD has confirmed
 the silence after it (``VAD_MIN_SILENCE_MS``). This one starts at the first pause that may end the
-utterance (``SPECULATE_AFTER_S`` of silence), so the transcription runs while the silence is still
+utterance (``speculate_after_s`` of silence), so the transcription runs while the silence is still
 being confirmed. If the user speaks on, that guess is dropped (the Whisper service lets the real
 transcription start at once, beside it) and the utterance is recognized again when it really ends.
 
@@ -21,16 +21,15 @@ from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils, vad
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
 from livekit.agents.vad import VADEventType
 
-# Start transcribing after this much trailing silence. Earlier than ~150 ms cuts off quiet final
-# consonants ("France" heard as "friends"); the VAD confirms the end after VAD_MIN_SILENCE_MS.
-SPECULATE_AFTER_S = 0.15
 
 
 class SpeculativeSTT(stt.STT):
-    def __init__(self, *, stt: stt.STT, vad: vad.VAD) -> None:
+    def __init__(self, *, stt: stt.STT, vad: vad.VAD, speculate_after_s: float) -> None:
+        """``speculate_after_s``: the trailing silence after which a guess starts (``VOICE_SPECULATE_AFTER_MS``)."""
         super().__init__(capabilities=stt_capabilities(stt))
         self._stt = stt
         self._vad = vad
+        self.speculate_after_s = speculate_after_s
         self._stt.on("metrics_collected", self._forward_metrics)
 
     @property
@@ -124,7 +123,7 @@ class _SpeculativeStream(stt.RecognizeStream):
                     if event.raw_accumulated_silence == 0:
                         last_voiced_at = time.time() - event.inference_duration
                         drop_guess()  # speaking again: the guess misses the rest
-                    elif event.raw_accumulated_silence >= SPECULATE_AFTER_S and guess is None and speech:
+                    elif event.raw_accumulated_silence >= self._owner.speculate_after_s and guess is None and speech:
                         guess = recognize(list(speech))
                 elif event.type == VADEventType.END_OF_SPEECH and speaking:
                     speaking = False
