@@ -15,6 +15,7 @@ from livekit.agents.voice import io
 
 from app.agents.plugins import OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.voice_agent import PieceByPieceTTS
+from app.metrics import VOICE_SESSIONS
 
 # Microphone audio the session has not read yet, in frames; past it (a client sending far faster than
 # real time) frames are dropped rather than held without bound.
@@ -106,3 +107,19 @@ async def interrupt_session(session: AgentSession) -> None:
         await asyncio.wait_for(session.interrupt(force=True), INTERRUPT_WAIT_S)
     except (RuntimeError, asyncio.TimeoutError):  # closing, or slow to settle: the next turn goes on anyway
         pass
+
+
+def voice_sessions_full(app_state) -> bool:
+    """Whether the server holds ``MAX_VOICE_SESSIONS`` voice sessions already, whatever their transports."""
+    return len(app_state.voice_conversations) >= app_state.services.settings.max_voice_sessions
+
+
+async def run_counted(app_state, conversation) -> None:
+    """Run a conversation (anything with ``id`` and ``run()``) while it counts as an open voice session."""
+    app_state.voice_conversations[conversation.id] = conversation
+    VOICE_SESSIONS.inc()
+    try:
+        await conversation.run()
+    finally:
+        del app_state.voice_conversations[conversation.id]
+        VOICE_SESSIONS.dec()

@@ -10,9 +10,9 @@ from fastapi import APIRouter, File, Form, UploadFile, WebSocket
 from app.api.deps import ServicesDep, accept_voice_socket
 from app.api.v1.speech import transcribe_upload
 from app.audio.codec import encode_audio
-from app.metrics import VOICE_SESSIONS
 from app.services.llm import ChatMessage, GenerationParams
 from app.voice.sentences import speakable
+from app.voice.socket_io import run_counted, voice_sessions_full
 from app.voice.websocket import SocketConversation
 
 router = APIRouter(prefix="/conversation", tags=["conversation"])
@@ -48,17 +48,9 @@ async def conversation_ws(ws: WebSocket):
     services = ws.app.state.services
     if not await accept_voice_socket(ws):  # Origin and API key, checked before the handshake is accepted
         return
-    conversations = ws.app.state.voice_conversations
-    if len(conversations) >= services.settings.max_voice_sessions:
+    if voice_sessions_full(ws.app.state):
         await ws.send_json({"type": "error", "code": "too_many_sessions",
                             "message": "the server is at its voice session limit; try again shortly"})
         await ws.close(code=1013)
         return
-    conversation = SocketConversation(ws, services)
-    conversations[conversation.id] = conversation
-    VOICE_SESSIONS.inc()
-    try:
-        await conversation.run()
-    finally:
-        del conversations[conversation.id]
-        VOICE_SESSIONS.dec()
+    await run_counted(ws.app.state, SocketConversation(ws, services))

@@ -12,8 +12,8 @@ import json
 from fastapi import APIRouter, WebSocket
 
 from app.api.deps import accept_voice_socket
-from app.metrics import VOICE_SESSIONS
 from app.voice.realtime import RealtimeConversation, new_id, wants_beta
+from app.voice.socket_io import run_counted, voice_sessions_full
 
 ws_router = APIRouter()
 
@@ -23,18 +23,11 @@ async def realtime_ws(ws: WebSocket, model: str | None = None):
     services = ws.app.state.services
     if not await accept_voice_socket(ws, subprotocol="realtime"):
         return
-    conversations = ws.app.state.voice_conversations  # every open voice session, whatever its transport
-    if len(conversations) >= services.settings.max_voice_sessions:
+    if voice_sessions_full(ws.app.state):  # every open voice session counts, whatever its transport
         await ws.send_text(json.dumps({"type": "error", "event_id": new_id("event"), "error": {
             "type": "server_error", "code": "too_many_sessions", "param": None, "event_id": None,
             "message": "the server is at its voice session limit; try again shortly"}}))
         await ws.close(code=1013)
         return
-    conversation = RealtimeConversation(ws, services, model=(model or "")[:100], beta=wants_beta(ws))
-    conversations[conversation.id] = conversation
-    VOICE_SESSIONS.inc()
-    try:
-        await conversation.run()
-    finally:
-        del conversations[conversation.id]
-        VOICE_SESSIONS.dec()
+    await run_counted(ws.app.state, RealtimeConversation(ws, services, model=(model or "")[:100],
+                                                         beta=wants_beta(ws)))
