@@ -48,7 +48,7 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.agents.playout import ListenerPlayout, PlayedSegment
 from app.agents.plugins import GemmaLLM
@@ -57,8 +57,8 @@ from app.audio import g711
 from app.audio.codec import Resampler
 from app.audio.vad import tunable_vad
 from app.services.container import Services
-from app.voice.socket_io import (INTERRUPT_WAIT_S, FrameError, SocketMicrophone, SocketTranscript, require_unicode,
-                                 session_stt, session_tts)
+from app.voice.socket_io import (INTERRUPT_WAIT_S, FrameError, SocketMicrophone, SocketOutbox, SocketTranscript,
+                                 require_unicode, session_stt, session_tts)
 
 log = logging.getLogger("app.voice.realtime")
 
@@ -340,7 +340,6 @@ class RealtimeConversation:
         self.id = new_id("sess")
         self.beta = beta
         self.conversation_id = new_id("conv")
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._closed = False
         self._buffer = bytearray()  # turn_detection null: audio since the last commit / clear
         self._buffer_full = False
@@ -386,22 +385,14 @@ class RealtimeConversation:
             event["type"] = BETA_EVENTS.get(event["type"], event["type"])
         event = {"event_id": new_id("event"), **event}
         # ASCII escapes: whatever a client sent that comes back (ids, names) is valid JSON text, lone surrogates too.
-        self._outbox.put_nowait(json.dumps(event))
+        self.outbox.put(json.dumps(event))
 
     def error(self, exc: RealtimeError, event_id: str | None = None) -> None:
         self.send({"type": "error", "error": {"type": exc.kind, "code": exc.code, "message": str(exc),
                                               "param": exc.param, "event_id": event_id}})
 
-    async def _write(self) -> None:
-        """The one writer: events leave in the order they were made."""
-        try:
-            while (message := await self._outbox.get()) is not None:
-                await self.ws.send_text(message)
-        except (WebSocketDisconnect, RuntimeError):
-            self._closed = True
-
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write(), name=f"realtime-writer-{self.id}")
+        self.outbox = SocketOutbox(self.ws, name=f"realtime-writer-{self.id}")
         try:
             await self.session.start(self.agent)
             # Token counts for response.done. Registered after the session's own handler, which tags the
@@ -420,9 +411,9 @@ class RealtimeConversation:
         except WebSocketDisconnect:
             pass
         finally:
-            await self._close(writer)
+            await self._close()
 
-    async def _close(self, writer: asyncio.Task) -> None:
+    async def _close(self) -> None:
         """Stop everything this conversation started: no generation or task outlives it."""
         self._closed = True
         self.microphone.close()
@@ -433,14 +424,7 @@ class RealtimeConversation:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._outbox.put_nowait(None)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        if self.ws.application_state == WebSocketState.CONNECTED:
-            try:
-                await self.ws.close()
-            except (RuntimeError, WebSocketDisconnect):
-                pass
+        await self.outbox.close()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

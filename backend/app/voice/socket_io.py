@@ -12,6 +12,7 @@ from typing import Protocol
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice import io
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.agents.plugins import OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.voice_agent import PieceByPieceTTS
@@ -38,6 +39,42 @@ def require_unicode(text: str, field: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise FrameError("bad_text", f"\"{field}\" holds characters that are not valid Unicode") from None
+
+
+class SocketOutbox:
+    """The one writer of a voice socket: events and audio leave in the order they were made. A client
+    that went away ends it quietly; ``close()`` stops it and closes the socket if still open."""
+
+    def __init__(self, ws: WebSocket, *, name: str) -> None:
+        self.ws = ws
+        self.closed = False
+        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._write(), name=name)
+
+    def put(self, message: str | bytes) -> None:
+        if not self.closed:
+            self._queue.put_nowait(message)
+
+    async def _write(self) -> None:
+        try:
+            while (message := await self._queue.get()) is not None:
+                if isinstance(message, bytes):
+                    await self.ws.send_bytes(message)
+                else:
+                    await self.ws.send_text(message)
+        except (WebSocketDisconnect, RuntimeError):
+            self.closed = True
+
+    async def close(self) -> None:
+        self.closed = True
+        self._queue.put_nowait(None)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close()
+            except (RuntimeError, WebSocketDisconnect):
+                pass
 
 
 class SocketMicrophone(io.AudioInput):

@@ -36,7 +36,7 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.agents.playout import ListenerPlayout
 from app.agents.plugins import OpenAudioTTS, WhisperSTT
@@ -44,8 +44,8 @@ from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
 from app.metrics import VOICE_TO_VOICE
 from app.services.container import Services
-from app.voice.socket_io import (FrameError, SocketMicrophone, SocketTranscript, interrupt_session, require_unicode,
-                                 session_stt, session_tts)
+from app.voice.socket_io import (FrameError, SocketMicrophone, SocketOutbox, SocketTranscript, interrupt_session,
+                                 require_unicode, session_stt, session_tts)
 
 log = logging.getLogger("app.voice")
 
@@ -102,7 +102,6 @@ class SocketConversation:
         self.input_sample_rate = 16000
         self.vad = True
         self.language: str | None = None
-        self._outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._ptt = bytearray()
         self._turns = 0
         self._reply: Reply | None = None
@@ -131,21 +130,10 @@ class SocketConversation:
     # --- the socket ---------------------------------------------------------------------------
     def send(self, payload: dict) -> None:
         if not self._closed:
-            self._outbox.put_nowait(json.dumps(payload, ensure_ascii=False))
-
-    async def _write(self) -> None:
-        """The one writer: events and audio leave in the order they were produced."""
-        try:
-            while (message := await self._outbox.get()) is not None:
-                if isinstance(message, bytes):
-                    await self.ws.send_bytes(message)
-                else:
-                    await self.ws.send_text(message)
-        except (WebSocketDisconnect, RuntimeError):
-            self._closed = True
+            self.outbox.put(json.dumps(payload, ensure_ascii=False))
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
+        self.outbox = SocketOutbox(self.ws, name=f"ws-writer-{self.id}")
         try:
             await self.session.start(self.agent)
             self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
@@ -162,22 +150,15 @@ class SocketConversation:
         except WebSocketDisconnect:
             pass
         finally:
-            await self._close(writer)
+            await self._close()
 
-    async def _close(self, writer: asyncio.Task) -> None:
+    async def _close(self) -> None:
         """Stop everything this conversation started: no generation or task outlives it."""
         self._closed = True
         self.microphone.close()
         await self.session.aclose()
         await self._sync.aclose()
-        self._outbox.put_nowait(None)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        if self.ws.application_state == WebSocketState.CONNECTED:
-            try:
-                await self.ws.close()
-            except (RuntimeError, WebSocketDisconnect):
-                pass
+        await self.outbox.close()
 
     # --- client frames ------------------------------------------------------------------------
     async def _on_text_frame(self, raw: str) -> None:
@@ -366,7 +347,7 @@ class SocketConversation:
                 reply.first_audio = time.perf_counter()
             reply.audio_bytes += len(pcm)
         if not self._closed:
-            self._outbox.put_nowait(pcm)
+            self.outbox.put(pcm)
 
     def reply_text(self, text: str) -> None:
         reply = self._reply
