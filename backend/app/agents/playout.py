@@ -62,8 +62,8 @@ class ListenerPlayout(io.AudioOutput):
     async def _deliver(self, frame: rtc.AudioFrame) -> None:
         """Send one frame to the listener."""
 
-    def _cleared(self, heard_s: float) -> None:
-        """The listener must stop now: the reply was interrupted (``heard_s``: seconds it heard)."""
+    def _cleared(self) -> None:
+        """The listener must stop now: the reply was interrupted."""
 
     def _paused(self) -> None:
         """The listener should hold playback where it is."""
@@ -105,18 +105,16 @@ class ListenerPlayout(io.AudioOutput):
     def clear_buffer(self) -> None:
         """Interrupted: everything still playing stops now; report how much of each segment was heard."""
         self.clear_count += 1
-        heard_total = 0.0
         stopped = list(self._playing)
         self._playing.clear()
         for segment in stopped:
             if segment.timer is not None:
                 segment.timer.cancel()
-            heard_total += self._heard(segment)
+            segment.interrupted, segment.played = True, self._heard(segment)  # before the clock runs on
         self._paused_at = None
         if stopped:
-            self._cleared(heard_total)
+            self._cleared()
         for segment in stopped:
-            segment.interrupted, segment.played = True, self._heard(segment)
             self.on_playback_finished(playback_position=segment.played, interrupted=True)
 
     def pause(self) -> None:

@@ -95,7 +95,6 @@ class TurnLengthLimit:
         self.max_seconds = max_seconds
         self._on_cut = on_cut
         self._timer: asyncio.TimerHandle | None = None
-        self.cuts = 0
         session.on("user_state_changed", self._user_state_changed)
 
     def _user_state_changed(self, ev: UserStateChangedEvent) -> None:
@@ -104,7 +103,6 @@ class TurnLengthLimit:
             self._timer = asyncio.get_running_loop().call_later(self.max_seconds, self._cut)
 
     def _cut(self) -> None:
-        self.cuts += 1
         log.info("a user turn ran past %.0f s: it is cut and answered", self.max_seconds)
         self._session.commit_user_turn(transcript_timeout=CUT_TRANSCRIPT_TIMEOUT_S)
         if self._on_cut is not None:

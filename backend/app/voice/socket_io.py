@@ -7,6 +7,7 @@ Used by ``WS /v1/conversation/ws`` (``app.voice.websocket``) and ``WS /v1/realti
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from livekit import rtc
@@ -17,6 +18,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from app.agents.plugins import OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.voice_agent import PieceByPieceTTS
 from app.metrics import VOICE_SESSIONS
+
+log = logging.getLogger("app.voice")
 
 # Microphone audio the session has not read yet, in frames; past it (a client sending far faster than
 # real time) frames are dropped rather than held without bound.
@@ -83,14 +86,18 @@ class SocketMicrophone(io.AudioInput):
     def __init__(self, label: str = "websocket-microphone") -> None:
         super().__init__(label=label)
         self._frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
-        self.dropped = 0
+        self._dropping = False
 
     def push(self, pcm: bytes, sample_rate: int) -> None:
         frame = rtc.AudioFrame(pcm, sample_rate, 1, len(pcm) // 2)
         try:
             self._frames.put_nowait(frame)
+            self._dropping = False
         except asyncio.QueueFull:
-            self.dropped += 1
+            if not self._dropping:
+                log.warning("%s: the client sends audio faster than the session hears it; dropping frames",
+                            self.label)
+            self._dropping = True
 
     def close(self) -> None:
         while True:

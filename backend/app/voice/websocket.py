@@ -63,8 +63,8 @@ class SocketSpeaker(ListenerPlayout):
     async def _deliver(self, frame: rtc.AudioFrame) -> None:
         self._conversation.reply_audio(bytes(frame.data))
 
-    def _cleared(self, heard_s: float) -> None:
-        self._conversation.reply_stopped(heard_s)
+    def _cleared(self) -> None:
+        self._conversation.reply_stopped()
 
     def _paused(self) -> None:
         self._conversation.send({"type": "playback", "state": "paused"})
@@ -109,7 +109,6 @@ class SocketConversation:
         self._next_speech_end: float | None = None
         self._interrupt_reason = "barge_in"
         self._user_metrics: dict[str, Any] = {}
-        self._user_speaking = False
         self._closed = False
 
         self.session: AgentSession = create_agent_session(services)
@@ -295,11 +294,9 @@ class SocketConversation:
 
     # --- what the session tells us --------------------------------------------------------------
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
-        if ev.new_state == "speaking" and not self._user_speaking:
-            self._user_speaking = True
+        if ev.new_state == "speaking" and ev.old_state != "speaking":
             self.send({"type": "vad", "state": "speech_start"})
-        elif ev.new_state != "speaking" and self._user_speaking:
-            self._user_speaking = False
+        elif ev.old_state == "speaking" and ev.new_state != "speaking":
             self.send({"type": "vad", "state": "speech_end"})
 
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
@@ -357,7 +354,7 @@ class SocketConversation:
             reply.text += text
         self.send({"type": "text", "role": "assistant", "delta": text})
 
-    def reply_stopped(self, heard_s: float) -> None:
+    def reply_stopped(self) -> None:
         """The session cut the reply while the client was playing it: the client stops at once."""
         if self._reply is not None:
             self._send_interrupted(self._reply)
