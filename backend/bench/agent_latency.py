@@ -56,6 +56,15 @@ async def run_turns(services: Services, turns: int, *, turn_detector: bool, lang
     session.input.audio = mic = ClipMicrophone(sample_rate=48000)
     session.output.audio = speaker = RecordingSpeaker(speed=4.0)  # how fast it plays doesn't matter here
     results = []
+    # Wall-clock marks (perf_counter), to place each step against the clip's true end of speech.
+    recognitions: list[tuple[float, float]] = []  # (finished at, Whisper run seconds), dropped guesses excluded
+    finals: list[float] = []
+    preflights: list[float] = []  # the early transcript that lets the reply start before the turn is confirmed
+    thinking: list[float] = []
+    session.stt.on("metrics_collected", lambda m: recognitions.append((time.perf_counter(), m.duration)))
+    session.on("user_input_transcribed",
+               lambda ev: (finals if ev.is_final else preflights).append(time.perf_counter()))
+    session.on("agent_state_changed", lambda ev: ev.new_state == "thinking" and thinking.append(time.perf_counter()))
     async with session:
         await session.start(GemmaVoiceAgent())
         await asyncio.sleep(1.0)
@@ -72,11 +81,23 @@ async def run_turns(services: Services, turns: int, *, turn_detector: bool, lang
             if index == 0:  # warm-up turn: first use of every code path
                 continue
             user, agent = [item for item in session.history.items if item.type == "message"][-2:]
+            end = clip.speech_ended_at
+            final_at = next((t for t in finals if t > end), None)
+            run = next(((t, d) for t, d in reversed(recognitions) if final_at and end < t <= final_at), None)
+            think_at = next((t for t in thinking if t > end), None)
+            preflight_at = next((t for t in preflights if t > end and (final_at is None or t <= final_at)), None)
             results.append({
                 "question": question,
                 "heard": user.text_content,
                 "reply": agent.text_content,
                 "voice_to_voice_ms": ms(reply.first_frame_at - clip.speech_ended_at),
+                # From the clip's true end of voiced speech:
+                "whisper_started_ms": ms(run[0] - run[1] - end) if run else None,
+                "whisper_ms": ms(run[1]) if run else None,
+                "preflight_ms": ms(preflight_at - end) if preflight_at else None,
+                "transcript_ms": ms(final_at - end) if final_at else None,
+                "turn_committed_ms": ms(think_at - end) if think_at else None,
+                # The framework's own, from the VAD's end of speech (which lags the true end):
                 "transcription_delay_ms": ms(user.metrics.get("transcription_delay")),
                 "end_of_turn_delay_ms": ms(user.metrics.get("end_of_turn_delay")),
                 "llm_ttft_ms": ms(agent.metrics.get("llm_node_ttft")),
@@ -122,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                                     language=args.language))
     load_after = os.getloadavg()
 
-    keys = ["voice_to_voice_ms", "transcription_delay_ms", "end_of_turn_delay_ms", "llm_ttft_ms",
+    keys = ["voice_to_voice_ms", "whisper_started_ms", "whisper_ms", "preflight_ms", "transcript_ms", "turn_committed_ms",
+            "transcription_delay_ms", "end_of_turn_delay_ms", "llm_ttft_ms",
             "llm_first_sentence_ms", "tts_ttfb_ms"]
     summary = {key: summarize(results, key) for key in keys}
     report = {

@@ -21,7 +21,7 @@ import websockets
 from app.audio.codec import resample_pcm
 from bench.common import UTTERANCES, machine, running_server, save, summary, word_errors
 
-FRAME_BYTES = 640 * 2  # 20 ms at 16 kHz
+FRAME_BYTES = 320 * 2  # 20 ms of s16le at 16 kHz (until 2026-11-29 this was 40 ms sent every 20 ms: 2x real time)
 STAGES = ("endpointing_ms", "stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
           "voice_to_voice_ms")
 
@@ -80,6 +80,7 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
             for said, clip in clips:
                 mic.say(clip)
                 first_audio = None
+                transcript_at = None
                 metrics = None
                 heard = ""
                 errors = []
@@ -100,12 +101,15 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
                         metrics = event
                         break
                     if event["type"] == "transcript":
+                        transcript_at = transcript_at or time.perf_counter()
                         heard = f"{heard} {event['text']}".strip()
                         if not event["text"]:
                             break
                 turn = {"session": label, "errors": errors, "metrics": metrics, "said": said, "heard": heard}
                 if first_audio and mic.watch_time:
                     turn["client_voice_to_voice_ms"] = (first_audio - mic.watch_time) * 1000
+                if transcript_at and mic.watch_time:
+                    turn["client_transcript_ms"] = (transcript_at - mic.watch_time) * 1000
                 turns.append(turn)
                 await asyncio.sleep(1.0)  # let the reply "play" a moment of open mic before the next question
         finally:
@@ -193,14 +197,16 @@ def report(turns: list[dict]) -> dict:
     errors, words = map(sum, zip(*(word_errors(t["said"], t["heard"]) for t in turns))) if turns else (0, 0)
     out = {"turns": len(turns), "answered": len(ok), "errors": sum(len(t["errors"]) for t in turns),
            "word_error_rate": round(errors / words, 3) if words else None,
-           "client_voice_to_voice_ms": summary([t["client_voice_to_voice_ms"] for t in ok])}
+           "client_voice_to_voice_ms": summary([t["client_voice_to_voice_ms"] for t in ok]),
+           "client_transcript_ms": summary([t["client_transcript_ms"] for t in ok if "client_transcript_ms" in t])}
     for stage in STAGES:
         values = [t["metrics"][stage] for t in ok if t["metrics"] and t["metrics"].get(stage) is not None]
         out[f"server_{stage}"] = summary(values)
     return out
 
 
-async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = False) -> dict:
+async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = False,
+              single_only: bool = False) -> dict:
     out = {"machine": machine(), "whisper_model": whisper_model or "default"}
     with running_server({"WHISPER_MODEL": whisper_model} if whisper_model else None) as (url, _):
         clips = list(zip(UTTERANCES, make_clips(url, UTTERANCES)))
@@ -210,6 +216,8 @@ async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = Fa
         one = await session(url, clips, "solo")
         out["single_session"] = report(one)
         print("single session", json.dumps(out["single_session"]), flush=True)
+        if single_only:
+            return out
         many = await asyncio.gather(*(session(url, clips[i::sessions][:3], f"s{i}") for i in range(sessions)))
         out[f"{sessions}_sessions"] = report([t for turns in many for t in turns])
         print(f"{sessions} sessions", json.dumps(out[f"{sessions}_sessions"]), flush=True)
@@ -224,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--whisper-model", help="WHISPER_MODEL for the server (e.g. embedded-tiny.en)")
     parser.add_argument("--barge-in-only", action="store_true", help="only the barge-in measurement, not saved")
+    parser.add_argument("--single-only", action="store_true", help="only the single-session turns, not saved")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.sessions, args.whisper_model, args.barge_in_only))
+    asyncio.run(run(args.sessions, args.whisper_model, args.barge_in_only, args.single_only))
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
     options: dict[str, Any] = {
         # Whisper starts on an utterance at the first pause, while the VAD still confirms the silence.
         "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad,
-                              speculate_after_s=settings.voice_speculate_after_ms / 1000),
+                              speculate_after_s=settings.voice_speculate_after_ms / 1000,
+                              speech_threshold=settings.vad_activation_threshold),
         "llm": GemmaLLM(services=services, llm_gate=llm_gate),
         "tts": PieceByPieceTTS(OpenAudioTTS(services=services, voice=voice, llm_gate=llm_gate)),
         "vad": vad,
@@ -161,7 +162,7 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
                              "min_duration": settings.voice_min_interruption_ms / 1000,
                              "resume_false_interruption": True,
                              "false_interruption_timeout": settings.voice_false_interruption_s},
-            "preemptive_generation": {"enabled": True},
+            "preemptive_generation": {"enabled": True, "preemptive_tts": True},
         },
     }
     options.update(overrides)

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # Whisper starts on an utterance after this much silence, while the VAD still waits VAD_MIN_SILENCE_MS to
     # be sure the turn ended; if the user goes on, that guess is dropped. 64 ms (two VAD windows) answered
     # 233 ms sooner than 150 ms at p50 with no more word errors over 23 spoken turns (docs/benchmarks.md).
-    voice_speculate_after_ms: int = Field(64, ge=32, le=1000)
+    voice_speculate_after_ms: int = Field(32, ge=32, le=1000)
     # A turn that never ends (a noisy room) is cut here and answered.
     voice_max_turn_seconds: float = Field(30.0, ge=2.0, le=300.0)
     vad_min_silence_ms: int = 250

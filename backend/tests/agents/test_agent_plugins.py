@@ -256,6 +256,42 @@ async def test_speculative_stt_starts_at_the_first_pause_and_redoes_a_stale_gues
     assert QUESTION_WORDS <= words(events[2][0].alternatives[0].text)
 
 
+async def test_speculative_stt_offers_its_guess_before_the_end_of_speech_is_confirmed(services, question_pcm):
+    """In real time, Whisper starts at the first window the VAD scores as silence and its transcript is offered
+    as a preflight (the session may start the reply on it) while the VAD still confirms the silence."""
+    pcm, rate = question_pcm
+    settings = services.settings.model_copy(update={"vad_min_silence_ms": 800})  # room for Whisper to finish
+    whisper = ProbedWhisperSTT(services=services, language="en")
+    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(settings), speculate_after_s=0.032)
+    speech = trimmed(pcm, rate)
+    audio = resample_pcm(speech + b"\0\0" * int(rate * 1.5), rate, 48000)
+
+    events: list[tuple[SpeechEventType, str, float]] = []
+    async with adapter.stream() as stream:
+        async def listen() -> None:
+            async for event in stream:
+                text = event.alternatives[0].text if event.alternatives else ""
+                events.append((event.type, text, asyncio.get_running_loop().time()))
+
+        listener = asyncio.create_task(listen())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for index, frame in enumerate(frames_of(audio, 48000)):
+            stream.push_frame(frame)
+            await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - loop.time()))  # real time
+        voice_ended = started + voiced_end(np.frombuffer(speech, "<i2"), rate) / rate
+        stream.end_input()
+        await listener
+
+    kinds = [kind for kind, _, _ in events]
+    assert kinds == [SpeechEventType.START_OF_SPEECH, SpeechEventType.PREFLIGHT_TRANSCRIPT,
+                     SpeechEventType.END_OF_SPEECH, SpeechEventType.FINAL_TRANSCRIPT]
+    (_, preflight, preflight_at), (_, final, _) = events[1], events[3]
+    assert preflight == final and QUESTION_WORDS <= words(final)
+    assert len(whisper.calls) == 1  # the guess became the final transcript
+    assert voice_ended < preflight_at < events[2][2]
+
+
 async def test_replies_are_spoken_from_the_first_clause_on():
     stream = SpokenSentenceTokenizer().stream()
     for delta in ["The sky on a sunny", " day is blue, with", " a hint of **pink**. It", " is lovely."]:

@@ -2,9 +2,14 @@
 
 LiveKit's own ``stt.StreamAdapter`` starts recognizing an utterance only once the VAD has confirmed
 the silence after it (``VAD_MIN_SILENCE_MS``). This one starts at the first pause that may end the
-utterance (``speculate_after_s`` of silence), so the transcription runs while the silence is still
-being confirmed. If the user speaks on, that guess is dropped (the Whisper service lets the real
-transcription start at once, beside it) and the utterance is recognized again when it really ends.
+utterance, so the transcription runs while the silence is still being confirmed: once the VAD has
+scored ``speculate_after_s`` of audio below its speech threshold. That is earlier than the VAD's own
+silence count, which starts only when the score has sunk below the lower threshold that ends speech
+(silero's score stays high for ~100 ms after the last voiced sample, and sinks over two or three more
+windows): on the benchmark clips, the first window below the speech threshold comes 112 ms after the
+end of the voice at p50, the VAD's second silent window 198 ms after it. If the user speaks on (the
+score rises back towards speech), the guess is dropped (the Whisper service lets the real transcription
+start at once, beside it) and the utterance is recognized again when it really ends.
 
 It supports a manual flush: the session flushes at its VAD's end of speech, and
 ``session.commit_user_turn()`` flushes to cut a turn that never ends (``TurnLengthLimit``); either way,
@@ -24,12 +29,18 @@ from livekit.agents.vad import VADEventType
 
 
 class SpeculativeSTT(stt.STT):
-    def __init__(self, *, stt: stt.STT, vad: vad.VAD, speculate_after_s: float) -> None:
-        """``speculate_after_s``: the trailing silence after which a guess starts (``VOICE_SPECULATE_AFTER_MS``)."""
+    def __init__(self, *, stt: stt.STT, vad: vad.VAD, speculate_after_s: float,
+                 speech_threshold: float = 0.5) -> None:
+        """``speculate_after_s``: how much trailing audio the VAD must score below ``speech_threshold`` (its
+        activation threshold, ``VAD_ACTIVATION_THRESHOLD``) before a guess starts (``VOICE_SPECULATE_AFTER_MS``;
+        one window, 32 ms, starts at the first such window)."""
         super().__init__(capabilities=stt_capabilities(stt))
         self._stt = stt
         self._vad = vad
         self.speculate_after_s = speculate_after_s
+        self.speech_threshold = speech_threshold
+        # A score rising back to this is the user speaking on (silero's own end-of-speech threshold).
+        self.resume_threshold = max(speech_threshold - 0.15, 0.01)
         self._stt.on("metrics_collected", self._forward_metrics)
 
     @property
@@ -60,7 +71,7 @@ class SpeculativeSTT(stt.STT):
 
 
 def stt_capabilities(wrapped: stt.STT) -> stt.STTCapabilities:
-    return stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True,
+    return stt.STTCapabilities(streaming=True, interim_results=True, manual_flush=True,
                                offline_recognize=wrapped.capabilities.offline_recognize)
 
 
@@ -81,6 +92,20 @@ class _SpeculativeStream(stt.RecognizeStream):
         def recognize(frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
             return asyncio.create_task(self._owner.wrapped_stt.recognize(
                 buffer=utils.merge_frames(frames), language=self._language, conn_options=self._conn_options))
+
+        def start_guess(frames: list[rtc.AudioFrame]) -> None:
+            nonlocal guess
+            guess = recognize(frames)
+            guess.add_done_callback(preflight)
+
+        def preflight(task: asyncio.Task[stt.SpeechEvent]) -> None:
+            # A guess done while the VAD still confirms the silence: the session may start the reply on it
+            # (preemptive generation); the final transcript, from this same guess, then confirms it.
+            if task is guess and not task.cancelled() and task.exception() is None:
+                result = task.result()
+                if result.alternatives and result.alternatives[0].text:
+                    self._event_ch.send_nowait(stt.SpeechEvent(
+                        type=stt.SpeechEventType.PREFLIGHT_TRANSCRIPT, alternatives=[result.alternatives[0]]))
 
         def drop_guess() -> None:
             nonlocal guess
@@ -112,19 +137,28 @@ class _SpeculativeStream(stt.RecognizeStream):
 
         async def follow_vad() -> None:
             nonlocal guess, speaking, last_voiced_at
+            owner = self._owner
+            quiet_s = 0.0  # trailing audio scored below the speech threshold, this window included
+            previous = 0.0  # the previous window's score
             async for event in vad_stream:
                 if event.type == VADEventType.START_OF_SPEECH:
                     drop_guess()
-                    speaking = True
+                    speaking, quiet_s = True, 0.0
                     speech[:] = event.frames  # includes the padding before the speech
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
                 elif event.type == VADEventType.INFERENCE_DONE and speaking:
                     speech.extend(event.frames)
+                    score, window_s = event.probability, sum(f.duration for f in event.frames)
                     if event.raw_accumulated_silence == 0:
                         last_voiced_at = time.time() - event.inference_duration
-                        drop_guess()  # speaking again: the guess misses the rest
-                    elif event.raw_accumulated_silence >= self._owner.speculate_after_s and guess is None and speech:
-                        guess = recognize(list(speech))
+                    if score >= owner.speech_threshold or (score > previous and score >= owner.resume_threshold):
+                        quiet_s = 0.0
+                        drop_guess()  # speaking (again): a guess would miss the rest
+                    else:  # a decaying score is the tail of what was said, not more of it
+                        quiet_s += window_s
+                        if quiet_s >= owner.speculate_after_s - 1e-3 and guess is None and speech:
+                            start_guess(list(speech))
+                    previous = score
                 elif event.type == VADEventType.END_OF_SPEECH and speaking:
                     speaking = False
                     if speech:
