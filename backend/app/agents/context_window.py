@@ -1,7 +1,8 @@
 """What part of a long conversation the model reads, so that every turn fits its context.
 
 A voice session can last hours. The agent keeps the whole conversation; the model gets the
-instructions plus as many recent turns as fit in ``LLM_N_CTX`` with room for a reply. Old turns are
+instructions plus as many recent turns as fit in ``LLM_N_CTX`` (a voice turn: ``VOICE_CONTEXT_TOKENS``) with
+room for a reply. Old turns are
 dropped in steps, not one per turn: when the conversation no longer fits, it is cut to about half
 the room, and that starting point then stays put for many turns. A window that slid every turn
 would change the prompt's beginning every turn, and llama.cpp could reuse none of the evaluated
@@ -27,9 +28,11 @@ KEEP_AFTER_CUT = 0.5
 
 
 class ContextWindow:
-    def __init__(self, service: LLMService, *, reply_tokens: int) -> None:
+    def __init__(self, service: LLMService, *, reply_tokens: int, max_tokens: int | None = None) -> None:
+        """``max_tokens``: read at most this much of the context (default all of ``LLM_N_CTX``)."""
         self._service = service
-        self.budget = service.settings.llm_n_ctx - reply_tokens - SLACK_TOKENS
+        context = min(service.settings.llm_n_ctx, max_tokens or service.settings.llm_n_ctx)
+        self.budget = context - reply_tokens - SLACK_TOKENS
         self._first_kept: str | None = None  # id of the oldest turn the model still reads
         self.cuts = 0
 

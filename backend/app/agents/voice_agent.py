@@ -7,9 +7,13 @@ at a time. Both work with no arguments (settings and the embedded models), so a 
 without a LiveKit server.
 
 Where a turn's time goes (``python -m bench.agent_latency``): the VAD notices the pause; Whisper
-transcribes the utterance, starting at the first pause (``SpeculativeSTT``) so that it overlaps the
-silence the VAD still waits for; the LLM writes a first clause and the TTS speaks it
-(``SpokenSentenceTokenizer``), with the model paused until that clause's first audio (``llm_gate``).
+transcribes the utterance, starting at the first window the VAD scores as silence (``SpeculativeSTT``)
+so that it overlaps the silence the VAD still waits for. A guess done before the silence is confirmed
+is offered as a preflight transcript and the LLM starts on it (preemptive generation); the reply is
+spoken only once the turn is confirmed, and a guess the user talks past is dropped with its reply. The
+LLM writes a first clause and the TTS speaks it (``SpokenSentenceTokenizer``), with the model paused
+until that clause's first audio (``llm_gate``). The model reads at most ``VOICE_CONTEXT_TOKENS`` of the
+conversation (``ContextWindow``): a longer context slows every token.
 The endpointing delay is shorter than the VAD's silence wait and so adds nothing. The local
 end-of-turn model is optional (``turn_detector=True``): on clean synthetic speech it tends to wait
 for its maximum delay, which is capped here.
@@ -79,7 +83,8 @@ class GemmaVoiceAgent(Agent):
         if isinstance(model, GemmaLLM):  # the model's own tokenizer says what fits
             if self._window is None:  # room for the longest reply (a transport may lower it for a while)
                 self._window = ContextWindow(model.service, reply_tokens=max(
-                    model.max_tokens, self.settings.voice_max_reply_tokens))
+                    model.max_tokens, self.settings.voice_max_reply_tokens),
+                    max_tokens=self.settings.voice_context_tokens)
             chat_ctx = self._window.fit(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
@@ -162,7 +167,7 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
                              "min_duration": settings.voice_min_interruption_ms / 1000,
                              "resume_false_interruption": True,
                              "false_interruption_timeout": settings.voice_false_interruption_s},
-            "preemptive_generation": {"enabled": True, "preemptive_tts": True},
+            "preemptive_generation": {"enabled": True},
         },
     }
     options.update(overrides)

@@ -108,7 +108,14 @@ class Settings(BaseSettings):
         "with no lists, markdown or emoji."
     )
     voice_temperature: float = Field(0.3, ge=0.0, le=2.0)
+    # A small model loops ("I'm not sure. I'm not sure.", "a classic comfort food with a twist: a classic
+    # comfort food with a twist"); llama.cpp's repeat penalty over the last 64 tokens stops that. 1.0 is off.
+    voice_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
     voice_max_reply_tokens: int = 120
+    # How much of the conversation a voice turn's model reads (instructions, recent turns, the reply). Each
+    # token of context slows every later token: the embedded model writes one in 11.5 ms at 1000 tokens of
+    # context and 20 ms at 3000, and reads a new turn 60-80 ms slower (docs/benchmarks.md). Capped by LLM_N_CTX.
+    voice_context_tokens: int = Field(1536, ge=256)
     # Speech during a reply pauses it after this long; it stops for good once words are heard, and goes on
     # if none were (a cough, a door) within voice_false_interruption_s of the noise ending.
     voice_min_interruption_ms: int = Field(250, ge=50, le=2000)

@@ -50,6 +50,7 @@ class GenerationParams:
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
+    repeat_penalty: float = 1.0  # llama.cpp's, over the last 64 tokens; 1.0 is off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
 
@@ -274,7 +275,8 @@ class _Generation:
                 inst.restore(paused)
             stream: Iterable[dict] = inst.llama.create_completion(
                 tokens, max_tokens=min(self.params.max_tokens - self.usage.completion_tokens, room),
-                temperature=self.params.temperature, top_p=self.params.top_p, stop=stop + list(self.params.stop),
+                temperature=self.params.temperature, top_p=self.params.top_p,
+                repeat_penalty=self.params.repeat_penalty, stop=stop + list(self.params.stop),
                 stream=True, seed=self.params.seed,
             )
             try:

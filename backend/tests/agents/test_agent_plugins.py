@@ -131,6 +131,25 @@ async def test_llm_streams_assistant_text_then_usage(services):
     assert gemma.model == services.llm.model_name
 
 
+def repeated_phrases(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    said = [w.strip(".,:;!?\"'").lower() for w in text.split()]
+    grams = [tuple(said[i:i + n]) for i in range(len(said) - n + 1)]
+    return {g for g in grams if grams.count(g) > 1}
+
+
+@pytest.mark.parametrize("penalty, loops", [(1.0, True), (None, False)])
+async def test_spoken_replies_do_not_loop_on_a_phrase(services, penalty, loops):
+    """The small model, greedy, loops on "a classic comfort food with a twist"; VOICE_REPEAT_PENALTY stops it."""
+    settings = services.settings
+    if penalty is not None:
+        services = dataclasses.replace(services, settings=settings.model_copy(update={"voice_repeat_penalty": penalty}))
+    gemma = GemmaLLM(services=services, temperature=0.0, max_tokens=60)
+    chunks = [c async for c in gemma.chat(chat_ctx=chat(("system", settings.voice_instructions),
+                                                          ("user", "What should I cook for dinner?")))]
+    reply = "".join(c.delta.content for c in chunks if c.delta and c.delta.content)
+    assert bool(repeated_phrases(reply)) is loops, reply
+
+
 async def test_closing_the_stream_stops_generation(services):
     gemma = GemmaLLM(services=services, temperature=0.0, max_tokens=1000)
     stream = gemma.chat(chat_ctx=chat(("user", "Count from 1 to 500, separated by commas.")))

@@ -16,6 +16,7 @@ from helpers import QUESTION, QUESTION_WORDS, words
 from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.plugins import GemmaLLM
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
+from app.audio.vad import load_vad
 
 
 async def until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -89,3 +90,35 @@ async def test_user_speech_interrupts_the_reply(services, question_pcm):
         # What interrupted it is the user's next turn.
         await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
         assert QUESTION_WORDS <= words(messages(session, "user")[1].text_content)
+
+
+async def test_a_reply_started_on_an_early_guess_waits_for_the_user_to_finish(services):
+    """Whisper's guess at a pause starts the reply early (a preflight); the user speaks on, so that reply is
+    dropped: the one answer covers the whole question and starts after the user has finished."""
+    from test_agent_plugins import trimmed
+
+    rate = services.tts.sample_rate
+    first = trimmed(await services.tts.synthesize("How many legs"), rate)
+    second = trimmed(await services.tts.synthesize("does a spider have?"), rate)
+    pause = b"\0\0" * int(rate * 0.8)  # long enough for a guess, shorter than the VAD's silence wait
+    settings = services.settings.model_copy(update={"vad_min_silence_ms": 1000})
+    session = create_agent_session(services, vad=load_vad(settings),
+                                   llm=GemmaLLM(services=services, temperature=0.0, max_tokens=40))
+    session.input.audio = mic = ClipMicrophone(sample_rate=48000)
+    session.output.audio = speaker = RecordingSpeaker(speed=4.0)
+    preflights: list[str] = []
+    session.on("user_input_transcribed", lambda ev: ev.is_final or preflights.append(ev.transcript))
+    async with session:
+        await session.start(GemmaVoiceAgent())
+        await asyncio.sleep(0.5)
+        clip = mic.play(first + pause + second, rate)
+        await until(lambda: speaker.segments and speaker.segments[0].interrupted is not None, 120,
+                    "the reply to be spoken")
+        await until(lambda: messages(session, "assistant"), 30, "the reply in the history")
+        await asyncio.sleep(1.0)  # a second reply, if one were coming
+
+    assert any("legs" in words(p) and "spider" not in words(p) for p in preflights), preflights  # the early guess
+    [user] = messages(session, "user")
+    assert QUESTION_WORDS <= words(user.text_content)
+    assert len(speaker.segments) == 1 and len(messages(session, "assistant")) == 1
+    assert speaker.segments[0].first_frame_at > clip.speech_ended_at

@@ -11,8 +11,12 @@ import numpy as np
 from helpers import QUESTION, QUESTION_WORDS, words
 from test_agent_session import messages, until
 
+from livekit.agents import llm
+
+from app.agents.context_window import SLACK_TOKENS, ContextWindow
 from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.plugins import GemmaLLM
+from app.agents.plugins.gemma_llm import chat_messages
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.services.llm import ChatMessage, LLMService
@@ -61,6 +65,30 @@ async def test_a_long_conversation_always_fits_the_context(services):
         assert len(messages(session, "assistant")) == 9  # every turn got its answer
     finally:
         await small.llm.close()
+
+
+async def test_a_voice_turn_reads_at_most_voice_context_tokens(services):
+    """A longer context slows every token, so a voice turn reads VOICE_CONTEXT_TOKENS of the conversation, not
+    the whole LLM_N_CTX: after a cut the model reads about half of that, the newest turns."""
+    settings = services.settings.model_copy(update={"voice_context_tokens": 512})
+    agent = GemmaVoiceAgent(settings=settings)
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0, max_tokens=32))
+    async with session:
+        await session.start(agent)
+        (await session.run(user_input="Hello there.")).expect.next_event().is_message(role="assistant")
+    window = agent._window
+    assert window.budget == 512 - settings.voice_max_reply_tokens - SLACK_TOKENS
+
+    chat_ctx = llm.ChatContext()
+    chat_ctx.add_message(role="system", content="Be brief.")
+    for turn in range(30):  # ~40 tokens a turn: ~1200 in all, which LLM_N_CTX alone would keep whole
+        chat_ctx.add_message(role="user", content=f"Turn {turn}: tell me about the weather in town today.")
+        chat_ctx.add_message(role="assistant", content=f"Reply {turn}: it is sunny, warm and a little windy.")
+    assert 1000 < services.llm.count_tokens(chat_messages(chat_ctx)) < services.settings.llm_n_ctx
+    fitted = window.fit(chat_ctx)
+    assert window.cuts == 1 and services.llm.count_tokens(chat_messages(fitted)) <= window.budget
+    assert fitted.items[0].text_content == "Be brief."  # the instructions stay
+    assert fitted.items[-1].text_content == chat_ctx.items[-1].text_content  # with the newest turns
 
 
 async def test_a_turn_that_never_ends_is_cut_and_answered(services, question_pcm):

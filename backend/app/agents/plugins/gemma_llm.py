@@ -66,7 +66,8 @@ class GemmaLLM(llm.LLM):
             raise ValueError("temperature must be between 0 and 2")
         self._params = GenerationParams(
             max_tokens=max_tokens or self._services.settings.voice_max_reply_tokens,
-            temperature=temperature, top_p=top_p)
+            temperature=temperature, top_p=top_p,
+            repeat_penalty=self._services.settings.voice_repeat_penalty)
         self._warned_tools = False
 
     @property
