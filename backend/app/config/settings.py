@@ -127,9 +127,10 @@ class Settings(BaseSettings):
     # backwards speech and hisses came out as "Steech desa" at -1.17 to -1.56, 36 short spoken words at
     # -1.06 or better (bench.noise_words). Uploaded files (REST) keep every segment.
     voice_min_log_prob: float = Field(-1.1, le=0.0)
-    # Whisper starts on an utterance after this much silence, while the VAD still waits VAD_MIN_SILENCE_MS to
-    # be sure the turn ended; if the user goes on, that guess is dropped. 64 ms (two VAD windows) answered
-    # 233 ms sooner than 150 ms at p50 with no more word errors over 23 spoken turns (docs/benchmarks.md).
+    # Whisper starts on an utterance once the VAD has scored this much audio below its speech threshold, while
+    # it still waits VAD_MIN_SILENCE_MS to be sure the turn ended; if the user goes on, that guess is dropped.
+    # 32 ms (the first such VAD window) starts Whisper 112 ms after the end of the voice at p50, the VAD's own
+    # silence count ~200 ms after it, with no more word errors and no more dropped guesses (docs/benchmarks.md).
     voice_speculate_after_ms: int = Field(32, ge=32, le=1000)
     # A turn that never ends (a noisy room) is cut here and answered.
     voice_max_turn_seconds: float = Field(30.0, ge=2.0, le=300.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import re
 import threading
 import time
@@ -29,6 +30,8 @@ import numpy as np
 from app.config.settings import Settings
 from app.models import LLMSource, resolve_llm
 from app.services.base import BadRequest, ModelService, ServiceOverloaded, ServiceUnavailable
+
+log = logging.getLogger("app.services.llm")
 
 T = TypeVar("T")
 GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
@@ -271,6 +274,9 @@ class _Generation:
                 self.usage.prompt_tokens = len(tokens)
                 self.started = time.perf_counter()
                 self.service._restore_longest_prefix(inst, tokens)
+                if log.isEnabledFor(logging.DEBUG):
+                    held = common_prefix(inst.llama.input_ids[:inst.llama.n_tokens], np.asarray(tokens, np.intc))
+                    log.debug("prompt of %d tokens, %d of them new to the KV cache", len(tokens), len(tokens) - held)
             else:
                 inst.restore(paused)
             stream: Iterable[dict] = inst.llama.create_completion(
