@@ -34,6 +34,21 @@ UTTERANCES = [
 ]
 
 
+async def user_voice(texts: list[str]) -> tuple[list[bytes], int]:
+    """The benchmark's "user": each text spoken by the embedded voice without its sampling noise, so every run
+    (and every commit compared) hears the same clips, and word error rates compare. PCM s16le mono, its rate."""
+    from app.config.settings import Settings
+    from app.services.local_tts import LocalTTSService
+
+    tts = LocalTTSService(Settings(app_env="test", _env_file=None, local_tts_variation=0.0))
+    await tts.start()
+    await tts.wait_ready(60)
+    try:
+        return [await tts.synthesize(text) for text in texts], tts.sample_rate
+    finally:
+        await tts.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,9 +108,17 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
 
 
+NUMBER_WORDS = dict(enumerate("zero one two three four five six seven eight nine ten eleven twelve".split()))
+
+
+def spoken_words(text: str) -> list[str]:
+    """Lower-case words, digits as words: "2 plus 2" is what "two plus two" sounds like, not an error."""
+    return [NUMBER_WORDS.get(int(w), w) if w.isdigit() else w for w in re.findall(r"[\w']+", text.lower())]
+
+
 def word_errors(said: str, heard: str) -> tuple[int, int]:
     """Word-level edit distance (substitutions, insertions, deletions) and the reference length."""
-    ref, hyp = (re.findall(r"[\w']+", t.lower()) for t in (said, heard))
+    ref, hyp = spoken_words(said), spoken_words(heard)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i

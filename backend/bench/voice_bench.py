@@ -1,6 +1,6 @@
 """Voice-to-voice latency of the WebSocket session, as a microphone client sees it.
 
-A scripted client speaks each utterance (made with the embedded TTS) in real time in 20 ms frames,
+A scripted client speaks each utterance (the embedded voice without its sampling noise, the same every run: ``bench.common.user_voice``) in real time in 20 ms frames,
 then keeps sending silence as an open microphone would. Latency = the moment the frame holding the
 last voiced sample was sent -> the first reply audio byte received.
 
@@ -14,25 +14,20 @@ import asyncio
 import json
 import time
 
-import httpx
 import numpy as np
 import websockets
 
 from app.audio.codec import resample_pcm
-from bench.common import UTTERANCES, machine, running_server, save, summary, word_errors
+from bench.common import UTTERANCES, machine, running_server, save, summary, user_voice, word_errors
 
 FRAME_BYTES = 320 * 2  # 20 ms of s16le at 16 kHz (until 2026-11-29 this was 40 ms sent every 20 ms: 2x real time)
 STAGES = ("endpointing_ms", "stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms",
           "voice_to_voice_ms")
 
 
-def make_clips(url: str, texts: list[str]) -> list[bytes]:
-    clips = []
-    for text in texts:
-        r = httpx.post(f"{url}/v1/text-to-speech", json={"text": text, "format": "pcm"},
-                       headers={"Accept": "audio/pcm"}, timeout=60)
-        clips.append(resample_pcm(r.content, int(r.headers["x-sample-rate"]), 16000))
-    return clips
+async def make_clips(texts: list[str]) -> list[bytes]:
+    spoken, rate = await user_voice(texts)
+    return [resample_pcm(pcm, rate, 16000) for pcm in spoken]
 
 
 def last_voiced_frame(pcm: bytes) -> int:
@@ -198,7 +193,8 @@ def report(turns: list[dict]) -> dict:
     out = {"turns": len(turns), "answered": len(ok), "errors": sum(len(t["errors"]) for t in turns),
            "word_error_rate": round(errors / words, 3) if words else None,
            "client_voice_to_voice_ms": summary([t["client_voice_to_voice_ms"] for t in ok]),
-           "client_transcript_ms": summary([t["client_transcript_ms"] for t in ok if "client_transcript_ms" in t])}
+           "client_transcript_ms": summary([t["client_transcript_ms"] for t in ok if "client_transcript_ms" in t]),
+           "misheard": [(t["said"], t["heard"]) for t in turns if word_errors(t["said"], t["heard"])[0]]}
     for stage in STAGES:
         values = [t["metrics"][stage] for t in ok if t["metrics"] and t["metrics"].get(stage) is not None]
         out[f"server_{stage}"] = summary(values)
@@ -209,7 +205,7 @@ async def run(sessions: int, whisper_model: str | None, barge_in_only: bool = Fa
               single_only: bool = False) -> dict:
     out = {"machine": machine(), "whisper_model": whisper_model or "default"}
     with running_server({"WHISPER_MODEL": whisper_model} if whisper_model else None) as (url, _):
-        clips = list(zip(UTTERANCES, make_clips(url, UTTERANCES)))
+        clips = list(zip(UTTERANCES, await make_clips(UTTERANCES)))
         if barge_in_only:
             print("barge-in", json.dumps(barge_in_report(await barge_in(url, clips[0][1]))))
             return out

@@ -57,7 +57,7 @@ async def run() -> dict:
             for i, audio in enumerate(clips):
                 window = encoder_window_frames(len(audio), window_s)
                 started = time.perf_counter()
-                result, _ = whisper._decode(audio, window, language, None, 0.0)  # without the loop guard
+                result, _ = whisper._decode(audio, window, language, None, 0.0, None)  # without the loop guard
                 times.append(time.perf_counter() - started)
                 if window_s == WINDOWS_S[0]:
                     stock.append(words(result.text))

@@ -2,7 +2,7 @@
 
 The agent speaks a reply one piece at a time through the non-streaming TTS. The framework's default
 tokenizer waits for a whole first sentence of 20+ characters; this one releases the first clause
-(up to a comma, once it has a few words) so the first audio starts sooner.
+(up to a comma or colon, once it has two words) so the first audio starts sooner.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from app.voice.sentences import SentenceChunker
 
 
 class SpokenSentenceTokenizer(tokenize.SentenceTokenizer):
-    def __init__(self, *, first_clause_words: int = 4) -> None:
+    def __init__(self, *, first_clause_words: int = 2) -> None:
         self._first_clause_words = first_clause_words
 
     def _chunker(self) -> SentenceChunker:

@@ -117,8 +117,9 @@ class Settings(BaseSettings):
     # context and 20 ms at 3000, and reads a new turn 60-80 ms slower (docs/benchmarks.md). Capped by LLM_N_CTX.
     voice_context_tokens: int = Field(1536, ge=256)
     # Speech during a reply pauses it after this long; it stops for good once words are heard, and goes on
-    # if none were (a cough, a door) within voice_false_interruption_s of the noise ending.
-    voice_min_interruption_ms: int = Field(250, ge=50, le=2000)
+    # if none were (a cough, a door) within voice_false_interruption_s of the noise ending. With the VAD's
+    # own onset lag, 200 ms pauses the client's audio ~270 ms after the user starts talking (250: ~320 ms).
+    voice_min_interruption_ms: int = Field(200, ge=50, le=2000)
     voice_false_interruption_s: float = Field(1.5, ge=0.2, le=10.0)
     # Speech during the first seconds of the agent's speech in a session is not a barge-in: the listener's
     # echo canceller is still learning the agent's voice (LiveKit Agents' default; 0 turns it off).

@@ -2,7 +2,7 @@
 
 A piece is released as soon as its sentence ends, so its audio can start while the model is still
 writing the next one. The very first piece goes out sooner, since the first audio is what a listener
-waits for: at a clause end (a comma) once it has a few words, or after ``first_piece_max_words``
+waits for: at a clause end (a comma) once it has two words, or after ``first_piece_max_words``
 words when the first sentence runs on without one.
 """
 
@@ -26,7 +26,7 @@ def speakable(text: str) -> str:
 
 
 class SentenceChunker:
-    def __init__(self, *, first_clause_words: int = 4, first_piece_max_words: int = 8, min_chars: int = 2):
+    def __init__(self, *, first_clause_words: int = 2, first_piece_max_words: int = 8, min_chars: int = 2):
         self.first_clause_words = first_clause_words
         self.first_piece_max_words = first_piece_max_words
         self.min_chars = min_chars
