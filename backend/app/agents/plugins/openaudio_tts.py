@@ -8,7 +8,9 @@ time (see ``voice_agent.py``).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from livekit.agents import APIConnectOptions, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
@@ -18,6 +20,8 @@ from app.agents.runtime import shared_services
 from app.services.base import ServiceError
 from app.services.container import Services
 from app.services.tts import TTSEngine
+
+log = logging.getLogger("app.agents.tts")
 
 
 class OpenAudioTTS(tts.TTS):
@@ -79,9 +83,13 @@ class OpenAudioChunkedStream(tts.ChunkedStream):
         if gate is not None:
             gate.clear()
         pushed = False
+        started = time.perf_counter()
         try:
             async for pcm in chunks:
                 output_emitter.push(pcm)
+                if not pushed:
+                    log.debug("piece of %d characters: first audio after %.0f ms", len(self._input_text),
+                              (time.perf_counter() - started) * 1000)
                 pushed = True
                 if gate is not None:
                     gate.set()
