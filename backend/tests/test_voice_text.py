@@ -30,6 +30,15 @@ def test_a_long_first_sentence_is_cut_after_a_few_whole_words():
     assert chunker.push("erful day") == ["Absolutely wonderful"]
 
 
+def test_a_long_first_sentence_is_cut_before_a_phrase():
+    pieces = feed(SentenceChunker(), "Penguins are found on the islands of the far south. They swim.")
+    assert pieces == ["Penguins are found", "on the islands of the far south.", "They swim."]
+    chunker = SentenceChunker()
+    assert chunker.push("I'd love to help you with") == []  # "with" may still be growing ("without")
+    assert chunker.push(" that") == ["I'd love to help you"]  # not before "to": only two words before it
+    assert feed(SentenceChunker(), "A cup of tea is nice.") == ["A cup of tea is nice."]  # "of" opens no cut
+
+
 def test_decimal_points_do_not_cut():
     assert feed(SentenceChunker(), "It costs 3.50 euros today. Yes.") == ["It costs 3.50 euros today.", "Yes."]
 

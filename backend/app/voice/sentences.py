@@ -2,7 +2,8 @@
 
 A piece is released as soon as its sentence ends, so its audio can start while the model is still
 writing the next one. The very first piece goes out sooner, since the first audio is what a listener
-waits for: at a clause end (a comma) once it has two words, or after ``first_piece_max_words``
+waits for: at a clause end (a comma) once it has two words, before a word that opens a phrase ("on",
+"because") once it has three, or after ``first_piece_max_words``
 words when the first sentence runs on without one.
 """
 
@@ -16,6 +17,11 @@ _MARKUP = re.compile(r"[*_#`>~]|\[(.*?)\]\(.*?\)")
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002700-\U000027BF\U0001F000-\U0001F02F]")
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"\S+")
+# Words that open a phrase: the first piece may end before one ("Penguins are found | on the island"), a break
+# a listener hears as natural, where cutting after a fixed number of words may split "a cup | of tea".
+_PHRASE_OPENERS = frozenset(
+    "and but or so because since although though while when where which who whose that if unless until before "
+    "after in on at for with from to into about during by".split())
 
 
 def speakable(text: str) -> str:
@@ -26,8 +32,10 @@ def speakable(text: str) -> str:
 
 
 class SentenceChunker:
-    def __init__(self, *, first_clause_words: int = 2, first_piece_max_words: int = 8, min_chars: int = 2):
+    def __init__(self, *, first_clause_words: int = 2, first_phrase_words: int = 3, first_piece_max_words: int = 8,
+                 min_chars: int = 2):
         self.first_clause_words = first_clause_words
+        self.first_phrase_words = first_phrase_words
         self.first_piece_max_words = first_piece_max_words
         self.min_chars = min_chars
         self._buffer = ""
@@ -54,8 +62,13 @@ class SentenceChunker:
         for clause in _CLAUSE_END.finditer(self._buffer):
             if len(self._buffer[:clause.start()].split()) >= self.first_clause_words:
                 return clause.end()
-        # No clause end yet: cut after the first words, once the word after them has begun (so they are whole).
         words = list(_WORD.finditer(self._buffer))
+        # Before a word that opens a phrase, once that word is whole (the text goes on after it).
+        for index in range(self.first_phrase_words, min(len(words), self.first_piece_max_words + 1)):
+            word = words[index]
+            if word.end() < len(self._buffer) and word.group().lower() in _PHRASE_OPENERS:
+                return word.start()
+        # No clause end yet: cut after the first words, once the word after them has begun (so they are whole).
         if len(words) > self.first_piece_max_words:
             return words[self.first_piece_max_words].start()
         return None
