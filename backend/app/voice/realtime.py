@@ -48,7 +48,7 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from app.agents.playout import ListenerPlayout, PlayedSegment
 from app.agents.plugins import GemmaLLM
@@ -58,7 +58,7 @@ from app.audio.codec import Resampler
 from app.audio.vad import tunable_vad
 from app.services.container import Services
 from app.voice.socket_io import (INTERRUPT_WAIT_S, FrameError, SocketMicrophone, SocketOutbox, SocketTranscript,
-                                 require_unicode, session_stt, session_tts)
+                                 client_frames, require_unicode, session_stt, session_tts)
 
 log = logging.getLogger("app.voice.realtime")
 
@@ -399,17 +399,12 @@ class RealtimeConversation:
             # metrics with the speech they belong to.
             self.session.llm.on("metrics_collected", self._on_llm_metrics)
             self.send({"type": "session.created", "session": self._session_object()})
-            while not self._closed:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    await self._on_text_frame(message["text"])
-                elif message.get("bytes") is not None:
+            async for text, data in client_frames(self.ws, lambda: self._closed):
+                if text is not None:
+                    await self._on_text_frame(text)
+                elif data is not None:
                     self.error(RealtimeError("invalid_event", "events are JSON text frames; audio goes in "
                                              "input_audio_buffer.append as base64"))
-        except WebSocketDisconnect:
-            pass
         finally:
             await self._close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from livekit import rtc
@@ -78,6 +79,18 @@ class SocketOutbox:
                 await self.ws.close()
             except (RuntimeError, WebSocketDisconnect):
                 pass
+
+
+async def client_frames(ws: WebSocket, closed: Callable[[], bool]) -> AsyncIterator[tuple[str | None, bytes | None]]:
+    """The client's frames as (text, bytes), one of them set, until it disconnects or ``closed()``."""
+    try:
+        while not closed():
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            yield message.get("text"), message.get("bytes")
+    except WebSocketDisconnect:
+        return
 
 
 class SocketMicrophone(io.AudioInput):

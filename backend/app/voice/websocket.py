@@ -36,7 +36,7 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 from livekit.agents.voice.transcription import TranscriptSynchronizer
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from app.agents.playout import ListenerPlayout
 from app.agents.plugins import OpenAudioTTS, WhisperSTT
@@ -44,8 +44,8 @@ from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
 from app.metrics import VOICE_TO_VOICE
 from app.services.container import Services
-from app.voice.socket_io import (FrameError, SocketMicrophone, SocketOutbox, SocketTranscript, interrupt_session,
-                                 require_unicode, session_stt, session_tts)
+from app.voice.socket_io import (FrameError, SocketMicrophone, SocketOutbox, SocketTranscript, client_frames,
+                                 interrupt_session, require_unicode, session_stt, session_tts)
 
 log = logging.getLogger("app.voice")
 
@@ -138,16 +138,11 @@ class SocketConversation:
             self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
                        "output_sample_rate": self.services.tts.sample_rate, "vad": self.vad,
                        "models_ready": self.services.ready})
-            while not self._closed:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes") is not None:
-                    self._on_audio(message["bytes"])
-                elif message.get("text") is not None:
-                    await self._on_text_frame(message["text"])
-        except WebSocketDisconnect:
-            pass
+            async for text, data in client_frames(self.ws, lambda: self._closed):
+                if data is not None:
+                    self._on_audio(data)
+                elif text is not None:
+                    await self._on_text_frame(text)
         finally:
             await self._close()
 

@@ -71,7 +71,7 @@ class SpeculativeSTT(stt.STT):
 
 
 def stt_capabilities(wrapped: stt.STT) -> stt.STTCapabilities:
-    return stt.STTCapabilities(streaming=True, interim_results=True, manual_flush=True,
+    return stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True,
                                offline_recognize=wrapped.capabilities.offline_recognize)
 
 
