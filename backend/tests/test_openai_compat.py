@@ -18,7 +18,7 @@ def test_models_list_names_what_runs_behind_each_plugin(sdk):
     """By default the LiveKit plugins' names are not what runs: GemmaLLM runs SmolLM2 and OpenAudioTTS piper."""
     served = {m.kind: m for m in sdk.models.list().data}
     assert set(served) == {"llm", "stt", "tts"}
-    assert served["llm"].id == "smollm2-135m-instruct-q4_1"
+    assert served["llm"].id == "smollm2-135m-instruct-q8_0"
     assert (served["llm"].engine, served["llm"].livekit_plugin) == ("llama.cpp", "GemmaLLM")
     assert (served["stt"].engine, served["stt"].livekit_plugin) == ("faster-whisper", "WhisperSTT")
     assert served["tts"].id == "piper/en_US-joe-medium"

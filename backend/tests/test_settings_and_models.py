@@ -10,7 +10,8 @@ from helpers import QUESTION_WORDS, words
 from app.audio.codec import decode_audio
 from app.config.settings import Settings
 from app.malloc_arena import use_one_malloc_arena
-from app.models import WHISPER_BASE_BYTES, ModelUnavailable, embedded_whisper_base, resolve_llm, resolve_whisper
+from app.models import (WHISPER_BASE_BYTES, ModelUnavailable, embedded_smollm2, embedded_whisper_base, resolve_llm,
+                        resolve_whisper)
 from app.services.llm import ChatMessage, gemma_prompt
 from app.services.whisper import WhisperService
 
@@ -51,6 +52,17 @@ def test_llm_sources_in_order(tmp_path):
         resolve_llm(Settings(app_env="test", llm_hf_repo="google/gemma-3-1b-it-qat-q4_0-gguf"))
     embedded = resolve_llm(Settings(app_env="test"))
     assert embedded.path.suffix == ".gguf" and embedded.path.stat().st_size > 50_000_000
+
+
+def test_embedded_smollm2_is_rewritten_as_q8_0_once(tmp_path):
+    from llama_cpp import Llama
+
+    gguf = embedded_smollm2(tmp_path)
+    stamp = gguf.stat().st_mtime_ns
+    assert embedded_smollm2(tmp_path) == gguf and gguf.stat().st_mtime_ns == stamp  # second call skips the work
+    assert list(tmp_path.iterdir()) == [gguf]  # no partial file left behind
+    model = Llama(model_path=str(gguf), n_ctx=64, verbose=False, vocab_only=True)
+    assert model.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
 
 
 def test_gemma3_base_needs_its_package(tmp_path):
