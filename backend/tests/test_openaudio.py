@@ -116,3 +116,14 @@ async def test_embedded_voice_variation_follows_settings(server):
         assert await natural.synthesize("Same words.") != await natural.synthesize("Same words.")
     finally:
         await natural.close()
+
+
+async def test_embedded_voice_starts_speaking_at_once(server):
+    """Piper opens each utterance with 20-60 ms of silence; the first audio a listener gets is the voice."""
+    pcm = await server.services.tts.synthesize("The capital of France is Paris.")
+    samples = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
+    first_loud = int(np.flatnonzero(samples > 328)[0])
+    assert first_loud <= server.services.tts.sample_rate * 0.012
+    untrimmed = b"".join([chunk.audio_int16_bytes for chunk in server.services.tts.voice.synthesize(
+        "The capital of France is Paris.", server.services.tts._synthesis)])
+    assert len(untrimmed) - len(pcm) >= server.services.tts.sample_rate * 2 * 0.01  # the silence was there

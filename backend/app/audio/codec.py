@@ -95,6 +95,14 @@ def float_to_pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
+def trim_leading_silence(pcm: bytes, sample_rate: int, *, keep_ms: float = 10.0, floor: int = 328) -> bytes:
+    """PCM s16le from ``keep_ms`` before its first sample louder than ``floor`` (-40 dBFS); all silence stays."""
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm[:len(pcm) // 2 * 2], dtype="<i2").astype(np.int32)) > floor)
+    if loud.size == 0:
+        return pcm
+    return pcm[2 * max(0, int(loud[0]) - round(sample_rate * keep_ms / 1000)):]
+
+
 class Resampler:
     """Streaming PCM resampler (libsoxr through livekit.rtc); identity when the rates match."""
 

@@ -6,6 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
+from app.audio.codec import trim_leading_silence
 from app.config.settings import Settings
 from app.models import embedded_piper_voice
 from app.services.tts import TTSEngine
@@ -48,7 +49,10 @@ class LocalTTSService(TTSEngine):
     async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         text = self.check_text(text)
         await self.wait_ready(self.settings.ready_wait_seconds)
+        first = True
         async for pcm in self._sentences(text):
+            if first:  # piper opens with 20-60 ms of silence: a listener would wait that much longer for the voice
+                pcm, first = trim_leading_silence(pcm, self.sample_rate), False
             yield pcm
 
     async def _sentences(self, text: str) -> AsyncIterator[bytes]:
