@@ -14,6 +14,7 @@ from app.config.settings import REPO_DIR
 # (module, arguments): the voice loops run with each embedded Whisper, the default base and the faster tiny.en.
 SUITES = [
     ("bench.api_bench", []),
+    ("bench.llm_formats", []),
     ("bench.whisper_windows", []),
     ("bench.noise_words", []),
     ("bench.voice_bench", []),
