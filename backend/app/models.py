@@ -54,9 +54,9 @@ def packaged_smollm2() -> Path:
 def embedded_smollm2(models_dir: Path) -> Path:
     """The packaged SmolLM2 (Q4_1) rewritten as Q8_0, once.
 
-    llama.cpp has no fast CPU kernels for Q4_1: on 2 cores the Q8_0 copy reads a 20-token turn in 44 ms
-    instead of 70 and writes a token in 9.1 ms instead of 10.5. It is the same model: the two agree on the
-    next token as often as a float16 copy does (95 %), with the same perplexity (docs/benchmarks.md).
+    llama.cpp reads a prompt slowly in Q4_1: on 2 cores the Q8_0 copy reads a 20-token turn in 48-72 ms
+    instead of 65-122 ms, and writes tokens about as fast (``bench.llm_formats``). It is the same model:
+    the two agree on the next token as often as a float16 copy does (95 %), with the same perplexity.
     """
     target = models_dir / "smollm2-135m-instruct-q8_0.gguf"
     if target.exists():

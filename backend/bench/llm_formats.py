@@ -10,6 +10,10 @@ embedded default; Q4_0 and float16 for comparison) and measured on 2 threads:
 
 A float16 copy is the Q4_1 weights almost exactly, so its agreement is the floor set by arithmetic alone.
 
+Then, for Q4_1 and Q8_0, how many greedy replies to the voice benchmarks' questions repeat a 4-word phrase
+("a classic comfort food with a twist: a classic comfort food with ...") at each repeat penalty: what
+``VOICE_REPEAT_PENALTY`` is chosen by.
+
     cd backend && .venv/bin/python -m bench.llm_formats
 """
 
@@ -24,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.config.settings import REPO_DIR
+from app.config.settings import REPO_DIR, Settings
 from app.models import packaged_smollm2
-from bench.common import machine, save
+from bench.agent_latency import QUESTIONS
+from bench.common import UTTERANCES, machine, save
 
 PROMPT = ("<|im_start|>system\nYou are a helpful voice assistant. Answer briefly, in one or two short sentences."
           "<|im_end|>\n<|im_start|>user\nWhat is the capital of France? Tell me about it.<|im_end|>\n"
@@ -74,6 +79,29 @@ def log_probs(path: Path, text: str) -> tuple[np.ndarray, list[int]]:
     return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True), tokens
 
 
+PENALTIES = (1.0, 1.1, 1.15, 1.2, 1.3)
+
+
+def repeats_a_phrase(text: str, n: int = 4) -> bool:
+    said = [w.strip(".,:;!?\"'").lower() for w in text.split()]
+    grams = [tuple(said[i:i + n]) for i in range(len(said) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
+def looping_replies(path: Path, questions: list[str]) -> dict[str, list[str]]:
+    """Per repeat penalty, the questions whose greedy 60-token reply repeats a 4-word phrase."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=2, verbose=False)
+    system = Settings(app_env="test", _env_file=None).voice_instructions
+    out = {}
+    for penalty in PENALTIES:
+        out[str(penalty)] = [q for q in questions if repeats_a_phrase(llm.create_chat_completion(
+            [{"role": "system", "content": system}, {"role": "user", "content": q}],
+            temperature=0.0, max_tokens=60, repeat_penalty=penalty)["choices"][0]["message"]["content"])]
+    return out
+
+
 def main() -> None:
     import llama_cpp
 
@@ -99,6 +127,12 @@ def main() -> None:
             print(f"{name:16s} read a {TURN_TOKENS}-token turn {row['read_turn_ms']:6.1f} ms, one token "
                   f"{row['token_ms']:5.2f} ms, same next token {row['same_next_token']:.3f}, KL {row['kl_from_q4_1']:.4f}, "
                   f"perplexity {row['perplexity']:.2f}, {row['mb']} MB", flush=True)
+        questions = list(dict.fromkeys(QUESTIONS + UTTERANCES))
+        out["looping_replies"] = {}
+        for name in ("q4_1 (packaged)", "q8_0"):
+            loops = out["looping_replies"][name] = looping_replies(files[name], questions)
+            print(f"{name:16s} greedy replies repeating a 4-word phrase, of {len(questions)}, by repeat penalty: "
+                  + ", ".join(f"{p}: {len(q)}" for p, q in loops.items()), flush=True)
     print("saved", save("llm_formats", out))
 
 
