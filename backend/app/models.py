@@ -61,28 +61,37 @@ def embedded_smollm2(models_dir: Path) -> Path:
     target = models_dir / "smollm2-135m-instruct-q8_0.gguf"
     if target.exists():
         return target
-    import ctypes
-
     import llama_cpp
 
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.partial")  # the API and a worker may start at once
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
-    params.allow_requantize = True
     log.info("writing SmolLM2 as Q8_0 to %s (once, about a second)", target)
-    llama_log = logging.getLogger("llama-cpp-python")  # llama.cpp reports every tensor at info level
-    level, llama_log.level = llama_log.level, logging.ERROR  # (its table maps INFO to WARNING)
     try:
-        failed = llama_cpp.llama_model_quantize(str(packaged_smollm2()).encode(), str(tmp).encode(),
-                                                ctypes.byref(params))
+        rewrite_gguf(packaged_smollm2(), tmp, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
+    except ModelUnavailable:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.rename(target)
+    return target
+
+
+def rewrite_gguf(source: Path, target: Path, ftype: int) -> None:
+    """Write ``source`` to ``target`` in another llama.cpp file type (``llama_cpp.LLAMA_FTYPE_*``)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize = ftype, True
+    llama_log = logging.getLogger("llama-cpp-python")  # llama.cpp reports every tensor at info level
+    level = llama_log.level
+    llama_log.setLevel(logging.ERROR)  # (its table maps llama.cpp's INFO to WARNING)
+    try:
+        failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     finally:
         llama_log.setLevel(level)
     if failed:
-        tmp.unlink(missing_ok=True)
-        raise ModelUnavailable(f"could not write the Q8_0 copy of SmolLM2 to {tmp}")
-    tmp.rename(target)
-    return target
+        raise ModelUnavailable(f"llama.cpp could not write {target} from {source}")
 
 
 def embedded_gemma3_270m(models_dir: Path) -> Path:

@@ -19,7 +19,6 @@ Then, for Q4_1 and Q8_0, how many greedy replies to the voice benchmarks' questi
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config.settings import REPO_DIR, Settings
-from app.models import packaged_smollm2
+from app.models import packaged_smollm2, rewrite_gguf
 from bench.agent_latency import QUESTIONS
 from bench.common import UTTERANCES, machine, save
 
@@ -38,16 +37,6 @@ PROMPT = ("<|im_start|>system\nYou are a helpful voice assistant. Answer briefly
           "<|im_start|>assistant\n")
 TURN_TOKENS = 20
 ROUNDS = 5
-
-
-def rewrite(source: Path, target: Path, ftype: int) -> Path:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize = ftype, True
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError(f"llama.cpp could not write {target}")
-    return target
 
 
 def speed(path: Path) -> dict[str, float]:
@@ -105,7 +94,7 @@ def looping_replies(path: Path, questions: list[str]) -> dict[str, list[str]]:
 def main() -> None:
     import llama_cpp
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's per-tensor report
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's per-tensor report on loading
     text = (REPO_DIR / "README.md").read_text()
     packaged = packaged_smollm2()
     out: dict = {"machine": machine(), "model": packaged.name, "formats": {}}
@@ -113,7 +102,8 @@ def main() -> None:
         files = {"q4_1 (packaged)": packaged}
         for name, ftype in (("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0),
                             ("f16", llama_cpp.LLAMA_FTYPE_MOSTLY_F16)):
-            files[name] = rewrite(packaged, Path(tmp) / f"{name}.gguf", ftype)
+            files[name] = Path(tmp) / f"{name}.gguf"
+            rewrite_gguf(packaged, files[name], ftype)
         reference, tokens = log_probs(packaged, text)
         targets = np.asarray(tokens[1:])
         for name, path in files.items():

@@ -1,8 +1,8 @@
 """The project's sentence chunker (``app.voice.sentences``) as a LiveKit Agents sentence tokenizer.
 
 The agent speaks a reply one piece at a time through the non-streaming TTS. The framework's default
-tokenizer waits for a whole first sentence of 20+ characters; this one releases the first clause
-(up to a comma or colon, once it has two words) so the first audio starts sooner.
+tokenizer waits for a whole first sentence of 20+ characters; this one releases a shorter first piece
+(``SentenceChunker``'s rules: a clause, a phrase break, or a few words) so the first audio starts sooner.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from app.voice.sentences import SentenceChunker
 
 
 class SpokenSentenceTokenizer(tokenize.SentenceTokenizer):
-    def __init__(self, *, first_clause_words: int = 2) -> None:
-        self._first_clause_words = first_clause_words
-
-    def _chunker(self) -> SentenceChunker:
-        return SentenceChunker(first_clause_words=self._first_clause_words)
-
     def tokenize(self, text: str, *, language: str | None = None) -> list[str]:
-        chunker = self._chunker()
+        chunker = SentenceChunker()
         return chunker.push(text) + chunker.flush()
 
     def stream(self, *, language: str | None = None) -> tokenize.SentenceStream:
-        return _SpokenSentenceStream(self._chunker)
+        return _SpokenSentenceStream(SentenceChunker)
 
 
 class _SpokenSentenceStream(tokenize.SentenceStream):

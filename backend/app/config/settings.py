@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     voice_repeat_penalty: float = Field(1.2, ge=1.0, le=2.0)
     voice_max_reply_tokens: int = 120
     # How much of the conversation a voice turn's model reads (instructions, recent turns, the reply). Each
-    # token of context slows every later token: the embedded model writes one in 11.5 ms at 1000 tokens of
-    # context and 20 ms at 3000, and reads a new turn 60-80 ms slower (docs/benchmarks.md). Capped by LLM_N_CTX.
+    # token of context slows every later token: the embedded model (as Q4_1) wrote one in 11.5 ms at 1000 tokens
+    # of context and 20 ms at 3000, and reads a new turn 60-80 ms slower (docs/benchmarks.md). Capped by LLM_N_CTX.
     voice_context_tokens: int = Field(1536, ge=256)
     # Speech during a reply pauses it after this long; it stops for good once words are heard, and goes on
     # if none were (a cough, a door) within voice_false_interruption_s of the noise ending. With the VAD's
