@@ -17,6 +17,21 @@ def test_sentences_are_released_as_soon_as_they_end():
     assert chunker.flush() == ["It is"]
 
 
+def test_a_piece_goes_with_the_token_that_can_only_end_it():
+    """The TTS may start a token sooner: the model needn't write the next word first."""
+    chunker = SentenceChunker()
+    assert chunker.push("The capital of France is Paris") == []
+    assert chunker.push(".") == ["The capital of France is Paris."]
+    assert chunker.push(" Is it?") == ["Is it?"]
+    assert SentenceChunker().push("Well,") == []  # one word before the comma: no clause yet
+    chunker = SentenceChunker()
+    assert chunker.push("Of course") == []
+    assert chunker.push(",") == ["Of course,"]
+    for unsure in ("It costs 3.", "About 1,", "I saw Dr.", "Made in the U.S.", "Well..."):
+        chunker = SentenceChunker(first_clause_words=1, first_piece_max_words=99)
+        assert chunker.push(unsure) == [], unsure  # may go on: "3.50", "1,000", "Dr. Who", "U.S. today", "Well..."
+
+
 def test_first_clause_goes_early_then_whole_sentences():
     pieces = feed(SentenceChunker(first_clause_words=4), "Well, as far as I know, Paris is lovely, truly. Bye now!")
     assert pieces == ["Well, as far as I know,", "Paris is lovely, truly.", "Bye now!"]

@@ -1,7 +1,8 @@
 """Cut a streamed reply into speakable pieces as the tokens arrive.
 
 A piece is released as soon as its sentence ends, so its audio can start while the model is still
-writing the next one. The very first piece goes out sooner, since the first audio is what a listener
+writing the next one: at the token that ends it when that token can only end it ("?", "Paris."), else
+once the next one shows it does ("3." may be "3.5"). The very first piece goes out sooner, since the first audio is what a listener
 waits for: at a clause end (a comma) once it has two words, before a word that opens a phrase ("on",
 "because") once it has three, or after ``first_piece_max_words``
 words when the first sentence runs on without one.
@@ -13,6 +14,10 @@ import re
 
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+|$)")
 _CLAUSE_END = re.compile(r"([,;:—])\s+")
+# Text that can only end here, with no need to see what follows: "?" or "!", a period after a lowercase word
+# of three letters or more (not "3." of "3.5", "Dr.", "U.S." or "..."), a comma after a letter (not "1,000").
+_SENTENCE_ENDS_HERE = re.compile(r"(?:[!?…]|(?<=[a-z]{3})\.)[\"')\]]*$")
+_CLAUSE_ENDS_HERE = re.compile(r"(?<=[^\W\d_])[,;:—]$")
 _MARKUP = re.compile(r"[*_#`>~]|\[(.*?)\]\(.*?\)")
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002700-\U000027BF\U0001F000-\U0001F02F]")
 _SPACES = re.compile(r"\s+")
@@ -47,8 +52,8 @@ class SentenceChunker:
         pieces: list[str] = []
         while True:
             match = _SENTENCE_END.search(self._buffer)
-            # A sentence end needs the following whitespace (or more text) to be sure it isn't "3.5".
-            if match and match.group(2):
+            # A sentence end needs the following whitespace to be sure it isn't "3.5", unless it can only be one.
+            if match and (match.group(2) or _SENTENCE_ENDS_HERE.search(self._buffer)):
                 cut = match.end()
             elif self._released == 0 and (clause := self._first_clause()):
                 cut = clause
@@ -62,6 +67,8 @@ class SentenceChunker:
         for clause in _CLAUSE_END.finditer(self._buffer):
             if len(self._buffer[:clause.start()].split()) >= self.first_clause_words:
                 return clause.end()
+        if (clause := _CLAUSE_ENDS_HERE.search(self._buffer)) and len(self._buffer.split()) >= self.first_clause_words:
+            return clause.end()
         words = list(_WORD.finditer(self._buffer))
         # Before a word that opens a phrase, once that word is whole (the text goes on after it).
         for index in range(self.first_phrase_words, min(len(words), self.first_piece_max_words + 1)):
