@@ -14,6 +14,20 @@ from livekit.agents import tokenize, utils
 from app.voice.sentences import SentenceChunker
 
 
+class FirstPieceEnd:
+    """Fed a reply's text as the model writes it: True once, for the text that completes the reply's first
+    spoken piece (the tokenizer's own rules), where the TTS is about to start on it."""
+
+    def __init__(self) -> None:
+        self._chunker: SentenceChunker | None = SentenceChunker()
+
+    def __call__(self, text: str) -> bool:
+        if self._chunker is None or not self._chunker.push(text):
+            return False
+        self._chunker = None
+        return True
+
+
 class SpokenSentenceTokenizer(tokenize.SentenceTokenizer):
     def tokenize(self, text: str, *, language: str | None = None) -> list[str]:
         chunker = SentenceChunker()

@@ -157,6 +157,9 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
         "llm": GemmaLLM(services=services, llm_gate=llm_gate),
         "tts": PieceByPieceTTS(OpenAudioTTS(services=services, voice=voice, llm_gate=llm_gate)),
         "vad": vad,
+        # The sentence tokenizer already makes each piece speakable (no markup, no emoji); LiveKit's markdown
+        # filter would also hold every piece's closing punctuation back until the model's next token.
+        "tts_text_transforms": None,
         "aec_warmup_duration": settings.voice_aec_warmup_s or None,
         "turn_handling": {
             "turn_detection": TurnDetector(version="v1-mini") if turn_detector else "vad",

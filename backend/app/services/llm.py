@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Iterable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ T = TypeVar("T")
 GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
 # Restoring a kept state costs about what evaluating 3 tokens does: worth it from this many tokens saved.
 RESTORE_MIN_GAIN = 8
+# How long the model waits, at text a TTS is about to start on (``pause_after``), for the gate to close.
+EXPECTED_PAUSE_WAIT_S = 0.02
 # Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
@@ -251,9 +253,11 @@ class _Generation:
     """
 
     def __init__(self, service: LLMService, messages: Sequence[ChatMessage], params: GenerationParams,
-                 usage: Usage, gate: threading.Event | None, loop: asyncio.AbstractEventLoop):
+                 usage: Usage, gate: threading.Event | None, loop: asyncio.AbstractEventLoop,
+                 pause_after: Callable[[str], bool] | None = None):
         self.service = service
         self.messages, self.params, self.usage, self.gate = messages, params, usage, gate
+        self.pause_after = pause_after if gate is not None else None
         self.loop = loop
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.cancel = threading.Event()
@@ -310,7 +314,6 @@ class _Generation:
         usage = self.usage
         count = 0
         for chunk in stream:
-            self._hold_while_gated()
             if self.cancel.is_set():
                 usage.finish_reason = "cancelled"
                 return False
@@ -323,11 +326,21 @@ class _Generation:
             if text:
                 self.written.append(text)
                 self.emit("text", text)
+                if self.pause_after is not None and self.pause_after(text):
+                    self._expect_pause()
             if choice.get("finish_reason"):
                 usage.finish_reason = choice["finish_reason"]
             elif text and self._should_hand_on(count):  # after whole characters only: the text resumes from here
                 return True
+            self._hold_while_gated()  # before the next token is written
         return False
+
+    def _expect_pause(self) -> None:
+        """The text so far ends a piece a TTS is about to start on: give it a moment to close the gate, so that
+        the model pauses before writing another token rather than after (the two would share the CPU)."""
+        deadline = time.perf_counter() + EXPECTED_PAUSE_WAIT_S
+        while self.gate.is_set() and not self.cancel.is_set() and time.perf_counter() < deadline:
+            time.sleep(0.001)
 
     def _hold_while_gated(self) -> None:
         # Paused only while no other request waits: a paused reply must not keep the model idle.
@@ -455,17 +468,21 @@ class LLMService(ModelService):
             raise BadRequest(f"max_tokens may be at most {self.settings.max_tokens_cap}")
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: GenerationParams,
-                          usage: Usage | None = None, *, gate: threading.Event | None = None) -> AsyncIterator[str]:
+                          usage: Usage | None = None, *, gate: threading.Event | None = None,
+                          pause_after: Callable[[str], bool] | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
         The reply is written in slices (see ``_Generation``); between slices it goes to the back of the
         line with its saved state. ``gate``: while it is clear, generation pauses between tokens, or gives
         the model to a waiting request (a voice reply clears it so its first sentence is synthesized with
-        the whole CPU; the model writes far faster than speech).
+        the whole CPU; the model writes far faster than speech). ``pause_after``: called in the generating
+        thread with each new piece of text; True when the text so far ends a piece the TTS will start on, so
+        the model waits briefly for the gate to close before its next token.
         """
         self._check(messages, params)
         loop = asyncio.get_running_loop()
-        generation = _Generation(self, messages, params, usage if usage is not None else Usage(), gate, loop)
+        generation = _Generation(self, messages, params, usage if usage is not None else Usage(), gate, loop,
+                                 pause_after)
         deadline = loop.time() + self.settings.llm_request_timeout
         inst: _Instance | None = await self._acquire()
         paused: _KVState | None = None

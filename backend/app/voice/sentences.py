@@ -53,12 +53,12 @@ class SentenceChunker:
         while True:
             match = _SENTENCE_END.search(self._buffer)
             # A sentence end needs the following whitespace to be sure it isn't "3.5", unless it can only be one.
-            if match and (match.group(2) or _SENTENCE_ENDS_HERE.search(self._buffer)):
-                cut = match.end()
-            elif self._released == 0 and (clause := self._first_clause()):
-                cut = clause
-            else:
+            ends = [match.end()] if match and (match.group(2) or _SENTENCE_ENDS_HERE.search(self._buffer)) else []
+            if self._released == 0 and (clause := self._first_clause()):
+                ends.append(clause)  # the first piece: whichever comes first
+            if not ends:
                 break
+            cut = min(ends)
             piece, self._buffer = self._buffer[:cut], self._buffer[cut:]
             self._emit(piece, pieces)
         return pieces

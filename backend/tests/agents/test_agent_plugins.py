@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -18,11 +19,12 @@ from livekit.agents.utils import combine_frames
 from app.agents.offline_io import voiced_end
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.plugins.gemma_llm import chat_messages
-from app.agents.sentences import SpokenSentenceTokenizer
+from app.agents.sentences import FirstPieceEnd, SpokenSentenceTokenizer
 from app.audio.codec import resample_pcm
 from app.audio.vad import load_vad
 from app.services.base import ServiceOverloaded, UpstreamError
-from app.services.llm import ChatMessage
+from app.services.llm import ChatMessage, GenerationParams, Usage
+from app.voice.sentences import SentenceChunker
 
 NO_RETRY = APIConnectOptions(max_retry=0)
 
@@ -56,7 +58,7 @@ class OverloadedLLMDouble:
     def __init__(self):
         self.calls = 0
 
-    async def stream_chat(self, messages, params, usage=None, *, gate=None):
+    async def stream_chat(self, messages, params, usage=None, *, gate=None, pause_after=None):
         self.calls += 1
         raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
         yield  # an async generator, like the real one
@@ -70,7 +72,7 @@ class FailingMidReplyLLMDouble:
     def __init__(self):
         self.calls = 0
 
-    async def stream_chat(self, messages, params, usage=None, *, gate=None):
+    async def stream_chat(self, messages, params, usage=None, *, gate=None, pause_after=None):
         self.calls += 1
         yield "Once upon a time"
         raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
@@ -322,3 +324,34 @@ async def test_replies_are_spoken_from_the_first_clause_on():
     assert [t.token async for t in stream] == [
         "The sky on a sunny day is blue,", "with a hint of pink.", "It is lovely.",
         "Well, I think so too,", "really."]
+
+
+async def test_the_model_pauses_where_the_first_piece_ends(services):
+    """The TTS closes the gate as it starts on the reply's first piece; the model stops at that piece's last
+    token rather than writing one more beside the TTS, and goes on once the gate opens."""
+    gate = threading.Event()
+    gate.set()
+    usage = Usage()
+    at_piece_end: list[int] = []
+    watch = FirstPieceEnd()
+
+    def pause_after(text: str) -> bool:
+        ends = watch(text)
+        if ends:
+            at_piece_end.append(usage.completion_tokens)
+        return ends
+
+    pieces, first_piece = [], SentenceChunker()
+    stream = services.llm.stream_chat(
+        [ChatMessage("user", "Describe Paris in three sentences.")],
+        GenerationParams(max_tokens=60, temperature=0.0), usage, gate=gate, pause_after=pause_after)
+    async for piece in stream:
+        pieces.append(piece)
+        if first_piece.push(piece) and not at_piece_end[1:]:
+            # The TTS starts on it a few milliseconds later (in a session the text passes a few tasks first).
+            asyncio.get_running_loop().call_later(0.005, gate.clear)
+            await asyncio.sleep(0.3)  # while the piece is synthesized
+            assert usage.completion_tokens == at_piece_end[0]
+            at_piece_end.append(-1)  # once
+            gate.set()
+    assert len(at_piece_end) == 2 and usage.completion_tokens > at_piece_end[0] + 3, "".join(pieces)

@@ -17,6 +17,7 @@ from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.plugins import GemmaLLM
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.vad import load_vad
+from app.voice.sentences import SentenceChunker
 
 
 async def until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -122,3 +123,36 @@ async def test_a_reply_started_on_an_early_guess_waits_for_the_user_to_finish(se
     assert QUESTION_WORDS <= words(user.text_content)
     assert len(speaker.segments) == 1 and len(messages(session, "assistant")) == 1
     assert speaker.segments[0].first_frame_at > clip.speech_ended_at
+
+
+async def test_the_voice_starts_on_the_token_that_ends_the_first_piece(services, monkeypatch):
+    """The first piece goes to the TTS as soon as the model has written its last token, not once the model's
+    next token shows that it ended (a markdown filter held it that long), and the model waits meanwhile."""
+    events: list[tuple[str, str]] = []
+    stream_chat, tts_stream = services.llm.stream_chat, services.tts.stream
+
+    async def spied_chat(*args, **kwargs):
+        async for text in stream_chat(*args, **kwargs):
+            events.append(("llm", text))
+            yield text
+
+    def spied_tts(text, **kwargs):
+        events.append(("tts", text))
+        return tts_stream(text, **kwargs)
+
+    monkeypatch.setattr(services.llm, "stream_chat", spied_chat)
+    monkeypatch.setattr(services.tts, "stream", spied_tts)
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0))
+    session.output.audio = RecordingSpeaker(speed=4.0)
+    async with session:
+        await session.start(GemmaVoiceAgent())
+        await session.run(user_input="Describe Paris in three sentences.")
+
+    first_tts = next(i for i, (kind, _) in enumerate(events) if kind == "tts")
+    written = "".join(text for kind, text in events[:first_tts] if kind == "llm")
+    chunker, needed = SentenceChunker(), ""  # the text the tokenizer needs to see to release the first piece
+    for text in (text for kind, text in events if kind == "llm"):
+        needed += text
+        if first := chunker.push(text):
+            break
+    assert first == [events[first_tts][1]] and written == needed, events[:first_tts + 2]

@@ -16,6 +16,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
 
 from app.agents.plugins._errors import api_error
 from app.agents.runtime import shared_services
+from app.agents.sentences import FirstPieceEnd
 from app.services.base import ServiceError
 from app.services.container import Services
 from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
@@ -121,8 +122,10 @@ class GemmaLLMStream(llm.LLMStream):
     async def _run(self) -> None:
         request_id = utils.shortuuid("gemma_")
         self.usage = usage = Usage()
-        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage,
-                                                 gate=self._gemma.llm_gate)
+        gate = self._gemma.llm_gate
+        # Where the TTS will start on the first piece (and close the gate): the model pauses right there.
+        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage, gate=gate,
+                                                 pause_after=FirstPieceEnd() if gate is not None else None)
         sent = False
         try:
             async for piece in pieces:
