@@ -7,10 +7,11 @@ import json
 import time
 
 import httpx
+import numpy as np
 
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm import ChatMessage, _Instance
+from app.services.llm import ChatMessage, GenerationParams, LLMService, _Instance, common_prefix
 
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
         "temperature": 0.0}
@@ -90,3 +91,45 @@ def test_a_restored_state_continues_exactly_as_the_original():
     assert greedy() == original
     inst.llama.reset()
     assert greedy() == original  # and the same as from scratch
+
+
+async def test_after_a_reply_only_the_users_next_words_are_left_to_read():
+    """A conversation's reply is followed by the template's opening of the next user turn, read at once, so the
+    next turn reads only the user's words, and the model sees the same as if it read the whole prompt."""
+    service = LLMService(Settings(app_env="test", _env_file=None, llm_instances=1, llm_state_cache_mb=0))
+    await service.start()
+    await service.wait_ready(60)
+    try:
+        inst, llama = service._free[0], service._free[0].llama
+        history = [ChatMessage("system", "You are brief."), ChatMessage("user", "What is the capital of France?")]
+
+        async def reply(read_ahead: bool) -> str:
+            text, _ = await service.chat(history, GenerationParams(max_tokens=24, temperature=0.0,
+                                                                    read_ahead=read_ahead))
+            await service.wait_idle(10)
+            return text
+
+        def already_read(first_reply: str) -> tuple[int, list[int], list[int]]:
+            following = [*history, ChatMessage("assistant", first_reply), ChatMessage("user", "And of Spain?")]
+            tokens, _ = inst.encode(following)
+            opening, _ = inst.encode(following, until_last_content=True)
+            return common_prefix(llama.input_ids[:llama.n_tokens], np.asarray(tokens, np.intc)), opening, tokens
+
+        held, opening, _ = already_read(await reply(read_ahead=False))
+        assert held < len(opening)  # without it, the opening is left for the next turn
+        llama.reset()
+        held, opening, tokens = already_read(await reply(read_ahead=True))
+        assert held == len(opening)
+
+        def next_token_logits() -> np.ndarray:
+            llama.eval(tokens[llama.n_tokens:])
+            return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).copy()
+
+        continued = next_token_logits()
+        llama.reset()
+        from_scratch = next_token_logits()
+        p, q = (np.exp(x - x.max()) / np.exp(x - x.max()).sum() for x in (from_scratch, continued))
+        assert continued.argmax() == from_scratch.argmax()
+        assert float(np.sum(p * np.log(p / q))) < 0.05  # the same odds, up to batching's rounding (KL ~0.002)
+    finally:
+        await service.close()

@@ -39,6 +39,8 @@ GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
 RESTORE_MIN_GAIN = 8
 # How long the model waits, at text a TTS is about to start on (``pause_after``), for the gate to close.
 EXPECTED_PAUSE_WAIT_S = 0.02
+# The most tokens a read-ahead evaluates (normally the template's few between the reply and the user's words).
+READ_AHEAD_MAX_TOKENS = 32
 # Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
@@ -58,6 +60,9 @@ class GenerationParams:
     repeat_penalty: float = 1.0  # llama.cpp's, over the last 64 tokens; 1.0 is off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # A conversation's turn: once the reply is written, read the opening of the user's next turn (see
+    # ``_Generation.read_ahead``).
+    read_ahead: bool = False
 
 
 @dataclass
@@ -206,16 +211,20 @@ class _Instance:
         stop = result.stop if isinstance(result.stop, list) else [result.stop]
         return result.prompt, [s for s in stop if s]  # an empty stop string would end every reply at once
 
-    def encode(self, messages: Sequence[ChatMessage]) -> tuple[list[int], list[str]]:
+    def encode(self, messages: Sequence[ChatMessage], *,
+               until_last_content: bool = False) -> tuple[list[int], list[str]]:
         """The prompt's tokens and stop strings. Only the template's own text may become control tokens:
         what the messages say is tokenized as plain text, so a user who types ``<end_of_turn>`` or
-        ``<|im_end|>`` cannot close their turn and write the model's."""
+        ``<|im_end|>`` cannot close their turn and write the model's. ``until_last_content``: only the tokens
+        before the last message's text (its turn's opening)."""
         marked = [ChatMessage(m.role, f"{_MARK_OPEN}{i}{_MARK_CLOSE}") for i, m in enumerate(messages)]
         prompt, stop = self.render(marked)
         tokens: list[int] = []
         position = 0
         for found in _MARK.finditer(prompt):
             tokens += self._tokenize(prompt[position:found.start()], special=True, first=not tokens)
+            if until_last_content and int(found.group(1)) == len(messages) - 1:
+                return tokens, stop
             tokens += self._tokenize(messages[int(found.group(1))].content, special=False, first=not tokens)
             position = found.end()
         tokens += self._tokenize(prompt[position:], special=True, first=not tokens)
@@ -297,10 +306,29 @@ class _Generation:
                 self.emit("pause", inst.save())
                 return
             self.emit("end", None)
-            if self.service._states is not None:  # after the reply's end has been sent: this costs a few ms
+            # After the reply's end has been sent: these cost a few ms each.
+            if self.params.read_ahead and self.usage.finish_reason != "cancelled":
+                self.read_ahead(inst)
+            if self.service._states is not None:
                 self.service._states.put(inst.save())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's task
             self.emit("error", exc)
+
+    def read_ahead(self, inst: _Instance) -> None:
+        """The conversation's next prompt will hold this reply, then the template's opening of the user's next
+        turn (``<|im_end|>\n<|im_start|>user\n``): read those now, while the user listens, so that the next
+        turn reads only the user's words (a third fewer tokens for a short question)."""
+        reply = "".join(self.written).strip()
+        if not reply or self.service._waiting:
+            return
+        messages = [*self.messages, ChatMessage("assistant", reply), ChatMessage("user", "")]
+        tokens, _ = inst.encode(messages, until_last_content=True)
+        llama = inst.llama
+        held = common_prefix(llama.input_ids[:llama.n_tokens], np.asarray(tokens, np.intc))
+        new = tokens[held:]
+        if new and len(new) <= READ_AHEAD_MAX_TOKENS and len(tokens) < self.service.settings.llm_n_ctx - 8:
+            llama.n_tokens = held
+            llama.eval(new)
 
     def _prompt(self, inst: _Instance) -> tuple[list[int], list[str]]:
         """The prompt's tokens (with the reply so far, when resuming) and its stop strings."""

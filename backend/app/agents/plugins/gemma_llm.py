@@ -68,7 +68,7 @@ class GemmaLLM(llm.LLM):
         self._params = GenerationParams(
             max_tokens=max_tokens or self._services.settings.voice_max_reply_tokens,
             temperature=temperature, top_p=top_p,
-            repeat_penalty=self._services.settings.voice_repeat_penalty)
+            repeat_penalty=self._services.settings.voice_repeat_penalty, read_ahead=True)
         self._warned_tools = False
 
     @property
