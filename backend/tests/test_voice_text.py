@@ -60,4 +60,5 @@ def test_decimal_points_do_not_cut():
 
 def test_markup_and_emoji_are_not_spoken():
     assert speakable("**Hello** _there_ 👋 [link](http://x) `code`") == "Hello there link code"
+    assert speakable("Sunny ☀️ and warm 🌡️, a star ⭐ for you 👩‍🍳!") == "Sunny and warm, a star for you!"
     assert feed(SentenceChunker(), "*** ... ") == []

@@ -19,8 +19,10 @@ _CLAUSE_END = re.compile(r"([,;:—])\s+")
 _SENTENCE_ENDS_HERE = re.compile(r"(?:[!?…]|(?<=[a-z]{3})\.)[\"')\]]*$")
 _CLAUSE_ENDS_HERE = re.compile(r"(?<=[^\W\d_])[,;:—]$")
 _MARKUP = re.compile(r"[*_#`>~]|\[(.*?)\]\(.*?\)")
-_EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002700-\U000027BF\U0001F000-\U0001F02F]")
+# Emoji and pictographs (with their joiners and variation selectors): the TTS would read their names or stumble.
+_EMOJI = re.compile("[\U0001F000-\U0001FBFF\U00002600-\U000027BF\U0000FE0F\U0000200D\U00002B50\U00002B55]")
 _SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r" ([,.!?;:])")  # where an emoji was taken out
 _WORD = re.compile(r"\S+")
 # Words that open a phrase: the first piece may end before one ("Penguins are found | on the island"), a break
 # a listener hears as natural, where cutting after a fixed number of words may split "a cup | of tea".
@@ -33,7 +35,7 @@ def speakable(text: str) -> str:
     """Text as it should be spoken: no markdown, no emoji, single spaces."""
     text = _MARKUP.sub(lambda m: m.group(1) or "", text)
     text = _EMOJI.sub("", text)
-    return _SPACES.sub(" ", text).strip()
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", _SPACES.sub(" ", text)).strip()
 
 
 class SentenceChunker:
