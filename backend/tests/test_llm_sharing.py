@@ -11,7 +11,7 @@ import numpy as np
 
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm import ChatMessage, GenerationParams, LLMService, _Instance, common_prefix
+from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage, _Instance, common_prefix
 
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
         "temperature": 0.0}
@@ -131,5 +131,25 @@ async def test_after_a_reply_only_the_users_next_words_are_left_to_read():
         p, q = (np.exp(x - x.max()) / np.exp(x - x.max()).sum() for x in (from_scratch, continued))
         assert continued.argmax() == from_scratch.argmax()
         assert float(np.sum(p * np.log(p / q))) < 0.05  # the same odds, up to batching's rounding (KL ~0.002)
+    finally:
+        await service.close()
+
+
+async def test_a_reply_that_reaches_its_length_while_others_wait_ends_there():
+    """A reply that has written all its tokens just as its slice ends is done: it must not come back for a slice
+    of "0 tokens", which llama.cpp reads as no limit (a 32-token chat once ran for 90 s beside two others)."""
+    service = LLMService(Settings(app_env="test", _env_file=None, llm_instances=1, llm_slice_tokens=4))
+    await service.start()
+    await service.wait_ready(60)
+    try:
+        async def story() -> Usage:
+            usage = Usage()
+            async for _ in service.stream_chat([ChatMessage("user", "Write a very long story about a dragon.")],
+                                               GenerationParams(max_tokens=4, temperature=0.0), usage):
+                pass
+            return usage
+
+        for usage in await asyncio.gather(story(), story(), story()):
+            assert usage.finish_reason == "length" and usage.completion_tokens <= 5, usage
     finally:
         await service.close()

@@ -380,6 +380,8 @@ class _Generation:
         slice_tokens = self.service.settings.llm_slice_tokens
         if not slice_tokens or not self.service._waiting:
             return False
+        if self.usage.completion_tokens >= self.params.max_tokens:
+            return False  # the reply is done: a slice resumed with no tokens left would run on (llama.cpp's 0 is "no limit")
         return count >= slice_tokens or (self.gate is not None and not self.gate.is_set())
 
 
