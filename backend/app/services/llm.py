@@ -367,7 +367,8 @@ class _Generation:
         """The text so far ends a piece a TTS is about to start on: give it a moment to close the gate, so that
         the model pauses before writing another token rather than after (the two would share the CPU)."""
         deadline = time.perf_counter() + EXPECTED_PAUSE_WAIT_S
-        while self.gate.is_set() and not self.cancel.is_set() and time.perf_counter() < deadline:
+        while (self.gate.is_set() and not self.cancel.is_set() and not self.service._waiting
+               and time.perf_counter() < deadline):  # with others waiting, the slice hands the model on instead
             time.sleep(0.001)
 
     def _hold_while_gated(self) -> None:
