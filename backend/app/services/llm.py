@@ -382,7 +382,7 @@ class _Generation:
         if not slice_tokens or not self.service._waiting:
             return False
         if self.usage.completion_tokens >= self.params.max_tokens:
-            return False  # the reply is done: a slice resumed with no tokens left would run on (llama.cpp's 0 is "no limit")
+            return False  # done: a slice resumed with 0 tokens left would run on (llama.cpp's 0 is "no limit")
         return count >= slice_tokens or (self.gate is not None and not self.gate.is_set())
 
 
@@ -508,7 +508,7 @@ class LLMService(ModelService):
         the model to a waiting request (a voice reply clears it so its first sentence is synthesized with
         the whole CPU; the model writes far faster than speech). ``pause_after``: called in the generating
         thread with each new piece of text; True when the text so far ends a piece the TTS will start on, so
-        the model waits briefly for the gate to close before its next token.
+        the model waits briefly for the gate to close before its next token (ignored without a ``gate``).
         """
         self._check(messages, params)
         loop = asyncio.get_running_loop()

@@ -2,10 +2,10 @@
 
 A piece is released as soon as its sentence ends, so its audio can start while the model is still
 writing the next one: at the token that ends it when that token can only end it ("?", "Paris."), else
-once the next one shows it does ("3." may be "3.5"). The very first piece goes out sooner, since the first audio is what a listener
-waits for: at a clause end (a comma) once it has two words, before a word that opens a phrase ("on",
-"because") once it has three, or after ``first_piece_max_words``
-words when the first sentence runs on without one.
+once the next one shows it does ("3." may be "3.5"). The very first piece goes out sooner, since the
+first audio is what a listener waits for: at a clause end (a comma) once it has two words, before a word
+that opens a phrase ("on", "because") once it has three, or after ``first_piece_max_words`` words when
+the first sentence runs on without one.
 """
 
 from __future__ import annotations

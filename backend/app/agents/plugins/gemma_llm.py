@@ -122,10 +122,9 @@ class GemmaLLMStream(llm.LLMStream):
     async def _run(self) -> None:
         request_id = utils.shortuuid("gemma_")
         self.usage = usage = Usage()
-        gate = self._gemma.llm_gate
         # Where the TTS will start on the first piece (and close the gate): the model pauses right there.
-        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage, gate=gate,
-                                                 pause_after=FirstPieceEnd() if gate is not None else None)
+        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage,
+                                                 gate=self._gemma.llm_gate, pause_after=FirstPieceEnd())
         sent = False
         try:
             async for piece in pieces:
