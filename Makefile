@@ -1,6 +1,6 @@
 # GemmaVoice: `make run` serves the whole stack on http://127.0.0.1:8000, `make test` runs every test.
 # Both set up what is missing first (system packages, the Python environment, the llama.cpp build,
-# the embedded models, the web client) and skip what is already done.
+# the embedded models, the web client, a livekit-server built with Go) and skip what is already done.
 
 SHELL := /bin/bash
 VENV := backend/.venv
@@ -12,7 +12,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup system-deps python models web backend-test frontend-test e2e bench worker worker-console \
+.PHONY: run test setup system-deps python models web livekit-server backend-test frontend-test e2e bench worker worker-console \
         compose-up compose-down clean
 
 run: setup
@@ -21,7 +21,13 @@ run: setup
 test: setup
 	bash scripts/test-all.sh
 
-setup: system-deps python models web
+setup: system-deps python models web livekit-server
+
+# A pinned livekit-server release, built by the Go toolchain from the Go module proxy into
+# .build/bin/ (where the API's zero-config LiveKit mode and the room tests find it). Without Go it
+# says how to get it and goes on: `make run` then serves without LiveKit mode, the room tests fail.
+livekit-server:
+	@scripts/install-livekit-server.sh --soft
 
 $(STAMPS):
 	mkdir -p $(STAMPS)
@@ -92,4 +98,4 @@ compose-down:
 	docker compose down
 
 clean:
-	rm -rf $(STAMPS) frontend/dist
+	rm -rf $(STAMPS) frontend/dist .build

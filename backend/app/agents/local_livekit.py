@@ -1,12 +1,15 @@
-"""A LiveKit server on loopback for a developer machine: ``livekit-server`` with keys made for this run.
+"""A LiveKit server on loopback: ``livekit-server`` with keys made for this run.
 
-``make run`` (``app.agents.inprocess``) starts one when no ``LIVEKIT_URL`` is set and the binary is
-on PATH or at ``LIVEKIT_SERVER_BIN``. Its signalling and API listen on 127.0.0.1 only, on free
-ports, with an API key and a 43-character secret generated at start (never the well-known
-development keys), handed to it in its environment rather than on its command line. Its media
-ports (one UDP port, one TCP fallback) announce the machine's own address, found by the server as
-``livekit-server --dev`` does: browsers leave loopback out of WebRTC unless told otherwise. ``stop()`` ends it the way its own signal
-handler expects: SIGTERM, then a second one (forced), then SIGKILL.
+``make run`` (``app.agents.inprocess``) starts one when no ``LIVEKIT_URL`` is set and a binary is
+found: ``LIVEKIT_SERVER_BIN``, else ``livekit-server`` on PATH, else the one ``make livekit-server``
+builds into ``.build/bin/``. The room tests and ``python -m app.agents.local_livekit`` (a server for a
+standalone worker, ``make livekit``) start it the same way.
+
+Every listener is on 127.0.0.1: signalling and API on a free port, media on one UDP port that
+announces 127.0.0.1, and no ICE-over-TCP port (the server would open that one on every interface).
+The API key and the 43-character secret are generated at start (never the well-known development
+keys) and handed to it in its environment rather than on its command line. ``stop()`` ends it the way
+its own signal handler expects: SIGTERM, then a second one (forced), then SIGKILL.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from pathlib import Path
 
 import httpx
 
-from app.config.settings import Settings
+from app.config.settings import REPO_DIR, Settings
 
 log = logging.getLogger("app.agents.local_livekit")
 
 BINARY = "livekit-server"
+BUILT_BINARY = REPO_DIR / ".build" / "bin" / BINARY  # where `make livekit-server` puts it
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 # Where to get a binary; the web client says the same (frontend/src/components/LiveKitVoiceChat.tsx).
-INSTALL_HINT = ("Get one with LiveKit's install script (curl -sSL https://get.livekit.io | bash), from "
-                "https://github.com/livekit/livekit/releases (or set LIVEKIT_SERVER_BIN), run the "
+INSTALL_HINT = ("Build one with `make livekit-server` (a pinned release, compiled by Go 1.25+ from the Go module "
+                "proxy into .build/bin/), or set LIVEKIT_SERVER_BIN to a livekit-server you have; or run the "
                 "livekit/livekit-server Docker image, or use LiveKit Cloud (set LIVEKIT_URL and its keys).")
 
 
@@ -43,7 +47,8 @@ class LocalServerError(RuntimeError):
 
 
 def find_binary(settings: Settings) -> Path | None:
-    """``LIVEKIT_SERVER_BIN`` if set (and executable), else ``livekit-server`` on PATH, else None."""
+    """``LIVEKIT_SERVER_BIN`` if set (and executable), else ``livekit-server`` on PATH, else the one
+    ``make livekit-server`` built, else None."""
     if settings.livekit_server_bin is not None:
         path = Path(settings.livekit_server_bin).expanduser()
         if path.is_file() and os.access(path, os.X_OK):
@@ -51,13 +56,29 @@ def find_binary(settings: Settings) -> Path | None:
         log.warning("LIVEKIT_SERVER_BIN=%s is not an executable file", path)
         return None
     found = shutil.which(BINARY)
-    return Path(found) if found else None
+    if found:
+        return Path(found)
+    return BUILT_BINARY if os.access(BUILT_BINARY, os.X_OK) else None
 
 
 def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def loopback_config(port: int, udp_port: int) -> str:
+    """The server's YAML config with every listener and every announced address on 127.0.0.1."""
+    return (f"port: {port}\n"
+            "rtc:\n"
+            "  tcp_port: 0\n"  # no ICE over TCP: its listener ignores --bind
+            f"  udp_port: {udp_port}\n"
+            f"  node_ip: {HOST}\n"
+            "  use_external_ip: false\n"
+            "  enable_loopback_candidate: true\n"
+            "  ips:\n"
+            f"    includes: [{HOST}/32]\n"
+            "logging:\n  level: info\n")
 
 
 @dataclass
@@ -75,8 +96,7 @@ class LocalLiveKit:
     @classmethod
     async def start(cls, binary: Path, *, ready_timeout: float = READY_TIMEOUT_S) -> "LocalLiveKit":
         """Start the server and wait until it answers; raises LocalServerError with its log if it doesn't."""
-        port, tcp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM)
-        udp_port = _free_port(socket.SOCK_DGRAM)
+        port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
         api_key = "API" + secrets.token_hex(8)
         api_secret = secrets.token_urlsafe(32)  # 43 characters; the server wants 32 or more
         workdir = Path(tempfile.mkdtemp(prefix="gemmavoice-livekit-"))
@@ -84,12 +104,11 @@ class LocalLiveKit:
             **os.environ,
             # The server's own environment variables (its --keys and --config-body flags).
             "LIVEKIT_KEYS": f"{api_key}: {api_secret}",
-            "LIVEKIT_CONFIG": (f"port: {port}\nrtc:\n  tcp_port: {tcp_port}\n  use_external_ip: false\n"
-                               "logging:\n  level: info\n"),
+            "LIVEKIT_CONFIG": loopback_config(port, udp_port),
         }
         with open(workdir / "livekit-server.log", "wb") as out:
             process = await asyncio.create_subprocess_exec(
-                str(binary), "--bind", HOST, "--udp-port", str(udp_port),
+                str(binary), "--bind", HOST,
                 env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # Ctrl+C reaches the API, which stops the agent first, then this
             )
@@ -145,3 +164,54 @@ class LocalLiveKit:
         log.info("stopped %s (pid %d, status %s)", BINARY, process.pid, process.returncode)
         shutil.rmtree(self.workdir, ignore_errors=True)
         return process.returncode
+
+
+async def serve(env_file: Path) -> int:
+    """Run a loopback server until SIGINT/SIGTERM; its settings go to ``env_file`` (mode 0600), not the log."""
+    binary = find_binary(Settings(_env_file=None))
+    if binary is None:
+        log.error("no livekit-server binary was found. %s", INSTALL_HINT)
+        return 1
+    try:
+        server = await LocalLiveKit.start(binary)
+    except LocalServerError as exc:
+        log.error("%s", exc)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        env_file.touch(mode=0o600)
+        env_file.chmod(0o600)
+        env_file.write_text(f"LIVEKIT_URL={server.url}\nLIVEKIT_API_KEY={server.api_key}\n"
+                            f"LIVEKIT_API_SECRET={server.api_secret}\n")
+        log.info("LiveKit server ready on %s; its settings are in %s (source it, or pass it to the worker "
+                 "and the API); Ctrl+C stops it", server.url, env_file)
+        waiter = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(server.process.wait())
+        await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            log.error("livekit-server exited with status %s: %s", server.process.returncode, server.log_tail())
+            return 1
+        return 0
+    finally:
+        env_file.unlink(missing_ok=True)
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m app.agents.local_livekit",
+                                     description="A livekit-server on loopback with keys made for this run.")
+    parser.add_argument("--env-file", type=Path, default=REPO_DIR / ".build" / "livekit.env",
+                        help="where to write LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.env_file.parent.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(serve(args.env_file))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

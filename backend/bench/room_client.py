@@ -1,0 +1,214 @@
+"""A user in a LiveKit room through the livekit SDK (python ``livekit``): an open microphone that speaks
+clips in real time, and ears on the agent's audio track and transcriptions.
+
+The room tests and ``bench.room_latency`` use it against a real livekit-server; nothing here is a
+test double. Times are ``time.perf_counter()`` seconds in this process:
+
+    user = RoomUser(url, token)
+    await user.connect()
+    await user.wait_for_agent(timeout=3)
+    said = await user.say(pcm, rate)             # the time of its last voiced frame
+    first = await user.agent_voice_after(said)   # the first frame of the agent's voice after it
+    await user.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from livekit import rtc
+
+from app.audio.codec import resample_pcm
+
+RATE = 48000
+FRAME_MS = 10
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+# An agent frame louder than this (RMS of s16 samples) is its voice; the SFU path's silence is ~0.
+VOICE_RMS = 200.0
+# A voiced 10 ms window of a clip: louder than this fraction of the clip's loudest window (-35 dB).
+CLIP_VOICED = 10 ** (-35 / 20)
+
+
+@dataclass
+class Transcript:
+    identity: str
+    text: str
+    final: bool
+    at: float
+
+
+def last_voiced_sample(samples: np.ndarray) -> int:
+    """Index just past the clip's last voiced 10 ms window (at RATE)."""
+    count = len(samples) // FRAME_SAMPLES
+    if count == 0:
+        return 0
+    windows = samples[:count * FRAME_SAMPLES].astype(np.float32).reshape(count, FRAME_SAMPLES)
+    rms = np.sqrt(np.mean(windows ** 2, axis=1))
+    loud = np.nonzero(rms > rms.max() * CLIP_VOICED)[0]
+    return int(loud[-1] + 1) * FRAME_SAMPLES if loud.size else 0
+
+
+class RoomUser:
+    """One participant: joins with a token, publishes a microphone that sends silence between clips
+    (as a real one does, so the agent's VAD hears each turn end), and records the agent's audio."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(RATE, 1)
+        self.agent_joined = asyncio.Event()
+        self.agent_joined_at: float | None = None
+        self.agent_identity: str | None = None
+        self.connected_at: float | None = None
+        # (receive time, RMS) of each frame of the agent's audio
+        self.heard: list[tuple[float, float]] = []
+        self.transcripts: list[Transcript] = []
+        self._clips: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self._tasks: list[asyncio.Task] = []
+        self._heard_more = asyncio.Event()
+
+    # -- connection
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        self.room.on("participant_connected", self._on_participant)
+        self.room.on("track_subscribed", self._on_track)
+        self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
+        await asyncio.wait_for(self.room.connect(self.url, self.token), timeout)
+        self.connected_at = time.perf_counter()
+        for participant in self.room.remote_participants.values():
+            self._on_participant(participant)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+        self._tasks.append(asyncio.create_task(self._microphone(), name="room-user-microphone"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.room.disconnect()
+        await self.source.aclose()
+
+    async def wait_for_agent(self, timeout: float) -> float:
+        """Seconds from connecting until the agent joined the room."""
+        await asyncio.wait_for(self.agent_joined.wait(), timeout)
+        return self.agent_joined_at - self.connected_at
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not self.agent_joined.is_set():
+            self.agent_identity = participant.identity
+            self.agent_joined_at = time.perf_counter()
+            self.agent_joined.set()
+
+    def _on_track(self, track: rtc.Track, publication, participant: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self._tasks.append(asyncio.create_task(self._listen(track), name="room-user-ears"))
+
+    def _on_transcription(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        async def read() -> None:
+            text = await reader.read_all()
+            final = (reader.info.attributes or {}).get("lk.transcription_final") != "false"
+            self.transcripts.append(Transcript(identity, text, final, time.perf_counter()))
+
+        self._tasks.append(asyncio.create_task(read()))
+
+    # -- the microphone
+
+    def say(self, pcm: bytes, rate: int) -> asyncio.Future:
+        """Queue a clip (PCM s16le mono); the future resolves, once it has been sent, to the time its last
+        voiced frame went out."""
+        samples = np.frombuffer(resample_pcm(pcm, rate, RATE), dtype="<i2")
+        done = asyncio.get_running_loop().create_future()
+        self._clips.append((samples, done))
+        return done
+
+    async def _microphone(self) -> None:
+        silence = np.zeros(FRAME_SAMPLES, dtype="<i2")
+        started = time.perf_counter()
+        sent = 0
+        clip, done, position, voiced_end = None, None, 0, 0
+        while True:
+            if clip is None and self._clips:
+                clip, done = self._clips.popleft()
+                position, voiced_end = 0, last_voiced_sample(clip)
+                last_voiced_at = None
+            if clip is not None:
+                chunk = clip[position:position + FRAME_SAMPLES]
+                chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
+                position += FRAME_SAMPLES
+            else:
+                chunk = silence
+            frame = rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME_SAMPLES)
+            # Real time: frame n goes out at n x 10 ms from the start, however long capture_frame took.
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent * FRAME_MS / 1000 - time.perf_counter()))
+            await self.source.capture_frame(frame)
+            if clip is not None:
+                if position >= voiced_end and last_voiced_at is None:
+                    last_voiced_at = time.perf_counter()
+                if position >= len(clip):
+                    if not done.done():
+                        done.set_result(last_voiced_at or time.perf_counter())
+                    clip = None
+
+    # -- the agent's voice
+
+    async def _listen(self, track: rtc.Track) -> None:
+        async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+            samples = np.frombuffer(event.frame.data, dtype="<i2").astype(np.float32)
+            self.heard.append((time.perf_counter(), float(np.sqrt(np.mean(samples ** 2))) if samples.size else 0.0))
+            self._heard_more.set()
+
+    async def _until(self, found, timeout: float, what: str) -> float:
+        deadline = time.perf_counter() + timeout
+        checked = 0
+        while True:
+            at, checked = found(checked)
+            if at is not None:
+                return at
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"{what} within {timeout:.0f} s")
+            self._heard_more.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._heard_more.wait(), min(remaining, 0.5))
+
+    async def agent_voice_after(self, after: float, timeout: float = 30.0) -> float:
+        """The receive time of the first frame of the agent's voice after ``after``."""
+        def found(start: int):
+            for at, level in self.heard[start:]:
+                if at > after and level > VOICE_RMS:
+                    return at, start
+            return None, len(self.heard)
+        return await self._until(found, timeout, "no agent voice")
+
+    async def agent_quiet_after(self, after: float, quiet_s: float = 0.5, timeout: float = 30.0) -> float:
+        """The receive time of the agent's last voiced frame before a silence of ``quiet_s``, after ``after``
+        (silence here: frames that arrive quiet, or no frames at all)."""
+        def found(start: int):
+            last_voiced = after
+            for at, level in self.heard:
+                if at <= after:
+                    continue
+                if level > VOICE_RMS:
+                    last_voiced = at
+                elif at - last_voiced >= quiet_s:
+                    return last_voiced, start
+            if time.perf_counter() - last_voiced >= quiet_s:
+                return last_voiced, start
+            return None, start
+        return await self._until(found, timeout, f"the agent not quiet for {quiet_s} s")
+
+    def voiced_seconds(self, start: float, end: float) -> float:
+        """How much of the agent's audio between ``start`` and ``end`` was voice."""
+        return sum(FRAME_MS / 1000 for at, level in self.heard if start < at <= end and level > VOICE_RMS)
+
+    def texts(self, identity: str | None = None, *, final: bool = True) -> list[str]:
+        return [t.text for t in self.transcripts if (identity is None or t.identity == identity) and t.final >= final]
