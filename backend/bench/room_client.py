@@ -7,8 +7,8 @@ test double. Times are ``time.perf_counter()`` seconds in this process:
     user = RoomUser(url, token)
     await user.connect()
     await user.wait_for_agent(timeout=3)
-    said = await user.say(pcm, rate)             # the time of its last voiced frame
-    first = await user.agent_voice_after(said)   # the first frame of the agent's voice after it
+    said = await user.say(pcm, rate)                 # when its first and last voiced frames went out
+    first = await user.agent_voice_after(said.end)   # the first frame of the agent's voice after it
     await user.close()
 """
 
@@ -35,6 +35,12 @@ CLIP_VOICED = 10 ** (-35 / 20)
 
 
 @dataclass
+class Said:
+    start: float  # when the clip's first voiced frame went out
+    end: float  # when its last voiced frame went out
+
+
+@dataclass
 class Transcript:
     identity: str
     text: str
@@ -42,15 +48,15 @@ class Transcript:
     at: float
 
 
-def last_voiced_sample(samples: np.ndarray) -> int:
-    """Index just past the clip's last voiced 10 ms window (at RATE)."""
+def voiced_span(samples: np.ndarray) -> tuple[int, int]:
+    """Where the clip's voice starts and ends (sample indices at RATE, by 10 ms windows)."""
     count = len(samples) // FRAME_SAMPLES
     if count == 0:
-        return 0
+        return 0, 0
     windows = samples[:count * FRAME_SAMPLES].astype(np.float32).reshape(count, FRAME_SAMPLES)
     rms = np.sqrt(np.mean(windows ** 2, axis=1))
     loud = np.nonzero(rms > rms.max() * CLIP_VOICED)[0]
-    return int(loud[-1] + 1) * FRAME_SAMPLES if loud.size else 0
+    return (int(loud[0]) * FRAME_SAMPLES, int(loud[-1] + 1) * FRAME_SAMPLES) if loud.size else (0, 0)
 
 
 class RoomUser:
@@ -122,8 +128,7 @@ class RoomUser:
     # -- the microphone
 
     def say(self, pcm: bytes, rate: int) -> asyncio.Future:
-        """Queue a clip (PCM s16le mono); the future resolves, once it has been sent, to the time its last
-        voiced frame went out."""
+        """Queue a clip (PCM s16le mono); the future resolves, once it has been sent, to ``Said``."""
         samples = np.frombuffer(resample_pcm(pcm, rate, RATE), dtype="<i2")
         done = asyncio.get_running_loop().create_future()
         self._clips.append((samples, done))
@@ -133,12 +138,11 @@ class RoomUser:
         silence = np.zeros(FRAME_SAMPLES, dtype="<i2")
         started = time.perf_counter()
         sent = 0
-        clip, done, position, voiced_end = None, None, 0, 0
+        clip = done = None
         while True:
             if clip is None and self._clips:
                 clip, done = self._clips.popleft()
-                position, voiced_end = 0, last_voiced_sample(clip)
-                last_voiced_at = None
+                position, (voice_start, voice_end), voice_at = 0, voiced_span(clip), []
             if clip is not None:
                 chunk = clip[position:position + FRAME_SAMPLES]
                 chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
@@ -150,13 +154,17 @@ class RoomUser:
             sent += 1
             await asyncio.sleep(max(0.0, started + sent * FRAME_MS / 1000 - time.perf_counter()))
             await self.source.capture_frame(frame)
-            if clip is not None:
-                if position >= voiced_end and last_voiced_at is None:
-                    last_voiced_at = time.perf_counter()
-                if position >= len(clip):
-                    if not done.done():
-                        done.set_result(last_voiced_at or time.perf_counter())
-                    clip = None
+            if clip is None:
+                continue
+            now = time.perf_counter()
+            if position > voice_start and not voice_at:
+                voice_at.append(now)
+            if position >= voice_end and len(voice_at) == 1:
+                voice_at.append(now)
+            if position >= len(clip):
+                if not done.done():
+                    done.set_result(Said(*voice_at) if len(voice_at) == 2 else Said(now, now))
+                clip = None
 
     # -- the agent's voice
 

@@ -1,4 +1,4 @@
-"""Fixtures for the LiveKit agent tests: the real embedded models, loaded once, and no LiveKit server.
+"""Fixtures for the LiveKit agent tests: the real embedded models, loaded once, and a real LiveKit server.
 
 The services are the process-wide ones of ``app.agents.runtime``, so plugins and sessions built with
 no arguments use the same loaded models as those given ``services`` explicitly.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from helpers import QUESTION, TEST_VOICE
 
+from app.agents.local_livekit import INSTALL_HINT, LocalLiveKit, find_binary
 from app.agents.runtime import get_services
 from app.config.settings import Settings
 from app.services.container import Services
@@ -24,3 +25,21 @@ async def services() -> Services:
 async def question_pcm(services) -> tuple[bytes, int]:
     """QUESTION spoken by the embedded TTS: PCM s16le mono and its sample rate."""
     return await services.tts.synthesize(QUESTION), services.tts.sample_rate
+
+
+@pytest.fixture(scope="session")
+async def livekit_server() -> LocalLiveKit:
+    """A real livekit-server on loopback (``make livekit-server`` builds it), keys made for this run."""
+    binary = find_binary(Settings(_env_file=None))
+    if binary is None:
+        pytest.fail(f"the LiveKit room tests need a livekit-server binary and none was found. {INSTALL_HINT}")
+    server = await LocalLiveKit.start(binary)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def livekit_settings(livekit_server) -> Settings:
+    """Settings that point at ``livekit_server``: what the API's token endpoint signs with."""
+    return Settings(app_env="test", _env_file=None, livekit_url=livekit_server.url,
+                    livekit_api_key=livekit_server.api_key, livekit_api_secret=livekit_server.api_secret)

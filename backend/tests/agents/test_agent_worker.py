@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from agent_helpers import BACKEND, WorkerProcess, worker_env
 from helpers import free_port
 from livekit.agents import JobExecutorType
 
@@ -21,16 +22,7 @@ from app.agents.worker import FULL, build_server, job_options, room_options, wor
 from app.config.settings import Settings
 from app.services.llm import ChatMessage, GenerationParams, Usage
 
-BACKEND = Path(__file__).resolve().parents[2]
 UNREACHABLE = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "APIunreachable", "LIVEKIT_API_SECRET": "s" * 40}
-
-
-def worker_env(**livekit: str) -> dict[str, str]:
-    """This environment without LiveKit settings; blank values also override any .env file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env.update({"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": "", "PYTHONUNBUFFERED": "1"})
-    env.update(livekit)
-    return env
 
 
 def run_worker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -64,42 +56,6 @@ def test_start_with_settings_on_the_command_line_is_not_refused_for_them():
     assert "LIVEKIT_URL" not in result.stderr and "LIVEKIT_API_KEY" in result.stderr
 
 
-class WorkerProcess:
-    """``python -m app.agents.worker start`` in its own process group, its JSON log lines collected."""
-
-    def __init__(self, **env: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
-                                     cwd=BACKEND, env=worker_env(**UNREACHABLE, **env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.messages: list[str] = []
-
-    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.messages:
-                if found := re.search(pattern, message):
-                    return found
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            try:
-                self.messages.append(json.loads(line)["message"])
-            except (json.JSONDecodeError, KeyError):
-                self.messages.append(line.strip())
-        raise AssertionError(f"no {pattern!r} in the worker's log: {self.messages}")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.communicate(timeout=60)[0]
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-
 def listening_ports(pid: int, timeout: float = 60) -> set[int]:
     """The IPv4 TCP ports a process listens on, once it listens on any."""
     deadline = time.monotonic() + timeout
@@ -115,7 +71,7 @@ def test_two_workers_on_one_host_load_their_models_once_and_stop():
     """The second worker finds the health port taken and uses a free one; the load a worker reports
     is full while its models load and empty once they are ready; SIGTERM ends each cleanly."""
     port = free_port()
-    first = WorkerProcess(LIVEKIT_WORKER_PORT=str(port))
+    first = WorkerProcess(worker_env(**UNREACHABLE, LIVEKIT_WORKER_PORT=str(port)))
     second = None
     try:
         assert listening_ports(first.proc.pid) == {port}
@@ -130,7 +86,7 @@ def test_two_workers_on_one_host_load_their_models_once_and_stop():
         # Job threads, not processes: no child process holds another copy of the models.
         assert psutil.Process(first.proc.pid).children(recursive=True) == []
 
-        second = WorkerProcess(LIVEKIT_WORKER_PORT=str(port))
+        second = WorkerProcess(worker_env(**UNREACHABLE, LIVEKIT_WORKER_PORT=str(port)))
         second.wait_for(r"health port \d+ is taken")
         (second_port,) = listening_ports(second.proc.pid)
         assert second_port != port
