@@ -6,6 +6,8 @@ no arguments use the same loaded models as those given ``services`` explicitly.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import QUESTION, TEST_VOICE
 
@@ -28,12 +30,18 @@ async def question_pcm(services) -> tuple[bytes, int]:
 
 
 @pytest.fixture(scope="session")
-async def livekit_server() -> LocalLiveKit:
-    """A real livekit-server on loopback (``make livekit-server`` builds it), keys made for this run."""
+def livekit_binary() -> Path:
+    """The livekit-server that ``make livekit-server`` builds (or LIVEKIT_SERVER_BIN, or one on PATH)."""
     binary = find_binary(Settings(_env_file=None))
     if binary is None:
         pytest.fail(f"the LiveKit room tests need a livekit-server binary and none was found. {INSTALL_HINT}")
-    server = await LocalLiveKit.start(binary)
+    return binary
+
+
+@pytest.fixture(scope="session")
+async def livekit_server(livekit_binary) -> LocalLiveKit:
+    """A real livekit-server on loopback, keys made for this run."""
+    server = await LocalLiveKit.start(livekit_binary)
     yield server
     await server.stop()
 

@@ -1,7 +1,8 @@
 """LiveKit beside the API: the in-process agent worker and the zero-config local LiveKit server.
 
-No LiveKit server can be installed here, so the zero-config tests start ``FAKE_LIVEKIT_SERVER``, a
-test double of the ``livekit-server`` binary; the in-process agent meets an address nobody answers.
+The zero-config tests start the real ``livekit-server`` that ``make livekit-server`` builds; the
+in-process agent tests meet an address nobody answers (a room answered by it:
+test_livekit_room.py).
 """
 
 from __future__ import annotations
@@ -17,59 +18,16 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from helpers import free_port
 
-from app.agents import runtime
+from app.agents import local_livekit, runtime
 from app.agents.inprocess import LiveKitAlongside
 from app.agents.local_livekit import LocalLiveKit
 from app.config.settings import Settings
 
 BACKEND = Path(__file__).resolve().parents[2]
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-
-FAKE_LIVEKIT_SERVER = f'''#!{sys.executable}
-"""TEST DOUBLE of the livekit-server binary: answers "OK" on / at the port of its LIVEKIT_CONFIG,
-on the address of --bind, writes what it was started with (argv, LIVEKIT_KEYS, LIVEKIT_CONFIG) and
-the signal that stopped it to $FAKE_LIVEKIT_RECORD. It speaks no LiveKit protocol."""
-import json, os, re, signal, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-record = {{"argv": sys.argv[1:], "keys": os.environ.get("LIVEKIT_KEYS"), "config": os.environ.get("LIVEKIT_CONFIG")}}
-path = os.environ["FAKE_LIVEKIT_RECORD"]
-json.dump(record, open(path, "w"))
-port = int(re.search(r"^port: (\\d+)", record["config"], re.M).group(1))
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"OK")
-
-    def log_message(self, *args):
-        pass
-
-
-server = ThreadingHTTPServer((sys.argv[sys.argv.index("--bind") + 1], port), Handler)
-
-
-def stop(signum, frame):
-    record["signal"] = signal.Signals(signum).name
-    json.dump(record, open(path, "w"))
-    threading.Thread(target=server.shutdown).start()
-
-
-signal.signal(signal.SIGTERM, stop)
-server.serve_forever()
-'''
-
-
-def fake_livekit_server(directory: Path) -> Path:
-    path = directory / "livekit-server"
-    path.write_text(FAKE_LIVEKIT_SERVER)
-    path.chmod(0o755)
-    return path
-
 
 async def eventually(check, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
@@ -82,42 +40,35 @@ def job_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "job_thread_runner"]
 
 
-async def test_zero_config_starts_a_local_server_with_fresh_keys_and_the_agent_then_stops_both(
-        services, tmp_path, monkeypatch):
-    record = tmp_path / "record.json"
-    monkeypatch.setenv("FAKE_LIVEKIT_RECORD", str(record))
-    settings = Settings(app_env="development", _env_file=None, livekit_url="",
-                        livekit_server_bin=str(fake_livekit_server(tmp_path)))
+async def test_zero_config_starts_a_local_server_with_fresh_keys_and_the_agent_then_stops_both(services,
+                                                                                               livekit_binary):
+    settings = Settings(app_env="development", _env_file=None, livekit_url="")
     alongside = LiveKitAlongside(settings, services)
     await alongside.start()
     local = alongside.local
     try:
         assert local is not None and local.url.startswith("ws://127.0.0.1:")
-        seen = json.loads(record.read_text())
-        key, secret = seen["keys"].split(": ")
         # The process's settings point at it: the token endpoint and the agent use them.
-        assert (settings.livekit_url, settings.livekit_api_key) == (local.url, key)
-        assert settings.livekit_api_secret.get_secret_value() == secret and settings.livekit_configured
-        assert len(secret) >= 32 and key != "devkey" and secret != "secret"
-        assert secret not in " ".join(seen["argv"])  # not on a command line others can read
-        assert seen["argv"][seen["argv"].index("--bind") + 1] == "127.0.0.1"
+        assert (settings.livekit_url, settings.livekit_api_key) == (local.url, local.api_key)
+        assert settings.livekit_api_secret.get_secret_value() == local.api_secret and settings.livekit_configured
+        assert len(local.api_secret) >= 32 and local.api_key != "devkey" and local.api_secret != "secret"
+        command_line = " ".join(psutil.Process(local.process.pid).cmdline())
+        assert local.api_secret not in command_line and "--dev" not in command_line  # others can read it
         async with httpx.AsyncClient() as client:
             assert (await client.get(local.url.replace("ws://", "http://") + "/")).text == "OK"
         assert alongside.server is not None  # the in-process agent, for the local server
+        await eventually(alongside.registered.is_set)
     finally:
         await alongside.stop()
     assert local.process.returncode == 0
-    assert json.loads(record.read_text())["signal"] == "SIGTERM"
     assert settings.livekit_url is None and settings.livekit_api_secret is None
     assert not local.workdir.exists() and alongside.server is None
 
 
-async def test_each_local_server_gets_its_own_keys(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_LIVEKIT_RECORD", str(tmp_path / "record.json"))
-    binary = fake_livekit_server(tmp_path)
-    first = await LocalLiveKit.start(binary)
+async def test_each_local_server_gets_its_own_keys(livekit_binary):
+    first = await LocalLiveKit.start(livekit_binary)
     try:
-        second = await LocalLiveKit.start(binary)
+        second = await LocalLiveKit.start(livekit_binary)
         await second.stop()
     finally:
         await first.stop()
@@ -126,13 +77,14 @@ async def test_each_local_server_gets_its_own_keys(tmp_path, monkeypatch):
 
 
 async def test_without_a_binary_the_api_says_where_to_get_one(services, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no livekit-server on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # no livekit-server on it, and none built:
+    monkeypatch.setattr(local_livekit, "BUILT_BINARY", tmp_path / "livekit-server")
     settings = Settings(app_env="development", _env_file=None, livekit_url="")
     alongside = LiveKitAlongside(settings, services)
     await alongside.start()
     await alongside.stop()
     assert alongside.local is None and alongside.server is None and not settings.livekit_configured
-    assert "no livekit-server binary was found" in caplog.text and "get.livekit.io" in caplog.text
+    assert "no livekit-server binary was found" in caplog.text and "make livekit-server" in caplog.text
 
 
 async def test_in_process_agent_runs_on_the_api_services_and_stops_cleanly(services, caplog):
