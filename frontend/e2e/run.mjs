@@ -1,21 +1,25 @@
 #!/usr/bin/env node
 // Browser end-to-end tests of the web client against the real GemmaVoice backend.
 //
-// Starts the backend (unless E2E_BASE_URL points at one), waits for /health/ready, then drives
-// Debian's Chromium through playwright-core: every tab, streamed generation, speech synthesis,
-// transcription, and a spoken voice-chat turn through a fake microphone playing a WAV that the
-// backend itself synthesized. Ends with one line, "N passed, N failed", and a non-zero exit on failure.
+// Starts a real livekit-server on loopback (python -m app.agents.local_livekit: the binary that
+// `make livekit-server` builds), the backend and the LiveKit agent worker in `start` mode with the
+// project's defaults (unless E2E_BASE_URL points at a running backend), waits for /health/ready,
+// then drives Debian's Chromium through playwright-core: every tab, streamed generation, speech
+// synthesis, transcription, and spoken voice-chat turns through a fake microphone playing a WAV that
+// the backend itself synthesized, over the WebSocket and through a LiveKit room. Ends with one line,
+// "N passed, N failed", and a non-zero exit on failure.
 //
 // Environment:
-//   E2E_BASE_URL          use this running server instead of starting one (e.g. http://127.0.0.1:8000)
+//   E2E_BASE_URL          use this running server instead of starting one (e.g. http://127.0.0.1:8000);
+//                         its LiveKit (if any) is used as it is, with no worker started here
 //   E2E_API_KEY           API key to type into the settings and send when preparing audio (default: API_KEY)
 //   E2E_CHROMIUM          Chromium executable (default /usr/bin/chromium)
 //   E2E_READY_TIMEOUT_S   how long to wait for /health/ready (default 120)
 //   E2E_HEADFUL=1         show the browser window
+//   E2E_ONLY              run only the tests whose name contains this text (the others count as skipped)
 //   E2E_BACKEND_PYTHON    interpreter for the started backend (default ../backend/.venv/bin/python)
 
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -39,7 +43,9 @@ const QUESTION_WORDS = [/spider/i, /legs/i];
 
 const workDir = mkdtempSync(join(tmpdir(), 'gemmavoice-e2e-'));
 let backend = null;
-let browser = null;
+let liveKit = null; // { child, env, exited } of python -m app.agents.local_livekit
+let worker = null; // { child, logPath, healthUrl, exited } of python -m app.agents.worker start
+const browsers = [];
 
 function log(message) {
   console.log(message);
@@ -59,57 +65,96 @@ function freePort() {
   });
 }
 
-async function startBackend() {
-  const python = env.E2E_BACKEND_PYTHON ?? join(backendDir, '.venv/bin/python');
-  if (!existsSync(python)) {
-    throw new Error(`No backend environment at ${python}: run \`make setup\` (or set E2E_BASE_URL).`);
+function python() {
+  const path = env.E2E_BACKEND_PYTHON ?? join(backendDir, '.venv/bin/python');
+  if (!existsSync(path)) {
+    throw new Error(`No backend environment at ${path}: run \`make setup\` (or set E2E_BASE_URL).`);
   }
-  const port = await freePort();
-  const logPath = join(workDir, 'backend.log');
+  return path;
+}
+
+/** A backend process, its output in workDir/<name>.log. */
+function spawnLogged(name, args, extraEnv) {
+  const logPath = join(workDir, `${name}.log`);
   const logStream = createWriteStream(logPath);
-  const child = spawn(python, ['-m', 'uvicorn', 'app.main:app', '--host', '127.0.0.1', '--port', String(port)], {
-    cwd: backendDir,
-    // The spoken question comes from the backend's voice: without sampling noise it sounds the same every run.
-    env: { LOCAL_TTS_VARIATION: '0', ...env, ...(apiKey ? { API_KEY: apiKey } : {}), ...liveKitEnv(await freePort()) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(python(), args, { cwd: backendDir, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.pipe(logStream);
   child.stderr.pipe(logStream);
   let exited = null;
   child.on('exit', (code, signal) => {
     exited = { code, signal };
   });
-  backend = { child, logPath, exited: () => exited };
-  log(`started the backend (pid ${child.pid}) on port ${port}; log: ${logPath}`);
+  log(`started the ${name} (pid ${child.pid}); log: ${logPath}`);
+  return { child, logPath, exited: () => exited };
+}
+
+/** A livekit-server on loopback with keys made for this run; resolves to its LIVEKIT_* settings. */
+async function startLiveKit() {
+  const envFile = join(workDir, 'livekit.env');
+  liveKit = spawnLogged('livekit', ['-m', 'app.agents.local_livekit', '--env-file', envFile]);
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(envFile) || !readFileSync(envFile, 'utf8').includes('LIVEKIT_API_SECRET=')) {
+    if (liveKit.exited() || Date.now() > deadline) {
+      throw new Error(`the LiveKit server did not start:\n${logTail(liveKit)}`);
+    }
+    await sleep(100);
+  }
+  liveKit.env = Object.fromEntries(
+    readFileSync(envFile, 'utf8').trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2)),
+  );
+  log(`LiveKit server on ${liveKit.env.LIVEKIT_URL}`);
+  return liveKit.env;
+}
+
+async function startBackend(liveKitSettings) {
+  const port = await freePort();
+  // The spoken question comes from the backend's voice: without sampling noise it sounds the same every run.
+  backend = spawnLogged('backend', ['-m', 'uvicorn', 'app.main:app', '--host', '127.0.0.1', '--port', String(port)], {
+    LOCAL_TTS_VARIATION: '0',
+    ...(apiKey ? { API_KEY: apiKey } : {}),
+    ...liveKitSettings,
+  });
   return `http://127.0.0.1:${port}`;
 }
 
-/**
- * LiveKit settings for the started backend: an address where nothing listens (no LiveKit server can
- * run here), so the token endpoint works and the page goes as far as connecting. The keys are made
- * for this run.
- */
-function liveKitEnv(port) {
-  return {
-    LIVEKIT_URL: `ws://127.0.0.1:${port}`,
-    LIVEKIT_API_KEY: `APIe2e${randomBytes(6).toString('hex')}`,
-    LIVEKIT_API_SECRET: randomBytes(24).toString('base64url'),
-  };
+/** The agent worker as users run it: `start`, the project's defaults (two conversations at most). */
+async function startWorker(liveKitSettings) {
+  const healthPort = await freePort();
+  worker = spawnLogged('worker', ['-m', 'app.agents.worker', 'start', '--log-level', 'INFO'], {
+    ...liveKitSettings,
+    LIVEKIT_WORKER_PORT: String(healthPort),
+  });
+  worker.healthUrl = `http://127.0.0.1:${healthPort}/worker`;
 }
 
-async function stopBackend() {
-  if (!backend || backend.exited()) return;
-  const { child } = backend;
-  child.kill('SIGTERM');
-  const deadline = Date.now() + 10_000;
-  while (!backend.exited() && Date.now() < deadline) await sleep(100);
-  if (!backend.exited()) child.kill('SIGKILL');
+/** Waits until the worker has told the LiveKit server it takes jobs (it does so every 2.5 s). */
+async function waitWorkerAvailable(after = 0, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!readFileSync(worker.logPath, 'utf8').slice(after).includes('marking as available')) {
+    if (worker.exited() || Date.now() > deadline) {
+      throw new Error(`the agent worker is not available:\n${logTail(worker)}`);
+    }
+    await sleep(200);
+  }
 }
 
-function backendLogTail(lines = 40) {
-  if (!backend) return '';
+async function workerLoad() {
+  const info = await (await fetch(worker.healthUrl, { signal: AbortSignal.timeout(3000) })).json();
+  return info.worker_load ?? 0; // (its JSON leaves out a zero)
+}
+
+async function stopProcess(process) {
+  if (!process || process.exited()) return;
+  process.child.kill('SIGTERM');
+  const deadline = Date.now() + 15_000;
+  while (!process.exited() && Date.now() < deadline) await sleep(100);
+  if (!process.exited()) process.child.kill('SIGKILL');
+}
+
+function logTail(process, lines = 40) {
+  if (!process) return '';
   try {
-    return readFileSync(backend.logPath, 'utf8').split('\n').slice(-lines).join('\n');
+    return readFileSync(process.logPath, 'utf8').split('\n').slice(-lines).join('\n');
   } catch {
     return '';
   }
@@ -120,7 +165,7 @@ async function waitReady(baseUrl) {
   let last = 'no answer';
   while (Date.now() < deadline) {
     if (backend?.exited()) {
-      throw new Error(`the backend exited (${JSON.stringify(backend.exited())}) before it was ready:\n${backendLogTail()}`);
+      throw new Error(`the backend exited (${JSON.stringify(backend.exited())}) before it was ready:\n${logTail(backend)}`);
     }
     try {
       const response = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(3000) });
@@ -201,11 +246,11 @@ function wavFile(pcm, sampleRate, channels) {
 }
 
 /**
- * Asks the backend to say the sentence, then pads it with silence: 1 s before (the capture starts
- * as the microphone opens) and 2.5 s after, so the server's VAD sees the end of the turn. The fake
- * capture plays the file once (%noloop), in real time.
+ * Asks the backend to say the sentence, then pads it with silence: `lead` seconds before (the capture
+ * starts as the microphone opens) and 2.5 s after, so the server's VAD sees the end of the turn. The
+ * fake capture plays the file once (%noloop), in real time.
  */
-async function prepareSpokenWav(baseUrl) {
+async function prepareSpokenWav(baseUrl, name, lead) {
   const response = await fetch(`${baseUrl}/v1/text-to-speech`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', Accept: 'audio/wav', ...authHeaders() },
@@ -215,12 +260,12 @@ async function prepareSpokenWav(baseUrl) {
   const wav = parseWav(Buffer.from(await response.arrayBuffer()));
   const bytesPerSecond = wav.sampleRate * wav.channels * 2;
   const silence = (seconds) => Buffer.alloc(Math.round(seconds * wav.sampleRate) * wav.channels * 2);
-  const padded = Buffer.concat([silence(1), wav.data, silence(2.5)]);
-  const path = join(workDir, 'question.wav');
+  const padded = Buffer.concat([silence(lead), wav.data, silence(2.5)]);
+  const path = join(workDir, `${name}.wav`);
   writeFileSync(path, wavFile(padded, wav.sampleRate, wav.channels));
   const speechSeconds = wav.data.length / bytesPerSecond;
   log(`spoken question: ${speechSeconds.toFixed(2)} s of speech at ${wav.sampleRate} Hz -> ${path}`);
-  return { path, wavBytes: wavFile(wav.data, wav.sampleRate, wav.channels) };
+  return { path, lead, speechSeconds, wavBytes: wavFile(wav.data, wav.sampleRate, wav.channels) };
 }
 
 // ---------------------------------------------------------------- test helpers
@@ -415,53 +460,6 @@ function defineTests(baseUrl, spoken) {
       },
     },
     {
-      name: 'voice chat LiveKit mode reports the server configuration',
-      async run(context) {
-        const status = await (await fetch(`${baseUrl}/v1/livekit/status`, { headers: authHeaders() })).json();
-        const page = await openApp(context, baseUrl, 'voice');
-        await page.getByRole('radio', { name: 'LiveKit' }).click();
-        if (status.configured) {
-          await page.getByRole('button', { name: 'Start conversation' }).waitFor({ timeout: 20_000 });
-        } else {
-          await page.getByText('LiveKit is not configured on the server').waitFor({ timeout: 20_000 });
-        }
-        await screenshot(page, 'voice-chat-livekit');
-        // Leave the default mode for the next visit.
-        await page.getByRole('radio', { name: 'WebSocket' }).click();
-        await page.close();
-      },
-    },
-    {
-      name: 'LiveKit mode starts the pre-connect buffer while connecting, and says when LiveKit is unreachable',
-      async run(context) {
-        const status = await (await fetch(`${baseUrl}/v1/livekit/status`, { headers: authHeaders() })).json();
-        if (!status.configured) {
-          log('    skipped: LiveKit is not configured on this server');
-          return;
-        }
-        const page = await openApp(context, baseUrl, 'voice');
-        const clientLog = [];
-        page.on('console', (message) => clientLog.push(message.text()));
-        await page.getByRole('radio', { name: 'LiveKit' }).click();
-        await page.getByRole('button', { name: 'Start conversation' }).click();
-        // livekit-client's own word that it records the microphone for the agent (LocalParticipant).
-        const deadline = Date.now() + 20_000;
-        while (!clientLog.some((line) => line.includes('starting preconnect buffer for microphone'))) {
-          assert(Date.now() < deadline, `livekit-client never started the pre-connect buffer:\n  ${clientLog.join('\n  ')}`);
-          await sleep(100);
-        }
-        const alert = page.getByRole('alert');
-        await alert.waitFor({ timeout: 30_000 });
-        const text = await alert.innerText();
-        assert(/Cannot reach the LiveKit server at ws:\/\/127\.0\.0\.1:\d+/.test(text), `unexpected error: ${text}`);
-        await page.getByRole('button', { name: 'Start conversation' }).waitFor({ timeout: 10_000 });
-        await screenshot(page, 'voice-chat-livekit-unreachable');
-        log(`    ${text.replace(/\s+/g, ' ').slice(0, 140)}`);
-        await page.getByRole('radio', { name: 'WebSocket' }).click();
-        await page.close();
-      },
-    },
-    {
       name: 'no uncaught errors in the page',
       async run() {
         assert(pageErrors.length === 0, `uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
@@ -470,70 +468,269 @@ function defineTests(baseUrl, spoken) {
   ];
 }
 
+// ---------------------------------------------------------------- LiveKit room tests
+
+const WAITING_STATES = ['connecting', 'pre-connect-buffering', 'initializing', 'disconnected'];
+
+/** Keeps the page's peer connections (window.__peerConnections) and its agent states with their times. */
+async function watchRoom(page) {
+  await page.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    window.__peerConnections = [];
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__peerConnections.push(this);
+      }
+    };
+    window.__agentStates = [];
+    new MutationObserver(() => {
+      const state = document.querySelector('[data-testid="livekit-agent-state"]')?.dataset.state;
+      const seen = window.__agentStates;
+      if (state && seen.at(-1)?.state !== state) seen.push({ state, at: performance.now() });
+    }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+}
+
+/** The agent's audio as the page received and plays it: decoded energy (WebRTC stats) and playing elements. */
+function agentAudio(page) {
+  return page.evaluate(async () => {
+    let energy = 0;
+    let samples = 0;
+    for (const pc of window.__peerConnections) {
+      (await pc.getStats()).forEach((report) => {
+        if (report.type === 'inbound-rtp' && report.kind === 'audio') {
+          energy += report.totalAudioEnergy ?? 0;
+          samples += report.totalSamplesReceived ?? 0;
+        }
+      });
+    }
+    const playing = [...document.querySelectorAll('audio')].filter(
+      (element) => !element.paused && element.currentTime > 0 && element.srcObject?.getAudioTracks().some((t) => t.readyState === 'live'),
+    ).length;
+    return { energy, samples, playing };
+  });
+}
+
+const roomPages = []; // closed after each LiveKit test, whatever its outcome: an open page keeps its agent
+
+async function startRoom(context, baseUrl, name) {
+  const page = await context.newPage();
+  roomPages.push(page);
+  await watchRoom(page);
+  const clientLog = [];
+  page.on('console', (message) => clientLog.push(message.text()));
+  page.on('pageerror', (error) => pageErrors.push(`${name}: ${error.message}`));
+  await page.goto(`${baseUrl}/#voice`);
+  await page.getByRole('radio', { name: 'LiveKit' }).click();
+  await page.getByRole('button', { name: 'Start conversation' }).click();
+  const clickedAt = await page.evaluate(() => performance.now());
+  return { page, clientLog, clickedAt };
+}
+
+/** Milliseconds from the click on Start conversation until the agent had joined and started. */
+async function agentArrival(room, timeoutMs) {
+  await room.page.waitForFunction(
+    (waiting) => {
+      const state = document.querySelector('[data-testid="livekit-agent-state"]')?.dataset.state;
+      return state && !waiting.includes(state);
+    },
+    WAITING_STATES,
+    { timeout: timeoutMs, polling: 50 },
+  );
+  const states = await room.page.evaluate(() => window.__agentStates);
+  const arrived = states.find((entry) => !WAITING_STATES.includes(entry.state));
+  return { ms: arrived.at - room.clickedAt, states: states.map((entry) => entry.state) };
+}
+
+async function waitWorkerIdle(timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while ((await workerLoad()) !== 0) {
+    assert(Date.now() < deadline, `the worker still has a conversation ${timeoutMs / 1000} s after every page left`);
+    await sleep(200);
+  }
+}
+
+function defineLiveKitTests(baseUrl, spoken) {
+  return [
+    {
+      name: 'LiveKit room: the agent joins within 3 s, hears the words said while connecting, and answers with audio the page plays',
+      async run(context) {
+        const room = await startRoom(context, baseUrl, 'livekit');
+        const { page, clientLog } = room;
+        const arrival = await agentArrival(room, 10_000);
+        log(`    the agent joined ${arrival.ms.toFixed(0)} ms after the click (states: ${arrival.states.join(' -> ')})`);
+        assert(arrival.ms <= 3000, `the agent joined ${arrival.ms.toFixed(0)} ms after the click, over 3 s`);
+        // The microphone opens with the click and the voice starts with it: words said before the agent was
+        // there (and subscribed to the microphone) reach it only through livekit-client's pre-connect buffer.
+        const speechStartMs = spoken.lead * 1000;
+        assert(
+          clientLog.some((line) => line.includes('starting preconnect buffer for microphone')),
+          'livekit-client never started the pre-connect buffer',
+        );
+        assert(
+          arrival.ms > speechStartMs + 250,
+          `the agent was there ${arrival.ms.toFixed(0)} ms after the click, before the user's first word ended: the pre-connect buffer went untested`,
+        );
+
+        const finalUser = page.locator('[data-testid="transcript-user"][data-final="true"]').first();
+        await finalUser.waitFor({ timeout: 30_000 });
+        const heard = (await finalUser.locator('.bubble-text').innerText()).trim();
+        const firstWords = [/\bhow\b/i, /\bmany\b/i];
+        const missing = [...firstWords, ...QUESTION_WORDS].filter((word) => !word.test(heard));
+        assert(missing.length === 0, `the agent heard ${JSON.stringify(heard)}, without ${missing.join(' and ')}`);
+
+        const reply = page.locator('[data-testid="assistant-message"]').first();
+        await reply.waitFor({ timeout: 30_000 });
+        const before = await agentAudio(page);
+        const deadline = Date.now() + 30_000;
+        let audio = before;
+        while (!(audio.energy > 0.001 && audio.playing > 0)) {
+          assert(Date.now() < deadline, `no agent audio played: ${JSON.stringify(audio)}`);
+          await sleep(250);
+          audio = await agentAudio(page);
+        }
+        const replyText = (await reply.locator('.bubble-text').innerText()).trim();
+        assert(replyText.replace('…', '').length > 0, 'the reply has no text');
+        await sleep(1500);
+        await screenshot(page, 'voice-chat-livekit');
+        const errors = await page.getByRole('alert').allInnerTexts();
+        assert(errors.length === 0, `errors shown: ${errors.join(' | ')}`);
+        log(`    heard ${JSON.stringify(heard)}; replied ${JSON.stringify(replyText.slice(0, 80))}`);
+        log(`    agent audio: energy ${audio.energy.toFixed(3)} over ${audio.samples} samples, ${audio.playing} element(s) playing`);
+
+        // Leaving ends the agent's job: the worker's slot is free again.
+        await page.getByRole('button', { name: 'Disconnect' }).click();
+        await page.getByRole('button', { name: 'Start conversation' }).waitFor({ timeout: 10_000 });
+        await waitWorkerIdle();
+        await page.close();
+      },
+    },
+    {
+      name: 'LiveKit room: two rooms at once each get an agent; a third, beyond the worker, gets the page\'s message',
+      async run(context) {
+        const rooms = [await startRoom(context, baseUrl, 'room-1'), await startRoom(context, baseUrl, 'room-2')];
+        for (const room of rooms) await agentArrival(room, 10_000);
+        // Both slots are busy; the worker tells the LiveKit server so within its 2.5 s status period.
+        await sleep(3000);
+        assert((await workerLoad()) >= 0.7, `the worker with two conversations reports load ${await workerLoad()}`);
+        const third = await startRoom(context, baseUrl, 'room-3');
+        const missing = third.page.getByTestId('livekit-agent-missing');
+        await missing.waitFor({ timeout: 40_000 });
+        const text = await missing.innerText();
+        assert(/No agent joined within \d+ seconds/.test(text), `unexpected message: ${text}`);
+        await third.page.getByRole('button', { name: 'Try again in a new room' }).waitFor();
+        await screenshot(third.page, 'voice-chat-livekit-no-agent');
+        for (const room of rooms) {
+          const state = await room.page.getByTestId('livekit-agent-state').getAttribute('data-state');
+          assert(!WAITING_STATES.includes(state), `room ${rooms.indexOf(room) + 1} lost its agent: ${state}`);
+          await room.page.getByRole('button', { name: 'Disconnect' }).click();
+        }
+        await waitWorkerIdle();
+        for (const room of [...rooms, third]) await room.page.close();
+      },
+    },
+  ];
+}
+
 // ---------------------------------------------------------------- main
 
+async function launchBrowser(spoken) {
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: env.E2E_HEADFUL !== '1',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${spoken.path}%noloop`,
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  browsers.push(browser);
+  const context = await browser.newContext({ viewport: { width: 1180, height: 860 }, permissions: ['microphone'] });
+  return context;
+}
+
+async function runTests(tests, context, counts, cleanUp = async () => undefined) {
+  for (const test of tests) {
+    if (env.E2E_ONLY && !test.name.includes(env.E2E_ONLY)) {
+      counts.skipped += 1;
+      continue;
+    }
+    const started = Date.now();
+    try {
+      await test.run(context);
+      counts.passed += 1;
+      log(`PASS ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    } catch (error) {
+      counts.failed += 1;
+      log(`FAIL ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n    ${error.stack ?? error}`);
+    }
+    await cleanUp();
+  }
+}
+
 async function main() {
-  let passed = 0;
-  let failed = 0;
+  const counts = { passed: 0, failed: 0, skipped: 0 };
   try {
     mkdirSync(screenshotDir, { recursive: true });
     let baseUrl = env.E2E_BASE_URL?.replace(/\/+$/, '');
     if (!baseUrl) {
       ensureWebClientBuilt();
-      baseUrl = await startBackend();
+      const liveKitSettings = await startLiveKit();
+      baseUrl = await startBackend(liveKitSettings);
+      await startWorker(liveKitSettings);
     }
     log(`waiting for ${baseUrl}/health/ready (up to ${readyTimeoutMs / 1000} s)`);
     await waitReady(baseUrl);
-    const spoken = await prepareSpokenWav(baseUrl);
-
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: env.E2E_HEADFUL !== '1',
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--use-fake-ui-for-media-stream',
-        '--use-fake-device-for-media-stream',
-        `--use-file-for-fake-audio-capture=${spoken.path}%noloop`,
-        '--autoplay-policy=no-user-gesture-required',
-      ],
-    });
-    const context = await browser.newContext({ viewport: { width: 1180, height: 860 }, permissions: ['microphone'] });
-
-    for (const test of defineTests(baseUrl, spoken)) {
-      const started = Date.now();
-      try {
-        await test.run(context);
-        passed += 1;
-        log(`PASS ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-      } catch (error) {
-        failed += 1;
-        log(`FAIL ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n    ${error.stack ?? error}`);
-      }
-    }
+    const spoken = await prepareSpokenWav(baseUrl, 'question', 1);
+    const context = await launchBrowser(spoken);
+    await runTests(defineTests(baseUrl, spoken), context, counts);
     await context.close();
+    if (worker) {
+      // The user starts talking at once: what they say before the agent has joined is the pre-connect audio.
+      await waitWorkerAvailable();
+      const spokenAtOnce = await prepareSpokenWav(baseUrl, 'question-at-once', 0);
+      const roomContext = await launchBrowser(spokenAtOnce);
+      await runTests(defineLiveKitTests(baseUrl, spokenAtOnce), roomContext, counts, async () => {
+        for (const page of roomPages.splice(0)) await page.close().catch(() => undefined);
+        await waitWorkerIdle();
+      });
+      await roomContext.close();
+    } else {
+      log('SKIP the LiveKit room tests: E2E_BASE_URL points at a backend whose agent worker this runner does not run');
+      counts.skipped += 1;
+    }
   } catch (error) {
-    failed += 1;
+    counts.failed += 1;
     log(`FAIL set-up: ${error.stack ?? error}`);
   } finally {
-    await browser?.close().catch(() => undefined);
-    if (failed > 0 && backend) log(`--- backend log (tail) ---\n${backendLogTail()}\n---`);
-    if (failed > 0 && consoleErrors.length) log(`--- browser console errors ---\n${consoleErrors.join('\n')}\n---`);
-    await stopBackend();
+    for (const browser of browsers) await browser.close().catch(() => undefined);
+    if (counts.failed > 0) {
+      for (const [name, process] of [['backend', backend], ['worker', worker], ['livekit', liveKit]]) {
+        if (process) log(`--- ${name} log (tail) ---\n${logTail(process)}\n---`);
+      }
+    }
+    if (counts.failed > 0 && consoleErrors.length) log(`--- browser console errors ---\n${consoleErrors.join('\n')}\n---`);
+    await stopProcess(worker);
+    await stopProcess(backend);
+    await stopProcess(liveKit);
     rmSync(workDir, { recursive: true, force: true });
   }
-  log(`${passed} passed, ${failed} failed`);
-  process.exit(failed > 0 ? 1 : 0);
+  log(`${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
+  process.exit(counts.failed > 0 ? 1 : 0);
 }
 
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
-    backend?.child.kill('SIGTERM');
+    for (const child of [worker, backend, liveKit]) child?.child.kill('SIGTERM');
     process.exit(130);
   });
 }
