@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import psutil
-from agent_helpers import BACKEND, WorkerProcess, worker_env
 from helpers import free_port
 from livekit.agents import JobExecutorType
 
 from app.agents.worker import FULL, build_server, job_options, room_options, worker_load
 from app.config.settings import Settings
 from app.services.llm import ChatMessage, GenerationParams, Usage
+from bench.livekit_room import BACKEND, WorkerProcess, worker_env
 
 UNREACHABLE = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "APIunreachable", "LIVEKIT_API_SECRET": "s" * 40}
 

@@ -8,7 +8,6 @@ test_livekit_room.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess

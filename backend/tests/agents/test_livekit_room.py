@@ -17,13 +17,12 @@ import time
 import httpx
 import psutil
 import pytest
-from agent_helpers import BACKEND, WorkerProcess, worker_env
 from helpers import QUESTION_WORDS, TEST_VOICE, free_port, words
 from livekit import api
 
 from app.config.settings import Settings
 from app.services.livekit_tokens import user_token
-from bench.room_client import RoomUser
+from bench.livekit_room import BACKEND, RoomUser, WorkerProcess, worker_env
 
 MAX_JOBS = 2
 JOIN_S = 3.0  # the bound: the agent is in the room within 3 s of the user
@@ -141,6 +140,7 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
         heard = user.texts(user.room.local_participant.identity)
     # The first reply (uninterrupted, over 8 s of speech) stopped soon after the user started talking,
     # and stayed stopped until the answer to the new words.
+    assert first < said_again.start < stopped  # it was talking when the user began
     assert stopped - said_again.start < 1.5, f"the agent talked on {stopped - said_again.start:.2f} s"
     assert user.voiced_seconds(stopped + 0.05, second - 0.05) == 0.0
     assert {"sky"} <= words(" ".join(heard)), heard

@@ -1,8 +1,7 @@
-"""A user in a LiveKit room through the livekit SDK (python ``livekit``): an open microphone that speaks
-clips in real time, and ears on the agent's audio track and transcriptions.
-
-The room tests and ``bench.room_latency`` use it against a real livekit-server; nothing here is a
-test double. Times are ``time.perf_counter()`` seconds in this process:
+"""The parts of a real LiveKit room for the room tests and ``bench.room_latency``: the agent worker as a
+process of its own (``WorkerProcess``), and a user through the livekit SDK (``RoomUser``): an open
+microphone that speaks clips in real time, and ears on the agent's audio track and transcriptions.
+Nothing here is a test double. Times are ``time.perf_counter()`` seconds in this process:
 
     user = RoomUser(url, token)
     await user.connect()
@@ -16,9 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from livekit import rtc
@@ -220,3 +227,64 @@ class RoomUser:
 
     def texts(self, identity: str | None = None, *, final: bool = True) -> list[str]:
         return [t.text for t in self.transcripts if (identity is None or t.identity == identity) and t.final >= final]
+
+
+BACKEND = Path(__file__).resolve().parents[1]
+
+
+def worker_env(**livekit: str) -> dict[str, str]:
+    """This environment without LiveKit settings; blank values also override any .env file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update({"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": "", "PYTHONUNBUFFERED": "1"})
+    env.update(livekit)
+    return env
+
+
+class WorkerProcess:
+    """``python -m app.agents.worker start`` in its own process group; its log goes to a file that
+    ``wait_for`` reads with a deadline (a pipe's readline would block past it)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="gemmavoice-worker-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
+                                     cwd=BACKEND, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+
+    @property
+    def messages(self) -> list[str]:
+        """The log's messages (the framework logs JSON lines; anything else is kept as it is)."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                found.append(json.loads(line)["message"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                found.append(line.strip())
+        return found
+
+    def wait_for(self, pattern: str, timeout: float = 120, *, after: int = 0) -> re.Match:
+        """The first message (from the ``after``-th on) that matches ``pattern``, within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.messages[after:]:
+                if found := re.search(pattern, message):
+                    return found
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                state = "exited" if self.proc.poll() is not None else "still running"
+                raise AssertionError(f"no {pattern!r} in the worker's log ({state}): {self.messages[-30:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        """SIGTERM, up to 60 s to finish; returns the whole log."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
