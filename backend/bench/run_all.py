@@ -22,6 +22,7 @@ SUITES = [
     ("bench.agent_latency", []),
     ("bench.agent_latency", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.worker_memory", []),
+    ("bench.room_latency", []),  # after agent_latency, whose result it compares with
 ]
 
 

@@ -107,7 +107,7 @@ def test_jobs_run_as_threads_sharing_the_process_models():
 
 def test_the_agent_reads_the_pre_connect_audio():
     audio = room_options().audio_input
-    assert audio.pre_connect_audio and audio.sample_rate == 16000
+    assert audio.pre_connect_audio and audio.sample_rate == 16000 and audio.frame_size_ms == 20
 
 
 async def test_load_counts_job_slots_not_the_cpu_the_models_use(services):

@@ -23,6 +23,7 @@ from livekit import api
 from app.config.settings import Settings
 from app.services.livekit_tokens import user_token
 from bench.livekit_room import BACKEND, RoomUser, WorkerProcess, worker_env
+from bench.room_latency import STOPPED_S
 
 MAX_JOBS = 2
 JOIN_S = 3.0  # the issue's bound: the agent is in the room within 3 s of the user
@@ -134,7 +135,7 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
         first = await user.agent_voice_after(said.end, REPLY_S)
         await asyncio.sleep(0.5)
         said_again = await user.say(*interruption)
-        stopped = await user.agent_quiet_after(said_again.start, quiet_s=0.4, timeout=10)
+        stopped = await user.agent_quiet_after(said_again.start, quiet_s=STOPPED_S, timeout=10)
         second = await user.agent_voice_after(said_again.end, REPLY_S)
         await eventually(lambda: len(user.texts(user.agent_identity)) >= 2, 10, "both replies' transcripts")
         heard = user.texts(user.room.local_participant.identity)

@@ -1,0 +1,222 @@
+"""The LiveKit room path, measured through a real SFU: ``cd backend && .venv/bin/python -m bench.room_latency``.
+
+A livekit-server on loopback (``make livekit-server``), the agent worker as users run it (``start``,
+the project's defaults), and users who are livekit SDK participants (``bench.livekit_room.RoomUser``)
+speaking the offline harness's questions (``bench.agent_latency``, the same noise-free clips):
+
+- voice-to-voice: the user's last voiced frame sent -> the first frame of the agent's voice received;
+- join: the user connected -> the agent in the room;
+- barge-in: the user's first voiced frame over a reply -> the agent's audio stops arriving;
+- memory: the worker's RSS and USS with the models loaded and with each room open.
+
+Compared with ``bench.agent_latency``'s last result (``make bench`` runs it first), which has no
+room: the difference is what the SFU path costs. Writes ``bench-results/room_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import psutil
+
+from app.agents.local_livekit import INSTALL_HINT, LocalLiveKit, find_binary
+from app.config.settings import Settings, get_settings
+from app.services.livekit_tokens import user_token
+from bench.agent_latency import QUESTIONS, SILENCE_AFTER_REPLY_S
+from bench.common import RESULTS, free_port, summary, user_voice
+from bench.livekit_room import RoomUser, WorkerProcess, worker_env
+
+REPLY_TIMEOUT_S = 30.0
+LONG_REPLY = "Tell me a long story about a brave knight."
+INTERRUPTION = "Stop. What colour is the sky?"
+# Quiet this long means the reply stopped: longer than the pauses between its sentences (up to ~0.3 s),
+# shorter than the wait for the answer to the interruption (its ~1.5 s of speech, then the turn's end).
+STOPPED_S = 0.8
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    info = psutil.Process(pid).memory_full_info()
+    return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 1)}
+
+
+async def joined_user(settings: Settings) -> tuple[RoomUser, float]:
+    user = RoomUser(settings.livekit_url, user_token(settings).token)
+    await user.connect()
+    return user, await user.wait_for_agent(10.0)
+
+
+async def turns(settings: Settings, count: int) -> tuple[list[dict], float]:
+    """One room, ``count`` measured questions after a warm-up one; and the join time of that room."""
+    questions = (QUESTIONS * 3)[:count + 1]
+    clips, rate = await user_voice(questions)
+    user, join_s = await joined_user(settings)
+    results = []
+    try:
+        await asyncio.sleep(1.0)
+        for index, (question, pcm) in enumerate(zip(questions, clips)):
+            said = await user.say(pcm, rate)
+            try:
+                first = await user.agent_voice_after(said.end, REPLY_TIMEOUT_S)
+                await user.agent_quiet_after(first, quiet_s=SILENCE_AFTER_REPLY_S, timeout=60)
+            except TimeoutError:
+                print(f"  turn {index:2d}: no reply in {REPLY_TIMEOUT_S:.0f} s  {question}")
+                results.append({"question": question, "voice_to_voice_ms": None})
+                continue
+            if index == 0:  # warm-up turn
+                continue
+            results.append({"question": question, "voice_to_voice_ms": ms(first - said.end)})
+            print(f"  turn {index:2d}: {results[-1]['voice_to_voice_ms']:7.1f} ms  {question}")
+    finally:
+        await user.close()
+    return results, join_s
+
+
+async def barge_ins(settings: Settings, count: int) -> list[float]:
+    """Seconds from the user's first voiced frame over a long reply to the agent's audio stopping."""
+    (story, stop), rate = await user_voice([LONG_REPLY, INTERRUPTION])
+    user, _ = await joined_user(settings)
+    pauses = []
+    try:
+        for _ in range(count):
+            said = await user.say(story, rate)
+            first = await user.agent_voice_after(said.end, REPLY_TIMEOUT_S)
+            await asyncio.sleep(0.5)
+            over = await user.say(stop, rate)
+            stopped = await user.agent_quiet_after(over.start, quiet_s=STOPPED_S, timeout=10)
+            pauses.append(stopped - over.start)
+            print(f"  barge-in: the agent's audio stopped {ms(stopped - over.start):.0f} ms after the user began "
+                  f"({ms(over.start - first):.0f} ms into its reply)")
+            answer = await user.agent_voice_after(over.end, REPLY_TIMEOUT_S)
+            await user.agent_quiet_after(answer, quiet_s=SILENCE_AFTER_REPLY_S, timeout=60)
+    finally:
+        await user.close()
+    return pauses
+
+
+async def rooms_memory(settings: Settings, worker: WorkerProcess, rooms: int) -> tuple[list[dict], list[float]]:
+    """The worker's memory with 0..``rooms`` rooms open (each has heard a question), and each room's join."""
+    (question,), rate = await user_voice([QUESTIONS[4]])
+    readings = [{"rooms": 0, **memory_mb(worker.proc.pid)}]
+    users, joins = [], []
+    try:
+        for count in range(1, rooms + 1):
+            user, join_s = await joined_user(settings)
+            users.append(user)
+            joins.append(join_s)
+            said = await user.say(question, rate)
+            first = await user.agent_voice_after(said.end, REPLY_TIMEOUT_S)
+            await user.agent_quiet_after(first, quiet_s=SILENCE_AFTER_REPLY_S, timeout=60)
+            readings.append({"rooms": count, **memory_mb(worker.proc.pid)})
+    finally:
+        for user in users:
+            await user.close()
+    return readings, joins
+
+
+async def wait_worker_free(worker: WorkerProcess, after: int) -> None:
+    """Until the server knows the worker has room again (it hears so every 2.5 s)."""
+    if any("marking as unavailable" in m for m in worker.messages[after:]):
+        await asyncio.to_thread(worker.wait_for, "marking as available", 30, after=after)
+    await asyncio.sleep(3.0)  # the jobs just left end and their next status goes out
+
+
+def offline_reference(whisper_model: str) -> dict | None:
+    path = RESULTS / f"agent_latency-{whisper_model}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return {"file": str(path.relative_to(RESULTS.parent)), **data["summary"]["voice_to_voice_ms"]}
+
+
+async def run(args) -> dict:
+    settings = get_settings()
+    binary = find_binary(settings)
+    if binary is None:
+        raise SystemExit(f"no livekit-server binary. {INSTALL_HINT}")
+    server = await LocalLiveKit.start(binary)
+    room_settings = Settings(app_env="test", _env_file=None, livekit_url=server.url, livekit_api_key=server.api_key,
+                             livekit_api_secret=server.api_secret)
+    worker = WorkerProcess(worker_env(LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key,
+                                      LIVEKIT_API_SECRET=server.api_secret, LIVEKIT_WORKER_PORT=str(free_port())))
+    try:
+        started = time.perf_counter()
+        await asyncio.to_thread(worker.wait_for, "marking as available", 180)
+        available_s = time.perf_counter() - started
+        print(f"worker available to LiveKit {available_s:.1f} s after it started; {args.turns} turns...")
+        load_before = os.getloadavg()
+        results, first_join = await turns(room_settings, args.turns)
+        await wait_worker_free(worker, 0)
+        print(f"{args.barge_ins} barge-ins...")
+        pauses = await barge_ins(room_settings, args.barge_ins)
+        await wait_worker_free(worker, 0)
+        print(f"memory with up to {args.rooms} rooms...")
+        mark = len(worker.messages)
+        memory, joins = await rooms_memory(room_settings, worker, args.rooms)
+        await wait_worker_free(worker, mark)
+        load_after = os.getloadavg()
+    finally:
+        worker.stop()
+        worker.kill()
+        await server.stop()
+
+    v2v = [r["voice_to_voice_ms"] for r in results if r["voice_to_voice_ms"] is not None]
+    per_room = [round(b["uss_mb"] - a["uss_mb"], 1) for a, b in zip(memory, memory[1:])]
+    return {
+        "what": "voice-to-voice through a real livekit-server: user's last voiced frame sent -> agent's first voiced "
+                "frame received (livekit SDK user, worker in start mode)",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in load_after]},
+        "worker_available_s": round(available_s, 2),
+        "turns": len(results),
+        "unanswered": len(results) - len(v2v),
+        "voice_to_voice_ms": summary(v2v),
+        "offline_harness_ms": offline_reference(settings.whisper_model),
+        "join_ms": summary([ms(s) for s in [first_join, *joins]]),
+        "barge_in_pause_ms": summary([ms(s) for s in pauses]),
+        "worker_memory": memory,
+        "uss_per_room_mb": per_room,
+        "per_turn": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=12, help="measured turns (after one warm-up turn)")
+    parser.add_argument("--barge-ins", type=int, default=5)
+    parser.add_argument("--rooms", type=int, default=2, help="rooms open at once for the memory reading")
+    parser.add_argument("--output", type=Path, default=RESULTS / "room_latency.json")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+
+    v2v, offline = report["voice_to_voice_ms"], report["offline_harness_ms"]
+    print(f"\nvoice-to-voice through the SFU: p50 {v2v['p50']} ms, p95 {v2v['p95']} ms ({v2v['n']} turns, "
+          f"{report['unanswered']} unanswered)")
+    if offline:
+        print(f"offline harness ({offline['file']}): p50 {offline['p50']} ms, p95 {offline['p95']} ms; "
+              f"the room adds {v2v['p50'] - offline['p50']:.0f} ms at p50")
+    else:
+        print("no offline harness result to compare with: run `python -m bench.agent_latency` first")
+    print(f"join: p50 {report['join_ms']['p50']} ms, max {report['join_ms']['max']} ms")
+    print(f"barge-in, the agent's audio stops: p50 {report['barge_in_pause_ms']['p50']} ms, "
+          f"p95 {report['barge_in_pause_ms']['p95']} ms")
+    print(f"worker memory: {report['worker_memory']}; USS per room {report['uss_per_room_mb']} MB")
+    print(f"load average before/after: {report['machine']['load_average_before'][0]} / "
+          f"{report['machine']['load_average_after'][0]} ({os.cpu_count()} CPUs)")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
