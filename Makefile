@@ -13,7 +13,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test setup system-deps python models web livekit-server backend-test frontend-test e2e bench worker worker-console \
-        compose-up compose-down clean
+        livekit compose-up compose-down clean
 
 run: setup
 	cd backend && exec .venv/bin/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
@@ -84,6 +84,10 @@ e2e: setup
 
 bench: setup
 	cd backend && .venv/bin/python -m bench.run_all
+
+# A loopback livekit-server in the foreground; its settings go to .build/livekit.env (see the README).
+livekit: setup
+	cd backend && exec .venv/bin/python -m app.agents.local_livekit --env-file ../.build/livekit.env
 
 worker: setup
 	cd backend && .venv/bin/python -m app.agents.worker dev

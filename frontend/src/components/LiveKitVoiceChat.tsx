@@ -113,16 +113,12 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
         <div className="notice" role="status" data-testid="livekit-not-configured">
           <p>{NOT_CONFIGURED_MESSAGE}</p>
           <p className="muted small">
-            Voice chat over WebSocket works without LiveKit. On this machine, the quickest way is a{' '}
-            <code>livekit-server</code> binary: install it with LiveKit&apos;s script (
-            <code>curl -sSL https://get.livekit.io | bash</code>) or download it from{' '}
-            <a href="https://github.com/livekit/livekit/releases" target="_blank" rel="noreferrer">
-              its releases
-            </a>{' '}
-            (or point <code>LIVEKIT_SERVER_BIN</code> at it), then restart <code>make run</code>: it starts the
-            server on this machine with keys of its own, and the agent with it. Or run the{' '}
-            <code>livekit/livekit-server</code> Docker image (<code>docker compose up</code>), or use LiveKit
-            Cloud, and set the three settings above.
+            Voice chat over WebSocket works without LiveKit. On this machine, the quickest way is{' '}
+            <code>make livekit-server</code>: it builds a pinned <code>livekit-server</code> release with Go (1.25 or
+            newer) into <code>.build/bin/</code>. Then restart <code>make run</code>: it starts that server on this
+            machine with keys of its own, and the agent with it (a <code>livekit-server</code> on PATH or at{' '}
+            <code>LIVEKIT_SERVER_BIN</code> works too). Or run the <code>livekit/livekit-server</code> Docker image (
+            <code>docker compose up</code>), or use LiveKit Cloud, and set the three settings above.
           </p>
         </div>
       );

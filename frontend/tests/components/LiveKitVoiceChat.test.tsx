@@ -29,7 +29,7 @@ describe('LiveKitVoiceChat', () => {
     });
     renderWithSettings(<LiveKitVoiceChat />);
     const notice = await screen.findByTestId('livekit-not-configured');
-    expect(notice).toHaveTextContent('curl -sSL https://get.livekit.io | bash');
+    expect(notice).toHaveTextContent('make livekit-server');
     expect(notice).toHaveTextContent('LIVEKIT_SERVER_BIN');
     expect(notice).toHaveTextContent('restart make run');
     expect(notice).toHaveTextContent('livekit/livekit-server Docker image');
