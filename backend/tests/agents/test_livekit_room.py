@@ -149,6 +149,25 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
           f"the next reply {(second - said_again.end) * 1000:.0f} ms after the user's last word")
 
 
+async def test_a_second_participant_hears_the_agent_answer_the_first(free_worker, livekit_settings, question_pcm):
+    """Someone joins a conversation already under way (a second livekit SDK client, in the same room): it hears
+    the agent's reply to the first user, and no second agent comes; the agent keeps listening to the first."""
+    async with room_user(livekit_settings) as first:
+        await first.wait_for_agent(JOIN_S)
+        async with room_user(livekit_settings, room_name=first.room.name) as second:
+            await second.wait_for_agent(JOIN_S)  # the agent already there
+            assert second.agent_identity == first.agent_identity
+            said = await first.say(*question_pcm)
+            heard_first = await first.agent_voice_after(said.end, REPLY_S)
+            heard_second = await second.agent_voice_after(said.end, REPLY_S)
+            await eventually(lambda: second.texts(second.agent_identity), 10, "the reply's transcript")
+            agents = [i for i in await room_participants(livekit_settings, first.room.name) if i.startswith("agent-")]
+            replied = second.texts(second.agent_identity)
+    assert agents == [first.agent_identity]
+    assert abs(heard_second - heard_first) < 0.3, "both hear the same reply at the same time"
+    assert replied and replied == first.texts(first.agent_identity), (replied, first.texts(first.agent_identity))
+
+
 async def test_leaving_ends_the_job_and_frees_its_slot(free_worker, livekit_settings):
     async with room_user(livekit_settings) as user:
         await user.wait_for_agent(JOIN_S)
