@@ -5,7 +5,7 @@
 
 Each conversation runs the way the worker runs a job (``JobExecutorType.THREAD``): a thread of its
 own with its own event loop, the process's services through ``runtime.get_services()``, an
-``AgentSession`` from ``create_agent_session()``. Instead of a LiveKit room (none can run here) it
+``AgentSession`` from ``create_agent_session()``. Instead of a LiveKit room (``bench.room_latency`` measures one) it
 hears the spoken test question through ``ClipMicrophone`` and answers into ``RecordingSpeaker``; once
 its reply has been spoken it stays open while the next conversation starts. RSS and USS are read
 after start-up, with the models loaded, and with each conversation open.
