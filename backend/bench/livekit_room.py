@@ -248,7 +248,7 @@ class WorkerProcess:
         self._log = tempfile.NamedTemporaryFile("w+", prefix="gemmavoice-worker-", suffix=".log", delete=False)
         self.log_path = Path(self._log.name)
         self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
-                                     cwd=BACKEND, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+                                     cwd=BACKEND, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=self._log, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
 
     @property
@@ -270,8 +270,13 @@ class WorkerProcess:
                 if found := re.search(pattern, message):
                     return found
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                state = "exited" if self.proc.poll() is not None else "still running"
-                raise AssertionError(f"no {pattern!r} in the worker's log ({state}): {self.messages[-30:]}")
+                state = f"exited with {self.proc.returncode}" if self.proc.poll() is not None else "still running"
+                if self.proc.poll() is None:  # where it is stuck: every thread's stack, into its log
+                    self.proc.send_signal(signal.SIGABRT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(5)
+                tail = self.log_path.read_text(errors="replace")[-4000:]
+                raise AssertionError(f"no {pattern!r} in the worker's log ({state}); its log ends:\n{tail}")
             time.sleep(0.1)
 
     def stop(self) -> str:
