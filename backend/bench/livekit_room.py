@@ -248,8 +248,8 @@ class WorkerProcess:
         self._log = tempfile.NamedTemporaryFile("w+", prefix="gemmavoice-worker-", suffix=".log", delete=False)
         self.log_path = Path(self._log.name)
         self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
-                                     cwd=BACKEND, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=self._log, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+                                     cwd=BACKEND, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=self._log,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     @property
     def messages(self) -> list[str]:
