@@ -35,6 +35,11 @@ from app.audio.codec import resample_pcm
 RATE = 48000
 FRAME_MS = 10
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
+# What the SDK may hold of the microphone before WebRTC takes it. WebRTC takes 10 ms at a time on its own
+# clock; each time that clock falls behind (a busy CPU) the SDK's default 1 s queue keeps the difference,
+# so the user's words could reach the agent later and later. A real microphone is clocked by its device
+# and has no such queue; 40 ms bounds the lag this one can add.
+MIC_QUEUE_MS = 40
 # An agent frame louder than this (RMS of s16 samples) is its voice; the SFU path's silence is ~0.
 VOICE_RMS = 200.0
 # A voiced 10 ms window of a clip: louder than this fraction of the clip's loudest window (-35 dB).
@@ -73,7 +78,7 @@ class RoomUser:
     def __init__(self, url: str, token: str) -> None:
         self.url, self.token = url, token
         self.room = rtc.Room()
-        self.source = rtc.AudioSource(RATE, 1)
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS)
         self.agent_joined = asyncio.Event()
         self.agent_joined_at: float | None = None
         self.agent_identity: str | None = None

@@ -74,7 +74,9 @@ async def turns(settings: Settings, count: int) -> tuple[list[dict], float]:
                 continue
             if index == 0:  # warm-up turn
                 continue
-            results.append({"question": question, "voice_to_voice_ms": ms(first - said.end)})
+            replies = user.texts(user.agent_identity)
+            results.append({"question": question, "voice_to_voice_ms": ms(first - said.end),
+                            "reply": replies[-1] if replies else None})
             print(f"  turn {index:2d}: {results[-1]['voice_to_voice_ms']:7.1f} ms  {question}")
     finally:
         await user.close()
