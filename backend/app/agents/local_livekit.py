@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from app.config.settings import REPO_DIR, Settings
+from app.config.settings import REPO_DIR, Settings, get_settings
 
 log = logging.getLogger("app.agents.local_livekit")
 
@@ -168,7 +168,7 @@ class LocalLiveKit:
 
 async def serve(env_file: Path) -> int:
     """Run a loopback server until SIGINT/SIGTERM; its settings go to ``env_file`` (mode 0600), not the log."""
-    binary = find_binary(Settings(_env_file=None))
+    binary = find_binary(get_settings())
     if binary is None:
         log.error("no livekit-server binary was found. %s", INSTALL_HINT)
         return 1
@@ -191,6 +191,7 @@ async def serve(env_file: Path) -> int:
         waiter = asyncio.ensure_future(stop.wait())
         exited = asyncio.ensure_future(server.process.wait())
         await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         if exited.done():
             log.error("livekit-server exited with status %s: %s", server.process.returncode, server.log_tail())
             return 1
