@@ -1,6 +1,6 @@
 """The room path end to end: a real livekit-server on loopback, the worker as users run it
 (``python -m app.agents.worker start``, the project's defaults, two conversations at most), and users
-who are livekit SDK participants (``bench.room_client.RoomUser``) with tokens from the API's own code.
+who are livekit SDK participants (``bench.livekit_room.RoomUser``) with tokens from the API's own code.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_every_listener_of_the_local_server_is_on_loopback(livekit_server):
     sockets = psutil.Process(livekit_server.process.pid).net_connections("inet")
     listening = [c for c in sockets if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)]
     kinds = {c.type for c in listening}
-    assert listening and kinds == {1, 2}, sockets  # its signalling port (TCP) and its media port (UDP)
+    assert kinds == {socket.SOCK_STREAM, socket.SOCK_DGRAM}, sockets  # signalling (TCP) and media (UDP)
     assert {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening
 
 
