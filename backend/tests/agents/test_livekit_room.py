@@ -152,7 +152,7 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
 
 async def test_a_second_participant_hears_the_agent_answer_the_first(free_worker, livekit_settings, question_pcm):
     """Someone joins a conversation already under way (a second livekit SDK client, in the same room): it hears
-    the agent's reply to the first user, and no second agent comes; the agent keeps listening to the first."""
+    the agent's reply to the first user, with its transcript, and no second agent comes."""
     async with room_user(livekit_settings) as first:
         await first.wait_for_agent(JOIN_S)
         async with room_user(livekit_settings, room_name=first.room.name) as second:
