@@ -14,8 +14,10 @@ Nothing here is a test double. Times are ``time.perf_counter()`` seconds in this
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
+from app.agents.offline_io import voiced_span
 from app.audio.codec import resample_pcm
 
 RATE = 48000
@@ -42,8 +45,6 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 MIC_QUEUE_MS = 40
 # An agent frame louder than this (RMS of s16 samples) is its voice; the SFU path's silence is ~0.
 VOICE_RMS = 200.0
-# A voiced 10 ms window of a clip: louder than this fraction of the clip's loudest window (-35 dB).
-CLIP_VOICED = 10 ** (-35 / 20)
 
 
 @dataclass
@@ -58,17 +59,6 @@ class Transcript:
     text: str
     final: bool
     at: float
-
-
-def voiced_span(samples: np.ndarray) -> tuple[int, int]:
-    """Where the clip's voice starts and ends (sample indices at RATE, by 10 ms windows)."""
-    count = len(samples) // FRAME_SAMPLES
-    if count == 0:
-        return 0, 0
-    windows = samples[:count * FRAME_SAMPLES].astype(np.float32).reshape(count, FRAME_SAMPLES)
-    rms = np.sqrt(np.mean(windows ** 2, axis=1))
-    loud = np.nonzero(rms > rms.max() * CLIP_VOICED)[0]
-    return (int(loud[0]) * FRAME_SAMPLES, int(loud[-1] + 1) * FRAME_SAMPLES) if loud.size else (0, 0)
 
 
 class RoomUser:
@@ -154,7 +144,7 @@ class RoomUser:
         while True:
             if clip is None and self._clips:
                 clip, done = self._clips.popleft()
-                position, (voice_start, voice_end), voice_at = 0, voiced_span(clip), []
+                position, (voice_start, voice_end), voice_at = 0, voiced_span(clip, RATE), []
             if clip is not None:
                 chunk = clip[position:position + FRAME_SAMPLES]
                 chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
@@ -187,51 +177,53 @@ class RoomUser:
             self._heard_more.set()
 
     async def _until(self, found, timeout: float, what: str) -> float:
+        """Calls ``found()`` as the agent's audio arrives, until it returns a time."""
         deadline = time.perf_counter() + timeout
-        checked = 0
-        while True:
-            at, checked = found(checked)
-            if at is not None:
-                return at
+        while (at := found()) is None:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise TimeoutError(f"{what} within {timeout:.0f} s")
             self._heard_more.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._heard_more.wait(), min(remaining, 0.5))
+        return at
 
     async def agent_voice_after(self, after: float, timeout: float = 30.0) -> float:
         """The receive time of the first frame of the agent's voice after ``after``."""
-        def found(start: int):
-            for at, level in self.heard[start:]:
-                if at > after and level > VOICE_RMS:
-                    return at, start
-            return None, len(self.heard)
+        seen = bisect.bisect_right(self.heard, (after, math.inf))
+
+        def found() -> float | None:
+            nonlocal seen
+            for at, level in self.heard[seen:]:
+                seen += 1
+                if level > VOICE_RMS:
+                    return at
+            return None
         return await self._until(found, timeout, "no agent voice")
 
     async def agent_quiet_after(self, after: float, quiet_s: float = 0.5, timeout: float = 30.0) -> float:
         """The receive time of the agent's last voiced frame before a silence of ``quiet_s``, after ``after``
         (silence here: frames that arrive quiet, or no frames at all)."""
-        def found(start: int):
-            last_voiced = after
-            for at, level in self.heard:
-                if at <= after:
-                    continue
+        seen, last_voiced = bisect.bisect_right(self.heard, (after, math.inf)), after
+
+        def found() -> float | None:
+            nonlocal seen, last_voiced
+            for at, level in self.heard[seen:]:
+                seen += 1
                 if level > VOICE_RMS:
                     last_voiced = at
                 elif at - last_voiced >= quiet_s:
-                    return last_voiced, start
-            if time.perf_counter() - last_voiced >= quiet_s:
-                return last_voiced, start
-            return None, start
+                    return last_voiced
+            return last_voiced if time.perf_counter() - last_voiced >= quiet_s else None
         return await self._until(found, timeout, f"the agent not quiet for {quiet_s} s")
 
     def voiced_seconds(self, start: float, end: float) -> float:
         """How much of the agent's audio between ``start`` and ``end`` was voice."""
         return sum(FRAME_MS / 1000 for at, level in self.heard if start < at <= end and level > VOICE_RMS)
 
-    def texts(self, identity: str | None = None, *, final: bool = True) -> list[str]:
-        return [t.text for t in self.transcripts if (identity is None or t.identity == identity) and t.final >= final]
+    def texts(self, identity: str) -> list[str]:
+        """The final transcripts of one participant, in the order they ended."""
+        return [t.text for t in self.transcripts if t.identity == identity and t.final]
 
 
 BACKEND = Path(__file__).resolve().parents[1]

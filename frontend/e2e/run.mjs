@@ -265,7 +265,7 @@ async function prepareSpokenWav(baseUrl, name, lead) {
   writeFileSync(path, wavFile(padded, wav.sampleRate, wav.channels));
   const speechSeconds = wav.data.length / bytesPerSecond;
   log(`spoken question: ${speechSeconds.toFixed(2)} s of speech at ${wav.sampleRate} Hz -> ${path}`);
-  return { path, lead, speechSeconds, wavBytes: wavFile(wav.data, wav.sampleRate, wav.channels) };
+  return { path, lead, wavBytes: wavFile(wav.data, wav.sampleRate, wav.channels) };
 }
 
 // ---------------------------------------------------------------- test helpers

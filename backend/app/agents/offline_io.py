@@ -26,16 +26,22 @@ from app.agents.playout import ListenerPlayout
 from app.audio.codec import resample_pcm
 
 
-def voiced_end(samples: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -> int:
-    """Index just past the last 10 ms window louder than ``floor_db`` below the loudest one."""
+def voiced_span(samples: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -> tuple[int, int]:
+    """Where the voice starts and ends: indices of the first 10 ms window, and just past the last one,
+    louder than ``floor_db`` below the loudest window ((0, 0) for silence)."""
     win = max(1, sample_rate // 100)
     count = len(samples) // win
     if count == 0:
-        return 0
+        return 0, 0
     windows = samples[:count * win].astype(np.float32).reshape(count, win)
     rms = np.sqrt(np.mean(windows ** 2, axis=1))
     loud = np.nonzero(rms > rms.max() * 10 ** (floor_db / 20))[0]
-    return int(loud[-1] + 1) * win if loud.size else 0
+    return (int(loud[0]) * win, int(loud[-1] + 1) * win) if loud.size else (0, 0)
+
+
+def voiced_end(samples: np.ndarray, sample_rate: int, *, floor_db: float = -35.0) -> int:
+    """Index just past the last 10 ms window louder than ``floor_db`` below the loudest one."""
+    return voiced_span(samples, sample_rate, floor_db=floor_db)[1]
 
 
 @dataclass

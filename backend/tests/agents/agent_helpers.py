@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+
 import numpy as np
 from livekit import rtc
 
@@ -17,3 +22,17 @@ async def transcribe(services: Services, audio: rtc.AudioFrame) -> str:
 def rms(audio: rtc.AudioFrame) -> float:
     return float(np.sqrt(np.mean(np.frombuffer(audio.data, dtype="<i2").astype(np.float32) ** 2)))
 
+
+
+async def until(condition: Callable[[], object], timeout: float, what: str):
+    """Polls ``condition`` (a function, or one that returns an awaitable) until it gives something true,
+    and returns that; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)

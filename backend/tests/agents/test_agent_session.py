@@ -7,10 +7,8 @@ Audio goes in through a real-time microphone stand-in and comes out into a recor
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
-from agent_helpers import transcribe
+from agent_helpers import transcribe, until
 from helpers import QUESTION, QUESTION_WORDS, words
 
 from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
@@ -18,13 +16,6 @@ from app.agents.plugins import GemmaLLM
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.vad import load_vad
 from app.voice.sentences import SentenceChunker
-
-
-async def until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def messages(session, role: str):

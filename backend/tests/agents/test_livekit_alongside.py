@@ -7,7 +7,6 @@ test_livekit_room.py).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from agent_helpers import until
 from helpers import free_port
 
 from app.agents import local_livekit, runtime
@@ -27,13 +27,6 @@ from app.config.settings import Settings
 
 BACKEND = Path(__file__).resolve().parents[2]
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-
-async def eventually(check, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
-
 
 def job_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "job_thread_runner"]
@@ -56,7 +49,7 @@ async def test_zero_config_starts_a_local_server_with_fresh_keys_and_the_agent_t
         async with httpx.AsyncClient() as client:
             assert (await client.get(local.url.replace("ws://", "http://") + "/")).text == "OK"
         assert alongside.server is not None  # the in-process agent, for the local server
-        await eventually(alongside.registered.is_set)
+        await until(alongside.registered.is_set, 15, "the agent registered with the local server")
     finally:
         await alongside.stop()
     assert local.process.returncode == 0
@@ -95,10 +88,12 @@ async def test_in_process_agent_runs_on_the_api_services_and_stops_cleanly(servi
     await alongside.start()
     try:
         # Nobody answers there: one clear line, and the worker goes on trying.
-        await eventually(lambda: "cannot reach the LiveKit server at " + settings.livekit_url in caplog.text)
-        await eventually(lambda: len(job_threads()) == 2)  # a warm job thread per slot, no model loading
+        await until(lambda: "cannot reach the LiveKit server at " + settings.livekit_url in caplog.text, 15,
+                    "the unreachable server's warning")
+        # A warm job thread per slot, no model loading.
+        await until(lambda: len(job_threads()) == 2, 15, "a job thread per slot")
         server = alongside.server
-        await eventually(lambda: server.worker_info.http_port != 0)
+        await until(lambda: server.worker_info.http_port != 0, 15, "the health port")
         async with httpx.AsyncClient() as client:  # (the worker serves it on this test's loop)
             info = (await client.get(f"http://127.0.0.1:{server.worker_info.http_port}/worker")).json()
         assert info["agent_name"] == settings.livekit_agent_name and not info.get("active_jobs")
@@ -107,7 +102,7 @@ async def test_in_process_agent_runs_on_the_api_services_and_stops_cleanly(servi
         await alongside.stop()
     task = alongside._task
     assert task.done() and not task.cancelled() and task.exception() is None
-    await eventually(lambda: not job_threads())
+    await until(lambda: not job_threads(), 15, "the job threads to end")
     assert {name: os.environ.get(name) for name in LIVEKIT_ENV} == environ_before
     assert runtime.models_ready()  # the API's models stay (they were the process's already)
     assert "LiveKit agent worker stopped" in caplog.text

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
 import pytest
+from agent_helpers import until
 from helpers import QUESTION_WORDS, TEST_VOICE, free_port, words
 from livekit import api
 
@@ -57,7 +56,7 @@ def room_worker(livekit_server):
 async def free_worker(room_worker):
     """The worker with every slot free, and the server told so. It tells the server every 2.5 s, and
     a room opened while the server still thinks it full gets no agent: the tests wait for the news."""
-    await eventually(lambda: asyncio.to_thread(_worker_idle, room_worker), 20, "the worker's slots free")
+    await until(lambda: asyncio.to_thread(_worker_idle, room_worker), 20, "the worker's slots free")
     messages = room_worker.messages
     full = max((i for i, m in enumerate(messages) if "marking as unavailable" in m), default=-1)
     free = max((i for i, m in enumerate(messages) if "marking as available" in m), default=-1)
@@ -90,19 +89,6 @@ async def room_participants(settings, room: str) -> list[str]:
         await lkapi.aclose()
 
 
-async def eventually(check, timeout: float, what: str):
-    """Polls ``check`` (a function, or a coroutine function) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
-        await asyncio.sleep(0.2)
-
-
 def test_every_listener_of_the_local_server_is_on_loopback(livekit_server):
     sockets = psutil.Process(livekit_server.process.pid).net_connections("inet")
     listening = [c for c in sockets if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)]
@@ -117,7 +103,7 @@ async def test_the_agent_joins_and_answers_a_spoken_question(free_worker, liveki
         said = await user.say(*question_pcm)
         first = await user.agent_voice_after(said.end, REPLY_S)
         quiet = await user.agent_quiet_after(first, quiet_s=1.0, timeout=REPLY_S)
-        await eventually(lambda: user.texts(user.agent_identity), 5, "the agent's transcript")
+        await until(lambda: user.texts(user.agent_identity), 5, "the agent's transcript")
         heard = " ".join(user.texts(user.room.local_participant.identity))
         replied = " ".join(user.texts(user.agent_identity))
     assert QUESTION_WORDS <= words(heard), heard
@@ -138,7 +124,7 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
         said_again = await user.say(*interruption)
         stopped = await user.agent_quiet_after(said_again.start, quiet_s=STOPPED_S, timeout=10)
         second = await user.agent_voice_after(said_again.end, REPLY_S)
-        await eventually(lambda: len(user.texts(user.agent_identity)) >= 2, 10, "both replies' transcripts")
+        await until(lambda: len(user.texts(user.agent_identity)) >= 2, 10, "both replies' transcripts")
         heard = user.texts(user.room.local_participant.identity)
     # The first reply (uninterrupted, over 8 s of speech) stopped soon after the user started talking,
     # and stayed stopped until the answer to the new words.
@@ -161,7 +147,7 @@ async def test_a_second_participant_hears_the_agent_answer_the_first(free_worker
             said = await first.say(*question_pcm)
             heard_first = await first.agent_voice_after(said.end, REPLY_S)
             heard_second = await second.agent_voice_after(said.end, REPLY_S)
-            await eventually(lambda: second.texts(second.agent_identity), 10, "the reply's transcript")
+            await until(lambda: second.texts(second.agent_identity), 10, "the reply's transcript")
             agents = [i for i in await room_participants(livekit_settings, first.room.name) if i.startswith("agent-")]
             replied = second.texts(second.agent_identity)
     assert agents == [first.agent_identity]
@@ -176,8 +162,8 @@ async def test_leaving_ends_the_job_and_frees_its_slot(free_worker, livekit_sett
         agent = user.agent_identity
         assert agent in await room_participants(livekit_settings, room)
     # The agent leaves the room after its user, and the worker's slot is free again.
-    await eventually(lambda: _not_in(livekit_settings, room, agent), 15, "the agent leaving the empty room")
-    await eventually(lambda: asyncio.to_thread(_worker_idle, free_worker), 10, "the worker's load back at 0")
+    await until(lambda: _not_in(livekit_settings, room, agent), 15, "the agent leaving the empty room")
+    await until(lambda: asyncio.to_thread(_worker_idle, free_worker), 10, "the worker's load back at 0")
 
 
 async def _not_in(settings, room, identity) -> bool:
@@ -198,7 +184,7 @@ async def test_two_rooms_at_once_each_get_an_agent_and_a_third_gets_none(free_wo
         await asyncio.gather(first.agent_voice_after(said[0].end, 2 * REPLY_S),
                              second.agent_voice_after(said[1].end, 2 * REPLY_S))
         # Every slot is busy: the worker tells the server so, and a third room gets no agent.
-        await eventually(lambda: asyncio.to_thread(_worker_full, free_worker), 10, "the worker reporting itself full")
+        await until(lambda: asyncio.to_thread(_worker_full, free_worker), 10, "the worker reporting itself full")
         full_at = len(free_worker.messages)
         async with room_user(livekit_settings) as third:
             with pytest.raises(asyncio.TimeoutError):
@@ -231,8 +217,8 @@ async def test_make_run_starts_livekit_and_its_in_process_agent_answers_in_a_roo
                 assert proc.poll() is None, log_path.read_text()
                 with contextlib.suppress(httpx.HTTPError):
                     return (await client.get("/health/ready")).status_code == 200
-            await eventually(ready, 180, "the API ready")
-            await eventually(lambda: "marking as available" in log_path.read_text(), 30,
+            await until(ready, 180, "the API ready")
+            await until(lambda: "marking as available" in log_path.read_text(), 30,
                              f"the in-process agent available: {log_path.read_text()[-3000:]}")
             status = (await client.get("/v1/livekit/status")).json()
             issued = (await client.post("/v1/livekit/token", json={})).json()

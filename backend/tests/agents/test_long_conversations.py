@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 from helpers import QUESTION, QUESTION_WORDS, words
-from test_agent_session import messages, until
+from agent_helpers import until
+from test_agent_session import messages
 
 from livekit.agents import llm
 
