@@ -33,7 +33,7 @@ export const NOT_CONFIGURED_MESSAGE =
  * publish defaults merged with the second argument of setMicrophoneEnabled, so it is set here, on
  * the room, and not as the third argument (the publish options), where it is ignored.
  */
-export const PRE_CONNECT_ROOM_OPTIONS = { publishDefaults: { preConnectBuffer: true } } as const;
+const PRE_CONNECT_ROOM_OPTIONS = { publishDefaults: { preConnectBuffer: true } } as const;
 
 /** Voice chat through a LiveKit room, where the GemmaVoice agent worker joins the user. */
 export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { agentTimeoutMs?: number } = {}) {

@@ -1,11 +1,57 @@
-import { screen } from '@testing-library/react';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { act, screen } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
 import { Room } from 'livekit-client';
-import { LiveKitVoiceChat, PRE_CONNECT_ROOM_OPTIONS } from '../../src/components/LiveKitVoiceChat';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { LiveKitVoiceChat } from '../../src/components/LiveKitVoiceChat';
 import { installFakeFetch, jsonResponse } from '../doubles/fetch';
+import type { RecordingRoom, recordingRoomClass } from '../doubles/RecordingRoom';
 import { renderWithSettings } from '../render';
 
+// The component's Room is the RecordingRoom test double; everything else is the real livekit-client.
+vi.mock('livekit-client', async (importOriginal) => {
+  const real = await importOriginal<typeof import('livekit-client')>();
+  const { recordingRoomClass } = await import('../doubles/RecordingRoom');
+  return { ...real, Room: recordingRoomClass(real) };
+});
+const RecordingRooms = Room as unknown as ReturnType<typeof recordingRoomClass>;
+
+beforeEach(() => RecordingRooms.reset());
 afterEach(() => vi.unstubAllGlobals());
+
+const STATUS_URL = 'ws://status.lk.test:7880';
+const TOKEN_URL = 'wss://token.lk.test';
+const TOKEN = 'jwt-the-api-gave';
+
+/** A configured server whose token route answers (the contract's fields); returns the fetch double. */
+function configuredServer() {
+  return installFakeFetch({
+    '/v1/livekit/status': () =>
+      jsonResponse({ configured: true, url: STATUS_URL, room_name: 'gemma-voice-room', agent_name: 'gemma' }),
+    '/v1/livekit/token': () =>
+      jsonResponse({
+        token: TOKEN,
+        url: TOKEN_URL,
+        room_name: 'gemma-voice-room-4f2a',
+        participant_identity: 'user-4f2a',
+        expires_at: 1_900_000_000,
+      }),
+  });
+}
+
+/** Renders the component, clicks Start conversation, and returns the room it made, still connecting. */
+async function startConversation(): Promise<{ room: RecordingRoom; view: ReturnType<typeof renderWithSettings> }> {
+  const view = renderWithSettings(<LiveKitVoiceChat />);
+  await userEvent.click(await screen.findByRole('button', { name: 'Start conversation' }));
+  await vi.waitFor(() => expect(RecordingRooms.instances[0]?.callsOf('connect')).toHaveLength(1));
+  expect(RecordingRooms.instances).toHaveLength(1);
+  return { room: RecordingRooms.instances[0], view };
+}
+
+/** Lets the room's connect() resolve and waits for the conversation's toolbar. */
+async function finishConnecting(room: RecordingRoom) {
+  await act(async () => room.finishConnecting());
+  await screen.findByRole('button', { name: 'Disconnect' });
+}
 
 describe('LiveKitVoiceChat', () => {
   it('says how to configure LiveKit when the server has it off', async () => {
@@ -36,12 +82,44 @@ describe('LiveKitVoiceChat', () => {
     expect(notice).toHaveTextContent('LiveKit Cloud');
   });
 
-  it("gives livekit-client's room the pre-connect buffer where the microphone reads it", () => {
-    // LocalParticipant.setTrackEnabled merges the room's publishDefaults with the capture options
-    // and starts the buffer when the merge has preConnectBuffer (livekit-client 2.21).
-    const room = new Room({ adaptiveStream: true, ...PRE_CONNECT_ROOM_OPTIONS });
-    expect(room.options.publishDefaults?.preConnectBuffer).toBe(true);
-    expect(new Room().options.publishDefaults?.preConnectBuffer).toBe(false); // the library's default
+  it("gives livekit-client's room the pre-connect buffer where the microphone reads it", async () => {
+    const fetch = configuredServer();
+    const { room } = await startConversation();
+
+    expect(room.constructedWith?.publishDefaults?.preConnectBuffer).toBe(true);
+    // The microphone opens while the room is still connecting, and livekit-client buffers what it hears.
+    expect(screen.getByRole('button', { name: 'Connecting…' })).toBeDisabled();
+    expect(room.callsOf('setMicrophoneEnabled')).toEqual([
+      expect.objectContaining({ enabled: true, startsPreConnectBuffer: true }),
+    ]);
+    // The room is joined at the URL and with the token the API returned (not the status route's URL).
+    expect(room.callsOf('connect')).toEqual([{ method: 'connect', url: TOKEN_URL, token: TOKEN }]);
+    const tokenCall = fetch.mock.calls.find(([input]) => String(input).endsWith('/v1/livekit/token'));
+    expect(tokenCall?.[1]?.method).toBe('POST');
+    expect(JSON.parse(String(tokenCall?.[1]?.body))).toEqual({}); // no room name: a fresh room each time
+
+    await finishConnecting(room);
+    expect(screen.getByText('gemma-voice-room-4f2a')).toBeInTheDocument();
+    expect(room.callsOf('disconnect')).toEqual([]);
+  });
+
+  it('leaves the room on Disconnect and offers a new conversation', async () => {
+    configuredServer();
+    const { room } = await startConversation();
+    await finishConnecting(room);
+
+    await userEvent.click(screen.getByRole('button', { name: 'Disconnect' }));
+    expect(room.callsOf('disconnect')).toHaveLength(1);
+    expect(await screen.findByRole('button', { name: 'Start conversation' })).toBeEnabled();
+  });
+
+  it('leaves the room when the page leaves LiveKit mode', async () => {
+    configuredServer();
+    const { room, view } = await startConversation();
+    await finishConnecting(room);
+
+    view.unmount();
+    expect(room.callsOf('disconnect')).toHaveLength(1);
   });
 
   it('treats a 503 from the status route the same way', async () => {
