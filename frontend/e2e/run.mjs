@@ -6,8 +6,10 @@
 // project's defaults (unless E2E_BASE_URL points at a running backend), waits for /health/ready,
 // then drives Debian's Chromium through playwright-core: every tab, streamed generation, speech
 // synthesis, transcription, and spoken voice-chat turns through a fake microphone playing a WAV that
-// the backend itself synthesized, over the WebSocket and through a LiveKit room. Ends with one line,
-// "N passed, N failed", and a non-zero exit on failure.
+// the backend itself synthesized, over the WebSocket and through a LiveKit room. Every test prints
+// PASS, FAIL or SKIP (with the reason); a test whose page threw an uncaught error fails. A test that
+// cannot run for want of something `make test` sets up (the livekit-server binary) is a FAIL, not a
+// SKIP. Ends with one line, "N passed, N failed, N skipped", and a non-zero exit on failure.
 //
 // Environment:
 //   E2E_BASE_URL          use this running server instead of starting one (e.g. http://127.0.0.1:8000);
@@ -16,7 +18,8 @@
 //   E2E_CHROMIUM          Chromium executable (default /usr/bin/chromium)
 //   E2E_READY_TIMEOUT_S   how long to wait for /health/ready (default 120)
 //   E2E_HEADFUL=1         show the browser window
-//   E2E_ONLY              run only the tests whose name contains this text (the others count as skipped)
+//   E2E_ONLY              run only the tests whose name contains this text (the others print SKIP and
+//                         count as skipped; the LiveKit server and worker start only for a room test)
 //   E2E_BACKEND_PYTHON    interpreter for the started backend (default ../backend/.venv/bin/python)
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -95,7 +98,8 @@ async function startLiveKit() {
   const deadline = Date.now() + 30_000;
   while (!existsSync(envFile) || !readFileSync(envFile, 'utf8').includes('LIVEKIT_API_SECRET=')) {
     if (liveKit.exited() || Date.now() > deadline) {
-      throw new Error(`the LiveKit server did not start:\n${logTail(liveKit, 5)}`);
+      const how = liveKit.exited() ? `it exited: ${JSON.stringify(liveKit.exited())}` : 'no settings within 30 s';
+      throw new Error(`the LiveKit server did not start (${how}):\n${logTail(liveKit, 5)}`);
     }
     await sleep(100);
   }
@@ -435,15 +439,21 @@ function defineTests(baseUrl, spoken) {
         );
         const replyText = (await reply.locator('.bubble-text').innerText()).trim();
         const bytes = Number(await page.getByTestId('audio-bytes-received').innerText());
-        // Let the reply play on, so the screenshot shows the finished turn and its metrics.
-        await page
-          .getByTestId('metric-voice-to-voice')
+        // The turn's metrics (voice_to_voice_ms, contract) come with the reply; then let it play on, so
+        // the screenshot shows the finished turn.
+        const voiceToVoice = page.getByTestId('metric-voice-to-voice');
+        await voiceToVoice
           .filter({ hasText: /\d+ ms/ })
           .waitFor({ timeout: 30_000 })
-          .catch(() => undefined);
+          .catch(async (error) => {
+            const shown = (await voiceToVoice.allInnerTexts()).join(' | ') || 'no metric element';
+            throw new Error(
+              `the voice-to-voice metric showed no time within 30 s of the reply (it shows ${JSON.stringify(shown)}): ${error.message.split('\n')[0]}`,
+            );
+          });
         await sleep(1500);
         const playedMs = Number(await page.getByTestId('audio-played-ms').innerText());
-        const v2v = await page.getByTestId('metric-voice-to-voice').innerText();
+        const v2v = await voiceToVoice.innerText();
         const errors = await page.getByRole('alert').allInnerTexts();
         await screenshot(page, 'voice-chat-websocket');
         assert(errors.length === 0, `errors shown: ${errors.join(' | ')}`);
@@ -457,12 +467,6 @@ function defineTests(baseUrl, spoken) {
         const kept = (await keptReplies.first().locator('.bubble-text').innerText()).trim();
         assert(kept.startsWith(replyText), `the reply on screen changed at Disconnect: ${JSON.stringify(kept)}`);
         await page.close();
-      },
-    },
-    {
-      name: 'no uncaught errors in the page',
-      async run() {
-        assert(pageErrors.length === 0, `uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
       },
     },
   ];
@@ -658,20 +662,40 @@ async function launchBrowser(spoken) {
   return context;
 }
 
-async function runTests(tests, context, counts, cleanUp = async () => undefined) {
+function selected(test) {
+  return !env.E2E_ONLY || test.name.includes(env.E2E_ONLY);
+}
+
+/** One test's outcome: a line that starts with PASS, FAIL or SKIP, and its count. */
+function report(counts, outcome, name, detail) {
+  counts[{ PASS: 'passed', FAIL: 'failed', SKIP: 'skipped' }[outcome]] += 1;
+  log(`${outcome} ${name}${detail ? ` ${detail}` : ''}`);
+}
+
+/**
+ * Runs the selected tests. `blocked` ({ outcome: 'FAIL' | 'SKIP', reason }) reports each selected
+ * test with that outcome and runs none: tests that cannot run here never count as passed.
+ */
+async function runTests(tests, context, counts, { cleanUp = async () => undefined, blocked = null } = {}) {
   for (const test of tests) {
-    if (env.E2E_ONLY && !test.name.includes(env.E2E_ONLY)) {
-      counts.skipped += 1;
+    if (!selected(test)) {
+      report(counts, 'SKIP', test.name, `(not selected by E2E_ONLY=${JSON.stringify(env.E2E_ONLY)})`);
+      continue;
+    }
+    if (blocked) {
+      report(counts, blocked.outcome, test.name, `(not run: ${blocked.reason})`);
       continue;
     }
     const started = Date.now();
+    const seconds = () => `(${((Date.now() - started) / 1000).toFixed(1)} s)`;
+    const uncaughtBefore = pageErrors.length;
     try {
       await test.run(context);
-      counts.passed += 1;
-      log(`PASS ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      const uncaught = pageErrors.slice(uncaughtBefore);
+      assert(uncaught.length === 0, `uncaught errors in the page:\n  ${uncaught.join('\n  ')}`);
+      report(counts, 'PASS', test.name, seconds());
     } catch (error) {
-      counts.failed += 1;
-      log(`FAIL ${test.name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n    ${error.stack ?? error}`);
+      report(counts, 'FAIL', test.name, `${seconds()}\n    ${error.stack ?? error}`);
     }
     await cleanUp();
   }
@@ -680,16 +704,30 @@ async function runTests(tests, context, counts, cleanUp = async () => undefined)
 async function main() {
   const counts = { passed: 0, failed: 0, skipped: 0 };
   try {
+    // A name part that matches no test would run nothing and pass.
+    if (![...defineTests(null, null), ...defineLiveKitTests(null, null)].some(selected)) {
+      throw new Error(`E2E_ONLY=${JSON.stringify(env.E2E_ONLY)} matches no test's name`);
+    }
     mkdirSync(screenshotDir, { recursive: true });
     let baseUrl = env.E2E_BASE_URL?.replace(/\/+$/, '');
-    if (!baseUrl) {
+    // Why the LiveKit room tests cannot run here, if they cannot: each of them is then reported so.
+    let liveKitBlocked = null;
+    if (baseUrl) {
+      liveKitBlocked = {
+        outcome: 'SKIP',
+        reason: 'E2E_BASE_URL points at a backend whose agent worker this runner does not run',
+      };
+    } else {
       ensureWebClientBuilt();
-      // Without a LiveKit server the other tests still run; the room tests count as failed, not skipped.
-      const liveKitSettings = await startLiveKit().catch((error) => {
-        counts.failed += 1;
-        log(`FAIL the LiveKit room tests cannot run: ${error.message}`);
-        return null;
-      });
+      // Without a LiveKit server the other tests still run; the room tests fail: `make test` (its
+      // livekit-server step) builds the server, so a missing one is a broken set-up, not a skip.
+      let liveKitSettings = null;
+      if (defineLiveKitTests(null, null).some(selected)) {
+        liveKitSettings = await startLiveKit().catch((error) => {
+          liveKitBlocked = { outcome: 'FAIL', reason: `${error.message.trim()}; \`make livekit-server\` builds it` };
+          return null;
+        });
+      }
       baseUrl = await startBackend(liveKitSettings ?? {});
       if (liveKitSettings) await startWorker(liveKitSettings);
     }
@@ -704,14 +742,18 @@ async function main() {
       await waitWorkerAvailable();
       const spokenAtOnce = await prepareSpokenWav(baseUrl, 'question-at-once', 0);
       const roomContext = await launchBrowser(spokenAtOnce);
-      await runTests(defineLiveKitTests(baseUrl, spokenAtOnce), roomContext, counts, async () => {
-        for (const page of roomPages.splice(0)) await page.close().catch(() => undefined);
-        await waitWorkerIdle();
+      await runTests(defineLiveKitTests(baseUrl, spokenAtOnce), roomContext, counts, {
+        cleanUp: async () => {
+          for (const page of roomPages.splice(0)) await page.close().catch(() => undefined);
+          await waitWorkerIdle();
+        },
       });
       await roomContext.close();
-    } else if (env.E2E_BASE_URL) {
-      log('SKIP the LiveKit room tests: E2E_BASE_URL points at a backend whose agent worker this runner does not run');
-      counts.skipped += 1;
+    } else {
+      // (With no room test selected, nothing was started and each one is a SKIP for E2E_ONLY.)
+      await runTests(defineLiveKitTests(baseUrl, null), null, counts, {
+        blocked: liveKitBlocked ?? { outcome: 'FAIL', reason: 'no agent worker was started' },
+      });
     }
   } catch (error) {
     counts.failed += 1;
