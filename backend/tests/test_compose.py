@@ -1,18 +1,33 @@
-"""The deployment files agree with each other and with what the docs promise.
+"""The deployment files agree with compose's own rules, with each other and with what the docs promise.
 
-Parses docker-compose.yml and livekit.yaml (PyYAML), nginx.conf (crossplane), the Dockerfiles
-(dockerfile-parse) and the health-check commands (ast), with no Docker engine, and checks the wiring
-that breaks silently when one file changes without the other: published LiveKit ports vs. its RTC
-config, the Redis address, secrets coming from the environment, health checks, the worker command,
-the nginx proxy routes vs. the image that serves them, and the portable llama.cpp build in the
-backend image vs. the Makefile's.
+docker-compose.yml is read by compose's own loader, not re-implemented here: ``compose_config/`` next to
+this file is a small Go program on compose-go (github.com/compose-spec/compose-go, the library Docker
+Compose is built on) that does what ``docker compose config --format json`` does: schema validation,
+interpolation (``${VAR:-default}``, required ``${VAR:?message}``), merging, profiles, normalization
+(long-form ports, depends_on, health checks), the consistency checks (depends_on targets, volumes) and
+paths resolved against the repo. It prints the resolved project, or exits 1 with compose's message. The
+tests build it once into .build/compose-config/ (again when its sources change; without Go they fail
+with a hint) and run it with an environment of their choosing, so no shell variable or .env leaks in.
+No Docker engine is needed.
+
+On the resolved project they check what breaks silently when one file changes without another: the
+services (openaudio opt-in), the required secrets (refused when missing, with compose's message), the
+quick start of docs/deployment.md (.env.example plus three secrets), published ports vs. livekit.yaml
+(PyYAML: LiveKit's own config), the Redis address, depends_on conditions vs. health checks, the worker
+command and image, and the settings names. Besides: nginx.conf (crossplane) against the backend
+service, both Dockerfiles (dockerfile-parse) against the Makefile and the compose ports, and the
+backend's health check (ast), run against the test server.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -29,6 +44,7 @@ from app.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
 LIVEKIT_FILE = REPO / "livekit.yaml"
 BACKEND_DOCKERFILE = REPO / "backend" / "Dockerfile"
 FRONTEND_DOCKERFILE = REPO / "frontend" / "Dockerfile"
@@ -36,49 +52,93 @@ MAKEFILE = REPO / "Makefile"
 PYPROJECT = REPO / "backend" / "pyproject.toml"
 NGINX_CONF = REPO / "frontend" / "nginx.conf"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
+TOOL_DIR = Path(__file__).resolve().parent / "compose_config"
+TOOL_SOURCES = ("go.mod", "go.sum", "main.go")
+TOOL_BUILDS = REPO / ".build" / "compose-config"
 
 PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio"}
 APP_SERVICES = ("backend", "worker")
-
-# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose-style interpolation, enough for this file (no nesting)."""
-
-    def sub(match: re.Match[str]) -> str:
-        name, op, arg = match["name"], match["op"], match["arg"] or ""
-        current = env.get(name)
-        if op in (":-", ":?"):
-            missing = not current
-        else:
-            missing = current is None
-        if op in ("-", ":-"):
-            return arg if missing else current
-        if op in ("?", ":?"):
-            if missing:
-                raise KeyError(f"{name}: {arg}")
-            return current
-        return current or ""
-
-    return _VAR.sub(sub, value)
+# What the quick start asks for; distinctive values, so a test can tell where a resolved value came from.
+SECRETS = {"LIVEKIT_API_KEY": "APIgemmavoice", "LIVEKIT_API_SECRET": "5ec2e7" * 8, "API_KEY": "ak" * 22}
 
 
-def with_defaults(value: str) -> str:
-    """The value compose would produce with nothing set but the required secrets."""
-    env = {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40, "API_KEY": "k" * 43}
-    return interpolate(value, env)
+# --- compose's loader ------------------------------------------------------------------------
+
+
+def build_compose_config() -> Path:
+    """The compose-config binary for the current sources: built with Go unless already there."""
+    digest = hashlib.sha256()
+    for name in TOOL_SOURCES:
+        digest.update(name.encode() + b"\0" + (TOOL_DIR / name).read_bytes())
+    binary = TOOL_BUILDS / f"compose-config-{digest.hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    hint = ("The compose tests load docker-compose.yml with compose's own loader (compose-go), built from "
+            f"{TOOL_DIR.relative_to(REPO)} with the Go toolchain (Go 1.24 or newer, and the Go module proxy "
+            "the first time). Install Go (Debian: apt-get install golang-go, if recent enough, or the "
+            "official tarball) and run the tests again.")
+    if go is None:
+        pytest.fail(f"the Go toolchain (go) is not on PATH. {hint}", pytrace=False)
+    TOOL_BUILDS.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
+    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false"}  # go.sum decides: nothing is upgraded
+    try:
+        done = subprocess.run([go, "build", "-trimpath", "-o", str(partial), "."], cwd=TOOL_DIR, env=env,
+                              capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`go build` of compose-config took over 15 minutes (module proxy unreachable?). {hint}",
+                    pytrace=False)
+    if done.returncode:
+        pytest.fail(f"`go build` of compose-config failed:\n{done.stderr}\n{hint}", pytrace=False)
+    partial.replace(binary)
+    for old in TOOL_BUILDS.glob("compose-config-*"):
+        if old != binary and old.suffix != ".partial":  # a build of other sources, not one in progress
+            old.unlink(missing_ok=True)
+    return binary
+
+
+@dataclass
+class ComposeConfig:
+    """``docker compose config`` for this repo, with exactly the variables given (and no .env)."""
+
+    binary: Path
+
+    def run(self, env: dict[str, str], *args: str, compose_file: Path = COMPOSE_FILE,
+            project_dir: Path = REPO) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(self.binary), "--project-directory", str(project_dir), "-f", str(compose_file), *args],
+            env={"COMPOSE_DISABLE_ENV_FILE": "true", **env}, capture_output=True, text=True, timeout=60,
+            check=False)
+
+    def project(self, env: dict[str, str], *args: str) -> dict:
+        done = self.run(env, *args)
+        if done.returncode:
+            pytest.fail(f"compose refuses docker-compose.yml with {sorted(env)} set:\n{done.stderr}", pytrace=False)
+        return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def compose() -> ComposeConfig:
+    return ComposeConfig(build_compose_config())
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+def project(compose) -> dict:
+    """The project a plain `docker compose up` runs, with nothing set but the required secrets."""
+    return compose.project(SECRETS)
 
 
 @pytest.fixture(scope="module")
-def services(compose) -> dict:
-    return compose["services"]
+def services(project) -> dict:
+    return project["services"]
+
+
+@pytest.fixture(scope="module")
+def with_openaudio(compose) -> dict:
+    """The services with the openaudio profile on, the way docs/deployment.md turns it on."""
+    return compose.project({**SECRETS, "COMPOSE_PROFILES": "openaudio", "OPENAUDIO_URL": "http://openaudio:8080"})[
+        "services"]
 
 
 @pytest.fixture(scope="module")
@@ -87,79 +147,170 @@ def livekit_conf() -> dict:
 
 
 def env_of(service: dict) -> dict:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
-    return env
+    return service.get("environment") or {}
 
 
-def command_of(service: dict) -> list[str]:
-    cmd = service.get("command") or []
-    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+def ports(service: dict) -> set[tuple[str, int, int, str]]:
+    """The published ports as compose resolves them (a range is one entry per port):
+    (host IP or "", published, target, protocol)."""
+    return {(p.get("host_ip", ""), int(p["published"]), p["target"], p["protocol"]) for p in service.get("ports", [])}
 
 
-def parse_port(spec) -> tuple[str, tuple[int, int], tuple[int, int], str]:
-    """'[ip:]host[-host]:container[-container][/proto]' -> (ip, host range, container range, proto)."""
-    text = with_defaults(str(spec))
-    proto = "tcp"
-    if "/" in text:
-        text, proto = text.rsplit("/", 1)
-    parts = text.split(":")
-    assert len(parts) in (2, 3), f"publish host and container port explicitly: {spec!r}"
-    ip = parts[0] if len(parts) == 3 else ""
-    host, container = parts[-2], parts[-1]
-
-    def rng(s: str) -> tuple[int, int]:
-        lo, _, hi = s.partition("-")
-        return int(lo), int(hi or lo)
-
-    return ip, rng(host), rng(container), proto
+def targets(service: dict) -> set[int]:
+    return {target for _, _, target, _ in ports(service)}
 
 
-def published(service: dict) -> list[tuple[str, tuple[int, int], tuple[int, int], str]]:
-    return [parse_port(p) for p in service.get("ports", [])]
+def test_compose_config_applies_compose_rules(compose, tmp_path):
+    """The loader is compose's, with its checks on: it refuses a typo'd key (schema), a depends_on target
+    that doesn't exist (consistency) and a port that can't be."""
+    cases = {
+        "services:\n  a:\n    image: x\n    restrat: always\n": "services.a.restrat",
+        "services:\n  a:\n    image: x\n    depends_on: [b]\n": 'service "a" depends on undefined service "b"',
+        "services:\n  a:\n    image: x\n    ports: ['70000:80']\n": "Invalid hostPort: 70000",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "compose.yaml"
+        path.write_text(text)
+        done = compose.run({}, compose_file=path, project_dir=tmp_path)
+        assert done.returncode == 1 and message in done.stderr, f"compose-config accepted:\n{text}{done.stderr}"
 
 
 # --- the promised services -------------------------------------------------------------------
 
 
-def test_every_documented_service_exists(services):
-    assert PROMISED_SERVICES <= set(services), PROMISED_SERVICES - set(services)
+def test_every_documented_service_exists(services, with_openaudio):
+    assert set(with_openaudio) == PROMISED_SERVICES, set(with_openaudio) ^ PROMISED_SERVICES
+    assert set(services) == PROMISED_SERVICES - {"openaudio"}, set(services) ^ (PROMISED_SERVICES - {"openaudio"})
 
 
-def test_compose_interpolates_with_only_the_required_secrets():
-    # What `docker compose config` needs: nothing but API_KEY and LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
-    yaml.safe_load(with_defaults(COMPOSE_FILE.read_text()))
+def test_compose_loads_with_only_the_required_secrets(compose):
+    """`docker compose config` with nothing but the three secrets set: accepted, every other variable has
+    a default (compose warns about none), and the secrets reach the services that need them."""
+    done = compose.run(SECRETS)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    services = json.loads(done.stdout)["services"]
+    for name in APP_SERVICES:
+        env = env_of(services[name])
+        assert {key: env[key] for key in SECRETS} == SECRETS, name
+    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**SECRETS)
 
 
-def test_compose_refuses_to_start_without_livekit_secrets():
-    text = COMPOSE_FILE.read_text()
-    with pytest.raises(KeyError):
-        interpolate(text, {})
-    with pytest.raises(KeyError):
-        interpolate(text, {"LIVEKIT_API_KEY": "APIkey"})
+def test_compose_refuses_to_start_without_livekit_secrets(compose):
+    """A missing or empty LiveKit key or secret stops compose, naming the variable, for every service
+    that needs it."""
+    done = compose.run({"API_KEY": SECRETS["API_KEY"]})
+    assert done.returncode == 1
+    for where, variable in [("backend.environment.LIVEKIT_API_KEY", "LIVEKIT_API_KEY"),
+                            ("backend.environment.LIVEKIT_API_SECRET", "LIVEKIT_API_SECRET"),
+                            ("worker.environment.LIVEKIT_API_KEY", "LIVEKIT_API_KEY"),
+                            ("worker.environment.LIVEKIT_API_SECRET", "LIVEKIT_API_SECRET"),
+                            ("livekit.environment.LIVEKIT_KEYS", "LIVEKIT_API_KEY")]:
+        assert f"services.{where}: required variable {variable} is missing a value" in done.stderr, done.stderr
+    assert "LIVEKIT_API_SECRET is missing a value: set LIVEKIT_API_SECRET in .env, 32+ characters" in done.stderr
+    # An empty secret is no secret.
+    done = compose.run({**SECRETS, "LIVEKIT_API_SECRET": ""})
+    assert done.returncode == 1
+    for where in ("backend.environment.LIVEKIT_API_SECRET", "worker.environment.LIVEKIT_API_SECRET",
+                  "livekit.environment.LIVEKIT_KEYS"):
+        assert f"services.{where}: required variable LIVEKIT_API_SECRET is missing a value" in done.stderr, done.stderr
 
 
-def test_compose_refuses_to_start_without_an_api_key():
+def test_compose_refuses_to_start_without_an_api_key(compose):
     """Production (compose's default APP_ENV) needs API_KEY; compose says so, and how to make one."""
-    with pytest.raises(KeyError, match="API_KEY.*token_urlsafe"):
-        interpolate(COMPOSE_FILE.read_text(), {"LIVEKIT_API_KEY": "APIkey", "LIVEKIT_API_SECRET": "s" * 40})
+    for env in ({k: v for k, v in SECRETS.items() if k != "API_KEY"}, {**SECRETS, "API_KEY": ""}):
+        done = compose.run(env)
+        assert done.returncode == 1
+        for name in APP_SERVICES:
+            assert re.search(rf"services\.{name}\.environment\.API_KEY: required variable API_KEY is missing a value:"
+                             r".*secrets\.token_urlsafe\(32\)", done.stderr), done.stderr
 
 
-def test_openaudio_is_opt_in(services):
-    assert "openaudio" in services["openaudio"].get("profiles", [])
-    for name, service in services.items():
+def test_the_quick_start_env_file_works(compose, tmp_path, livekit_conf):
+    """docs/deployment.md: `cp .env.example .env`, set the three secrets, `docker compose up`. As it
+    ships, .env.example is refused (its API_KEY is empty); with them, the containers still reach LiveKit
+    by its service name (the file's make-run values must not leak into compose)."""
+    done = compose.run({}, "--env-file", str(ENV_EXAMPLE))
+    assert done.returncode == 1 and "required variable API_KEY is missing a value" in done.stderr, done.stderr
+    text = ENV_EXAMPLE.read_text()
+    for key, value in SECRETS.items():
+        text, found = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
+        assert found == 1, f".env.example has no {key}= line to fill in"
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+    done = compose.run({}, "--env-file", str(env_file))
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert set(services) == PROMISED_SERVICES - {"openaudio"}
+    for name in APP_SERVICES:
+        env = env_of(services[name])
+        assert {key: env[key] for key in SECRETS} == SECRETS
+        assert env["LIVEKIT_URL"] == f"ws://livekit:{livekit_conf['port']}", f"{name}: {env['LIVEKIT_URL']!r}"
+        assert env["LIVEKIT_PUBLIC_URL"].startswith(("ws://", "wss://")) and "livekit:" not in env["LIVEKIT_PUBLIC_URL"]
+    assert env_of(services["livekit"])["NODE_IP"]
+
+
+def test_openaudio_is_opt_in(services, with_openaudio):
+    assert "openaudio" not in services
+    assert with_openaudio["openaudio"]["profiles"] == ["openaudio"]
+    for name, service in with_openaudio.items():
         if name != "openaudio":
             assert not service.get("profiles"), f"{name} must start with a plain `docker compose up`"
-    dep = (services["backend"].get("depends_on") or {}).get("openaudio")
-    if dep is not None:
-        assert dep.get("required") is False, "the backend must start without the openaudio profile"
+    # The backend starts without the profile, and waits for the server with it.
+    assert services["backend"]["depends_on"]["openaudio"]["required"] is False
+    # The documented switch reaches the app.
+    for name in APP_SERVICES:
+        assert env_of(services[name])["OPENAUDIO_URL"] is None
+        assert env_of(with_openaudio[name])["OPENAUDIO_URL"] == "http://openaudio:8080"
 
 
-def test_openaudio_server_port_and_checkpoints(services):
-    oa = services["openaudio"]
-    assert any(c == (8080, 8080) for _, _, c, _ in published(oa))
-    assert any(str(v).endswith(":/app/checkpoints") or ":/app/checkpoints:" in str(v) for v in oa["volumes"])
+def test_openaudio_server_port_and_checkpoints(compose, with_openaudio):
+    oa = with_openaudio["openaudio"]
+    # Loopback only: the server has no authentication.
+    assert ports(oa) == {("127.0.0.1", 8080, 8080, "tcp")}
+    assert urlsplit(oa["healthcheck"]["test"][-1]).port == 8080
+    mounts = {(v["type"], v["source"], v["target"], v.get("read_only", False)) for v in oa["volumes"]}
+    assert ("bind", str(REPO / "checkpoints"), "/app/checkpoints", True) in mounts, mounts
+    env = env_of(oa)
+    assert env["LLAMA_CHECKPOINT_PATH"] == "checkpoints/openaudio-s1-mini"
+    assert env["DECODER_CHECKPOINT_PATH"] == "checkpoints/openaudio-s1-mini/codec.pth"
+    # The variables docs/deployment.md names move the checkpoints and the port.
+    moved = compose.project({**SECRETS, "OPENAUDIO_CHECKPOINTS_DIR": "/srv/weights", "OPENAUDIO_MODEL": "s2-pro",
+                             "OPENAUDIO_PORT": "9090"}, "--profile", "openaudio")["services"]["openaudio"]
+    assert ("bind", "/srv/weights", "/app/checkpoints", True) in {
+        (v["type"], v["source"], v["target"], v.get("read_only", False)) for v in moved["volumes"]}
+    assert env_of(moved)["DECODER_CHECKPOINT_PATH"] == "checkpoints/s2-pro/codec.pth"
+    assert ports(moved) == {("127.0.0.1", 9090, 8080, "tcp")}
+
+
+# --- depends_on and health checks ------------------------------------------------------------
+
+
+def test_every_dependency_can_be_met(with_openaudio):
+    """Compose itself refuses a depends_on target that doesn't exist; it does not check, before `up`
+    fails, that a service waited for as healthy has a health check."""
+    waited_healthy = set()
+    for name, service in with_openaudio.items():
+        for target, dep in (service.get("depends_on") or {}).items():
+            assert target in with_openaudio, f"{name} depends on {target}"
+            if dep["condition"] == "service_healthy":
+                check = with_openaudio[target].get("healthcheck") or {}
+                assert check.get("test") and check["test"][0] != "NONE" and not check.get("disable"), \
+                    f"{name} waits for {target} to be healthy, which has no health check"
+                waited_healthy.add(target)
+    assert waited_healthy == {"redis"}
+
+
+def test_livekit_redis_address_matches_the_redis_service(services, livekit_conf):
+    host, _, port = livekit_conf["redis"]["address"].partition(":")
+    assert host in services, f"redis.address points at {host!r}, which is no compose service"
+    redis = services[host]
+    cmd = redis["command"]
+    served = cmd[cmd.index("--port") + 1] if "--port" in cmd else "6379"
+    assert served == port
+    check = redis["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "redis-cli"] and check[check.index("-p") + 1] == port, check
+    assert services["livekit"]["depends_on"][host]["condition"] == "service_healthy"
 
 
 # --- LiveKit: published ports match livekit.yaml ---------------------------------------------
@@ -167,86 +318,75 @@ def test_openaudio_server_port_and_checkpoints(services):
 
 def test_livekit_uses_the_repo_config(services):
     lk = services["livekit"]
-    cmd = command_of(lk)
-    assert "--config" in cmd
+    cmd = lk["command"]
     config_path = cmd[cmd.index("--config") + 1]
-    mounts = [str(v) for v in lk.get("volumes", [])]
-    assert any(m.startswith("./livekit.yaml:" + config_path) for m in mounts), mounts
+    mounts = {(v["type"], v["source"], v["target"], v.get("read_only", False)) for v in lk["volumes"]}
+    assert ("bind", str(LIVEKIT_FILE), config_path, True) in mounts, mounts
 
 
 def test_livekit_signal_port_published(services, livekit_conf):
     port = livekit_conf["port"]
-    tcp = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "tcp"]
-    assert ((port, port), (port, port)) in tcp
+    assert ("", port, port, "tcp") in ports(services["livekit"])
 
 
 def test_livekit_rtc_tcp_port_published(services, livekit_conf):
     tcp_port = livekit_conf["rtc"]["tcp_port"]
-    tcp = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "tcp"]
-    assert ((tcp_port, tcp_port), (tcp_port, tcp_port)) in tcp
+    assert ("", tcp_port, tcp_port, "tcp") in ports(services["livekit"])
 
 
 def test_livekit_udp_ports_published_exactly(services, livekit_conf):
     rtc = livekit_conf["rtc"]
     if "port_range_start" in rtc or "port_range_end" in rtc:
-        expected = (rtc["port_range_start"], rtc["port_range_end"])
+        expected = range(rtc["port_range_start"], rtc["port_range_end"] + 1)
         assert "udp_port" not in rtc, "udp_port is ignored when a port range is set"
     else:
-        udp = rtc["udp_port"]
-        expected = (udp, udp)
-    assert expected[0] <= expected[1]
-    udp_published = [(h, c) for _, h, c, proto in published(services["livekit"]) if proto == "udp"]
+        expected = range(rtc["udp_port"], rtc["udp_port"] + 1)
+    assert len(expected) > 0
+    udp = {(published, target) for _, published, target, proto in ports(services["livekit"]) if proto == "udp"}
     # Same numbers on both sides: the server announces its own port numbers in ICE candidates.
-    assert udp_published == [(expected, expected)], udp_published
+    assert udp == {(port, port) for port in expected}, sorted(udp ^ {(port, port) for port in expected})[:5]
 
 
-def test_livekit_node_ip_is_configured(services, livekit_conf):
+def test_livekit_node_ip_is_configured(compose, services, livekit_conf):
     rtc = livekit_conf["rtc"]
-    env = env_of(services["livekit"])
-    assert rtc.get("use_external_ip") is not None or rtc.get("node_ip") or env.get("NODE_IP")
-    if env.get("NODE_IP"):
-        assert with_defaults(str(env["NODE_IP"])), "NODE_IP must never be empty"
+    assert rtc.get("use_external_ip") is not None or rtc.get("node_ip")
+    assert env_of(services["livekit"])["NODE_IP"] == "127.0.0.1"
+    # LIVEKIT_NODE_IP sets it (docs/deployment.md); empty, it is the default, never an empty address.
+    for value, expected in (("192.168.1.20", "192.168.1.20"), ("", "127.0.0.1")):
+        lk = compose.project({**SECRETS, "LIVEKIT_NODE_IP": value})["services"]["livekit"]
+        assert env_of(lk)["NODE_IP"] == expected, f"LIVEKIT_NODE_IP={value!r} gives NODE_IP={env_of(lk)['NODE_IP']!r}"
 
 
-def test_livekit_redis_address_matches_the_redis_service(services, livekit_conf):
-    host, _, port = livekit_conf["redis"]["address"].partition(":")
-    assert host in services, f"redis.address points at {host!r}, which is no compose service"
-    redis_cmd = command_of(services[host])
-    if "--port" in redis_cmd:
-        assert redis_cmd[redis_cmd.index("--port") + 1] == port
-    else:
-        assert port == "6379"
-    depends = services["livekit"].get("depends_on") or {}
-    assert host in depends
-
-
-def test_livekit_keys_come_from_the_environment(services, livekit_conf):
+def test_livekit_keys_come_from_the_environment(livekit_conf, services):
     assert "keys" not in livekit_conf, "API secrets don't belong in livekit.yaml"
-    keys = env_of(services["livekit"]).get("LIVEKIT_KEYS")
-    assert keys, "the livekit service needs LIVEKIT_KEYS"
-    assert re.fullmatch(r"\$\{LIVEKIT_API_KEY[^}]*\}: \$\{LIVEKIT_API_SECRET[^}]*\}", keys), keys
+    # "key: secret", with the space: the format the server expects.
+    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**SECRETS)
 
 
 def test_livekit_is_not_in_dev_mode(services, livekit_conf):
     assert not livekit_conf.get("development")
-    assert "--dev" not in command_of(services["livekit"])
+    assert "--dev" not in services["livekit"]["command"]
 
 
 # --- secrets ---------------------------------------------------------------------------------
 
 
-SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY", "OPENAUDIO_API_KEY", "LIVEKIT_KEYS")
+SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY", "ADMIN_API_KEY", "OPENAUDIO_API_KEY")
 
 
-def test_no_secret_is_hard_coded(services):
+def test_no_secret_is_hard_coded(compose):
+    """With every secret set to a value of its own, each service holds exactly those values: none is
+    written in the file, none is read from the wrong variable."""
+    secrets = {name: f"sentinel{i}x{name.lower()}" for i, name in enumerate(SECRET_NAMES)}
+    services = compose.project(secrets, "--profile", "openaudio")["services"]
     for name, service in services.items():
         for key, value in env_of(service).items():
-            if key in SECRET_NAMES and value is not None:
-                assert "${" in str(value), f"{name}.{key} is hard-coded"
+            if key in SECRET_NAMES:
+                assert value == secrets[key], f"{name}.{key} = {value!r}"
     for name in APP_SERVICES:
         env = env_of(services[name])
-        for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY"):
-            assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % key, str(env[key])), f"{name}.{key} must be required"
+        assert {key: env.get(key) for key in SECRET_NAMES} == secrets, name
+    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**secrets)
 
 
 def test_no_secret_literal_in_files():
@@ -279,39 +419,46 @@ def test_backend_healthcheck_targets_readiness(services, server):
     assert target.path == "/health/ready"
     assert target.hostname in ("127.0.0.1", "localhost")
     assert target.port == int(env_of(services["backend"])["PORT"])
-    assert any(c == (target.port, target.port) for _, _, c, _ in published(services["backend"]))
+    assert target.port in targets(services["backend"])
     here = code.replace(url, f"{server.url}{target.path}")
-    assert subprocess.run([sys.executable, "-c", here], timeout=30).returncode == 0
+    assert subprocess.run([sys.executable, "-c", here], timeout=30, check=False).returncode == 0
 
 
-def test_backend_publishes_its_port_and_keeps_models(services):
+def test_backend_publishes_its_port_and_keeps_models(compose, project, services):
     backend = services["backend"]
-    assert any(c == (8000, 8000) for _, _, c, _ in published(backend))
-    assert backend["build"]["context"] in ("./backend", "backend")
-    env = env_of(backend)
-    model_dir = env["MODELS_DIR"]
-    assert any(str(v).split(":")[1] == model_dir for v in backend["volumes"])
+    port = int(env_of(backend)["PORT"])
+    assert ports(backend) == {("", 8000, port, "tcp")}
+    assert ports(compose.project({**SECRETS, "API_PORT": "9000"})["services"]["backend"]) == {("", 9000, port, "tcp")}
+    assert backend["build"]["context"] == str(REPO / "backend")
+    model_dir = env_of(backend)["MODELS_DIR"]
+    (models,) = [v for v in backend["volumes"] if v["target"] == model_dir]
+    assert models["type"] == "volume" and models["source"] in project["volumes"]
 
 
-def test_worker_runs_the_agent_worker(services):
+def test_worker_runs_the_agent_worker(compose, services):
     worker = services["worker"]
-    cmd = command_of(worker)
-    assert cmd[-4:] == ["python", "-m", "app.agents.worker", "start"] or (
-        "app.agents.worker" in cmd and cmd[-1] == "start"
-    ), cmd
-    # Same image as the backend, no host ports: it can be scaled with --scale worker=N.
-    assert with_defaults(worker["image"]) == with_defaults(services["backend"]["image"])
+    assert worker["command"] == ["python", "-m", "app.agents.worker", "start"]
+    # Same image as the backend, whatever BACKEND_IMAGE says; no host ports: it scales with --scale worker=N.
+    assert worker["image"] == services["backend"]["image"]
+    moved = compose.project({**SECRETS, "BACKEND_IMAGE": "registry.example/gemmavoice:1.2"})["services"]
+    assert moved["worker"]["image"] == moved["backend"]["image"] == "registry.example/gemmavoice:1.2"
+    assert "build" not in worker, "one build, by the backend service"
     assert not worker.get("ports")
     assert not worker.get("container_name")
     # `start` exits 0 when it gives up on LiveKit; only these policies bring it back.
     assert worker.get("restart") in ("always", "unless-stopped")
+    # Its health check is the agents framework's server, on the port it is told to use.
+    _, url = healthcheck_url(worker["healthcheck"]["test"])
+    assert urlsplit(url).port == int(env_of(worker)["LIVEKIT_WORKER_PORT"])
+    # Conversations get the 10 minutes docs/deployment.md promises to finish (DRAIN_TIMEOUT_S + 10 s).
+    assert worker["stop_grace_period"] == "10m10s"
 
 
 def test_app_services_reach_livekit_inside_the_network(services, livekit_conf):
     for name in APP_SERVICES:
         env = env_of(services[name])
-        assert with_defaults(env["LIVEKIT_URL"]) == f"ws://livekit:{livekit_conf['port']}"
-        public = with_defaults(env["LIVEKIT_PUBLIC_URL"])
+        assert env["LIVEKIT_URL"] == f"ws://livekit:{livekit_conf['port']}"
+        public = env["LIVEKIT_PUBLIC_URL"]
         assert public.startswith(("ws://", "wss://")) and "livekit:" not in public
 
 
@@ -362,6 +509,7 @@ def test_frontend_proxies_the_api_and_websocket(services):
     target = urlsplit(upstream)
     assert target.hostname in services, f"nginx proxies to {target.hostname!r}, which is no compose service"
     assert target.hostname == "backend" and target.port == int(env_of(services["backend"])["PORT"])
+    assert services["frontend"]["depends_on"]["backend"]["condition"] == "service_started"
     sockets = ("~", r"^/v1/(conversation/ws|realtime)$")
     for route in (sockets, ("/v1/",), ("/health",), ("=", "/metrics")):
         assert directives(location(server, *route), "proxy_pass") == [[variable]], route
@@ -382,6 +530,14 @@ def test_frontend_proxies_the_api_and_websocket(services):
     assert inherited <= set(headers), inherited - set(headers)
     # The single-page app: unknown paths get index.html.
     assert directives(location(server, "/"), "try_files")[0][-1] == "/" + directives(server, "index")[0][0]
+
+
+def test_frontend_publishes_what_nginx_listens_on(compose, services):
+    listens = {int(args[0].rsplit(":", 1)[-1]) for args in directives(nginx_server(), "listen")}
+    assert ports(services["frontend"]) == {("", 3000, port, "tcp") for port in listens}
+    moved = compose.project({**SECRETS, "WEB_PORT": "8088"})["services"]["frontend"]
+    assert ports(moved) == {("", 8088, port, "tcp") for port in listens}
+    assert services["frontend"]["build"]["context"] == str(FRONTEND_DOCKERFILE.parent)
 
 
 @dataclass
@@ -473,7 +629,7 @@ def test_backend_image_builds_portable_llama_and_prepares_models(services):
     assert re.fullmatch(r"python:3\.(1[0-9])-slim-\w+", image.args["PYTHON_IMAGE"]), image.args
     # llama.cpp: the Makefile's portable flags, and the version pyproject.toml pins.
     build_args = dict(value.split("=", 1) for value in build.values("ARG"))
-    makefile_flags = re.search(r"^LLAMA_CMAKE_ARGS \?= (.+)$", MAKEFILE.read_text(), re.M)[1].split()
+    makefile_flags = re.search(r"^LLAMA_CMAKE_ARGS \?= (.+)$", MAKEFILE.read_text(), re.MULTILINE)[1].split()
     assert build_args["CMAKE_ARGS"].strip('"').split() == makefile_flags
     pins = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     assert f"llama-cpp-python=={build_args['LLAMA_CPP_VERSION']}" in pins
@@ -485,7 +641,7 @@ def test_backend_image_builds_portable_llama_and_prepares_models(services):
     env = dict(shlex.split(pair)[0].split("=", 1) for value in runtime.values("ENV")
                for pair in re.split(r"\s+(?=[A-Z_]+=)", value))
     port = int(env["PORT"])
-    assert any(c == (port, port) for _, _, c, _ in published(services["backend"]))
+    assert port in targets(services["backend"]) and port == int(env_of(services["backend"])["PORT"])
     cmd = yaml.safe_load(runtime.values("CMD")[-1])
     script = shlex.split(cmd[2]) if cmd[:2] == ["sh", "-c"] else cmd
     assert script[script.index("uvicorn") + 1] == "app.main:app"
