@@ -228,3 +228,46 @@ def encode_audio(pcm: bytes, sample_rate: int, fmt: str) -> bytes:
         return pcm
     raise AudioError(f"unsupported output format {fmt!r}: use one of {', '.join(AUDIO_MEDIA_TYPES)}",
                      code="unsupported_format")
+
+
+# G.711 (telephone audio, 8 kHz, one byte a sample) through FFmpeg's pcm_mulaw / pcm_alaw. The codecs keep no
+# state between frames, so one encoder and one decoder a law serve every caller (on the event loop).
+G711_RATE = 8000
+G711_CODECS = {"ulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
+_g711: dict[tuple[str, str], object] = {}
+
+
+def _g711_context(law: str, mode: str):
+    import av
+
+    context = _g711.get((law, mode))
+    if context is None:
+        context = av.CodecContext.create(G711_CODECS[law], mode)
+        context.sample_rate, context.layout = G711_RATE, "mono"
+        if mode == "w":
+            context.format = "s16"
+        context.open()
+        _g711[(law, mode)] = context
+    return context
+
+
+def g711_encode(pcm: bytes, law: str) -> bytes:
+    """PCM s16le at 8 kHz -> G.711 bytes (``law``: ``ulaw`` or ``alaw``)."""
+    import av
+
+    samples = np.frombuffer(pcm[:len(pcm) - len(pcm) % 2], dtype="<i2")
+    if not samples.size:
+        return b""
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = G711_RATE
+    return b"".join(bytes(packet) for packet in _g711_context(law, "w").encode(frame))
+
+
+def g711_decode(data: bytes, law: str) -> bytes:
+    """G.711 bytes -> PCM s16le at 8 kHz."""
+    import av
+
+    if not data:
+        return b""
+    frames = _g711_context(law, "r").decode(av.Packet(data))
+    return b"".join(frame.to_ndarray().astype("<i2").tobytes() for frame in frames)

@@ -5,7 +5,6 @@ The voice engine (every transport) loads it from here, with the thresholds of th
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 # Imported at module load: LiveKit plugins must register on the main thread.
@@ -14,11 +13,13 @@ from livekit.plugins import silero
 from app.config.settings import Settings
 
 
-@lru_cache(maxsize=4)
-def _load(min_silence_ms: int, min_speech_ms: int, threshold: float, padding_ms: int):
+def _vad(min_silence_ms: int, min_speech_ms: int, threshold: float, padding_ms: int):
     return silero.VAD.load(min_silence_duration=min_silence_ms / 1000, min_speech_duration=min_speech_ms / 1000,
                            activation_threshold=threshold, prefix_padding_duration=padding_ms / 1000,
                            sample_rate=16000, force_cpu=True)
+
+
+_load = lru_cache(maxsize=4)(_vad)
 
 
 def load_vad(settings: Settings, *, padding_ms: int = 300):
@@ -29,6 +30,7 @@ def load_vad(settings: Settings, *, padding_ms: int = 300):
 
 def tunable_vad(settings: Settings, *, padding_ms: int = 300):
     """A silero ``VAD`` of one session's own, whose thresholds that session may change (``update_options``)
-    without changing anyone else's: it shares the loaded ONNX model with ``load_vad``'s."""
-    shared = load_vad(settings, padding_ms=padding_ms)
-    return silero.VAD(session=shared._onnx_session, opts=replace(shared._opts))
+    without changing anyone else's. Its own ONNX session too (~0.1 s to load, a few MB): the plugin's public
+    API has no way to share one between VADs of different options."""
+    return _vad(settings.vad_min_silence_ms, settings.vad_min_speech_ms, settings.vad_activation_threshold,
+                padding_ms)

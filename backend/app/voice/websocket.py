@@ -15,37 +15,30 @@ with the session's own STT and answered with ``generate_reply``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentSession
 from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.events import (
-    CloseEvent,
     ConversationItemAddedEvent,
-    ErrorEvent,
     SpeechCreatedEvent,
     UserInputTranscribedEvent,
     UserStateChangedEvent,
 )
-from livekit.agents.voice.transcription import TranscriptSynchronizer
 from starlette.websockets import WebSocket
 
 from app.agents.playout import ListenerPlayout
-from app.agents.plugins import OpenAudioTTS, WhisperSTT
-from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
 from app.metrics import VOICE_TO_VOICE
 from app.services.container import Services
-from app.voice.socket_io import (FrameError, SocketMicrophone, SocketOutbox, SocketTranscript, client_frames,
-                                 interrupt_session, require_unicode, session_stt, session_tts)
+from app.voice.socket_io import FrameError, interrupt_session, require_unicode, session_stt, session_tts
+from app.voice.socket_session import VoiceSocketSession
 
 log = logging.getLogger("app.voice")
 
@@ -93,12 +86,10 @@ class Reply:
         return self.first_audio is not None or bool(self.text)
 
 
-class SocketConversation:
+class SocketConversation(VoiceSocketSession):
+    kind = "websocket"
+
     def __init__(self, ws: WebSocket, services: Services):
-        self.ws = ws
-        self.services = services
-        self.settings = services.settings
-        self.id = uuid.uuid4().hex[:12]
         self.input_sample_rate = 16000
         self.vad = True
         self.language: str | None = None
@@ -109,67 +100,38 @@ class SocketConversation:
         self._next_speech_end: float | None = None
         self._interrupt_reason = "barge_in"
         self._user_metrics: dict[str, Any] = {}
-        self._closed = False
-
-        self.session: AgentSession = create_agent_session(services)
-        self.agent = GemmaVoiceAgent(settings=self.settings)
+        super().__init__(ws, services, session_id=uuid.uuid4().hex[:12],
+                         speaker=SocketSpeaker(self, services.tts.sample_rate))
         self.agent.turn_cut_handlers.append(self._turn_cut)
-        self.microphone = SocketMicrophone()
-        self.speaker = SocketSpeaker(self, services.tts.sample_rate)
-        self._sync = TranscriptSynchronizer(next_in_chain_audio=self.speaker,
-                                            next_in_chain_text=SocketTranscript(self))
-        self.session.input.audio = self.microphone
-        self.session.output.audio = self._sync.audio_output
-        self.session.output.transcription = self._sync.text_output
-        for event, handler in (("user_state_changed", self._on_user_state), ("user_input_transcribed", self._on_transcribed),
-                               ("speech_created", self._on_speech_created), ("conversation_item_added", self._on_item),
-                               ("error", self._on_error), ("close", self._on_close)):
-            self.session.on(event, handler)
 
-    # --- the socket ---------------------------------------------------------------------------
+    def session_handlers(self) -> dict[str, Callable[[Any], None]]:
+        return {"user_state_changed": self._on_user_state, "user_input_transcribed": self._on_transcribed,
+                "speech_created": self._on_speech_created, "conversation_item_added": self._on_item}
+
+    # --- the protocol -------------------------------------------------------------------------
     def send(self, payload: dict) -> None:
-        if not self._closed:
-            self.outbox.put(json.dumps(payload, ensure_ascii=False))
+        self.send_json(payload)
 
-    async def run(self) -> None:
-        self.outbox = SocketOutbox(self.ws, name=f"ws-writer-{self.id}")
+    def refuse(self, exc: Exception, raw: str | None = None, *, server: bool = False) -> None:
+        self.send({"type": "error", "code": getattr(exc, "code", "server_error"), "message": str(exc)})
+
+    async def started(self) -> None:
+        self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
+                   "output_sample_rate": self.services.tts.sample_rate, "vad": self.vad,
+                   "models_ready": self.services.ready})
+
+    def parse(self, raw: str) -> tuple[dict, Callable[[dict], Any]]:
         try:
-            await self.session.start(self.agent)
-            self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
-                       "output_sample_rate": self.services.tts.sample_rate, "vad": self.vad,
-                       "models_ready": self.services.ready})
-            async for text, data in client_frames(self.ws, lambda: self._closed):
-                if data is not None:
-                    self._on_audio(data)
-                elif text is not None:
-                    await self._on_text_frame(text)
-        finally:
-            await self._close()
-
-    async def _close(self) -> None:
-        """Stop everything this conversation started: no generation or task outlives it."""
-        self._closed = True
-        self.microphone.close()
-        await self.session.aclose()
-        await self._sync.aclose()
-        await self.outbox.close()
-
-    # --- client frames ------------------------------------------------------------------------
-    async def _on_text_frame(self, raw: str) -> None:
-        try:
-            try:
-                frame = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past what json parses
-                raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"") from None
-            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"")
-            handler = {"config": self._on_config, "text": self._on_typed, "end_turn": self._on_end_turn,
-                       "interrupt": self._on_interrupt, "audio": self._on_utterance}.get(frame["type"])
-            if handler is None:
-                raise FrameError("unknown_type", f"unknown frame type {frame['type']!r}")
-            await handler(frame)
-        except FrameError as exc:
-            self.send({"type": "error", "code": exc.code, "message": str(exc)})
+            frame = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past what json parses
+            raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"")
+        handler = {"config": self._on_config, "text": self._on_typed, "end_turn": self._on_end_turn,
+                   "interrupt": self._on_interrupt, "audio": self._on_utterance}.get(frame["type"])
+        if handler is None:
+            raise FrameError("unknown_type", f"unknown frame type {frame['type']!r}")
+        return frame, handler
 
     async def _on_config(self, frame: dict) -> None:
         rate = frame.get("input_sample_rate", self.input_sample_rate)
@@ -193,8 +155,8 @@ class SocketConversation:
             self.session.input.audio = self.microphone if vad else None
         await self.agent.update_instructions(instructions)
         self.language = frame.get("language") or None
-        self._stt().update_options(language=self.language or "")
-        self._tts().update_options(voice=frame.get("voice") or self.settings.tts_default_voice or "")
+        session_stt(self.session).update_options(language=self.language or "")
+        session_tts(self.session).update_options(voice=frame.get("voice") or self.settings.tts_default_voice or "")
         self.send({"type": "config", "input_sample_rate": rate, "vad": vad,
                    "output_sample_rate": self.services.tts.sample_rate})
 
@@ -217,22 +179,14 @@ class SocketConversation:
         await self._interrupt("client")
 
     async def _on_utterance(self, frame: dict) -> None:
-        data = frame.get("data")
-        if not isinstance(data, str) or not data:
-            raise FrameError("bad_frame", "an audio frame needs base64 \"data\"")
-        if len(data) > self.settings.max_upload_bytes * 4 // 3 + 4:
-            raise FrameError("audio_too_large", "the recorded utterance is too large")
-        try:
-            encoded = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise FrameError("bad_frame", "audio \"data\" is not valid base64") from None
+        encoded = self.decode_base64(frame.get("data"))
         try:
             samples = await asyncio.to_thread(decode_audio, encoded, max_seconds=self.settings.max_audio_seconds)
         except AudioError as exc:
             raise FrameError(exc.code, str(exc)) from None
         await self._transcribe_and_answer(float_to_pcm16(samples), WHISPER_RATE, source="recorded")
 
-    def _on_audio(self, pcm: bytes) -> None:
+    def on_binary(self, pcm: bytes) -> None:
         pcm = pcm[:len(pcm) - len(pcm) % 2]
         if not pcm:
             return
@@ -245,15 +199,12 @@ class SocketConversation:
     async def _transcribe_and_answer(self, pcm: bytes, rate: int, *, source: str) -> None:
         speech_end = time.perf_counter()
         await self._interrupt("new_turn")
-        frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
         try:
-            event = await self.session.stt.recognize(buffer=frame, language=self.language or NOT_GIVEN)
+            text, language = await self.transcribe(pcm, rate, self.language)
         except Exception as exc:  # noqa: BLE001 - a failed turn must not end the session
             log.warning("transcription failed: %s", exc)
             self.send({"type": "error", "code": "stt_failed", "message": f"the transcription failed: {exc}"})
             return
-        text = event.alternatives[0].text.strip() if event.alternatives else ""
-        language = event.alternatives[0].language if event.alternatives else None
         self.send({"type": "transcript", "role": "user", "text": text, "final": True, "language": language})
         if any(ch.isalnum() for ch in text):
             await self._answer(text, source=source, speech_end=speech_end)
@@ -280,12 +231,6 @@ class SocketConversation:
     def _turn_cut(self, seconds: float) -> None:
         self.send({"type": "turn_cut", "reason": "max_turn_length", "max_seconds": seconds,
                    "message": f"you spoke for over {seconds:.0f} s without a pause: answering what was said so far"})
-
-    def _stt(self) -> WhisperSTT:
-        return session_stt(self.session)
-
-    def _tts(self) -> OpenAudioTTS:
-        return session_tts(self.session)
 
     # --- what the session tells us --------------------------------------------------------------
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
@@ -316,19 +261,6 @@ class SocketConversation:
         elif getattr(item, "role", None) == "assistant" and self._reply is not None:
             self._reply.assistant_metrics = dict(item.metrics or {})
 
-    def _on_error(self, ev: ErrorEvent) -> None:
-        if getattr(ev.error, "recoverable", True):
-            return  # the framework retries it
-        cause = getattr(ev.error, "error", ev.error)
-        body = getattr(cause, "body", None)
-        code = body.get("code", "turn_failed") if isinstance(body, dict) else "turn_failed"
-        self.send({"type": "error", "code": code, "message": f"the turn failed: {cause}"})
-
-    def _on_close(self, ev: CloseEvent) -> None:
-        if not self._closed and ev.error is not None:
-            self.send({"type": "error", "code": "session_failed", "message": f"the voice session failed: {ev.error}"})
-            asyncio.get_running_loop().create_task(self.ws.close(code=1011))
-
     # --- the reply, as the client gets it -------------------------------------------------------
     def reply_audio(self, pcm: bytes) -> None:
         reply = self._reply
@@ -338,8 +270,7 @@ class SocketConversation:
             if reply.first_audio is None:
                 reply.first_audio = time.perf_counter()
             reply.audio_bytes += len(pcm)
-        if not self._closed:
-            self.outbox.put(pcm)
+        self.send_bytes(pcm)
 
     def reply_text(self, text: str) -> None:
         reply = self._reply
