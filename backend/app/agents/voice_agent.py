@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterable, Callable
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, ModelSettings, llm, tts
+from livekit.agents import Agent, AgentSession, APIError, ModelSettings, llm, tts
 from livekit.agents.inference import TurnDetector
 from livekit.agents.voice.events import UserStateChangedEvent
 
@@ -43,6 +42,7 @@ from app.agents.sentences import SpokenSentenceTokenizer
 from app.audio.vad import load_vad
 from app.config.settings import Settings, get_settings
 from app.services.container import Services
+from app.services.llm import LLMGate
 
 log = logging.getLogger("app.agents.voice")
 
@@ -81,11 +81,17 @@ class GemmaVoiceAgent(Agent):
                        model_settings: ModelSettings) -> AsyncIterable[llm.ChatChunk]:
         model = self.session.llm
         if isinstance(model, GemmaLLM):  # the model's own tokenizer says what fits
-            if self._window is None:  # room for the longest reply (a transport may lower it for a while)
-                self._window = ContextWindow(model.service, reply_tokens=max(
-                    model.max_tokens, self.settings.voice_max_reply_tokens),
-                    max_tokens=self.settings.voice_context_tokens)
-            chat_ctx = self._window.fit(chat_ctx)
+            try:
+                # It may still be loading (a session that started with the worker): wait for it.
+                await model.wait_loaded()
+            except APIError:
+                pass  # it did not load: the model's stream fails the turn at once, and the session says why
+            else:
+                if self._window is None:  # room for the longest reply (a transport may lower it for a while)
+                    self._window = ContextWindow(model.service, reply_tokens=max(
+                        model.max_tokens, self.settings.voice_max_reply_tokens),
+                        max_tokens=self.settings.voice_context_tokens)
+                chat_ctx = self._window.fit(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
 
@@ -147,8 +153,7 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
     settings = services.settings
     vad = vad if vad is not None else load_vad(settings)
     # Cleared while the TTS starts a piece: the model waits, so that the piece's first audio comes sooner.
-    llm_gate = threading.Event()
-    llm_gate.set()
+    llm_gate = LLMGate()
     options: dict[str, Any] = {
         # Whisper starts on an utterance at the first pause, while the VAD still confirms the silence.
         "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad,

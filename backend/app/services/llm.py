@@ -20,8 +20,8 @@ import logging
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
@@ -44,6 +44,53 @@ READ_AHEAD_MAX_TOKENS = 32
 # Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+
+
+class LLMGate:
+    """Where a voice reply holds the model between tokens (``stream_chat(gate=...)``): its TTS closes the
+    gate while it starts a piece and opens it at the piece's first audio, so that the two don't share the CPU.
+
+    Named like ``threading.Event`` (``set`` opens, ``clear`` closes), but a generation waits on a condition
+    that also wakes on its own cancel and on a newly waiting request (``wake``), instead of polling.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = True
+        self.held = 0  # generations waiting for it to open
+
+    def is_set(self) -> bool:
+        return self._open
+
+    def set(self) -> None:
+        self._change(True)
+
+    def clear(self) -> None:
+        self._change(False)
+
+    def wake(self) -> None:
+        """Something a waiter checks besides the gate has changed (a cancel, a waiting request)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_closed(self, timeout: float, unless: Callable[[], bool]) -> None:
+        """Until the gate closes, ``unless()`` holds or ``timeout`` seconds pass."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._open or unless(), timeout)
+
+    def wait_open(self, unless: Callable[[], bool]) -> None:
+        """Until the gate opens or ``unless()`` holds."""
+        with self._cond:
+            self.held += 1
+            try:
+                self._cond.wait_for(lambda: self._open or unless())
+            finally:
+                self.held -= 1
+
+    def _change(self, open_: bool) -> None:
+        with self._cond:
+            self._open = open_
+            self._cond.notify_all()
 
 
 @dataclass
@@ -262,7 +309,7 @@ class _Generation:
     """
 
     def __init__(self, service: LLMService, messages: Sequence[ChatMessage], params: GenerationParams,
-                 usage: Usage, gate: threading.Event | None, loop: asyncio.AbstractEventLoop,
+                 usage: Usage, gate: LLMGate | None, loop: asyncio.AbstractEventLoop,
                  pause_after: Callable[[str], bool] | None = None):
         self.service = service
         self.messages, self.params, self.usage, self.gate = messages, params, usage, gate
@@ -365,17 +412,23 @@ class _Generation:
 
     def _expect_pause(self) -> None:
         """The text so far ends a piece a TTS is about to start on: give it a moment to close the gate, so that
-        the model pauses before writing another token rather than after (the two would share the CPU)."""
-        deadline = time.perf_counter() + EXPECTED_PAUSE_WAIT_S
-        while (self.gate.is_set() and not self.cancel.is_set() and not self.service._waiting
-               and time.perf_counter() < deadline):  # with others waiting, the slice hands the model on instead
-            time.sleep(0.001)
+        the model pauses before writing another token rather than after (the two would share the CPU).
+        With others waiting, the slice hands the model on instead."""
+        self.gate.wait_closed(EXPECTED_PAUSE_WAIT_S, unless=self._stop_waiting)
 
     def _hold_while_gated(self) -> None:
         # Paused only while no other request waits: a paused reply must not keep the model idle.
-        gate = self.gate
-        while gate is not None and not gate.wait(0.05) and not self.cancel.is_set() and not self.service._waiting:
-            pass
+        if self.gate is not None:
+            self.gate.wait_open(unless=self._stop_waiting)
+
+    def _stop_waiting(self) -> bool:
+        return self.cancel.is_set() or bool(self.service._waiting)
+
+    def stop(self) -> None:
+        """Stop within a token, even while held at the gate."""
+        self.cancel.set()
+        if self.gate is not None:
+            self.gate.wake()
 
     def _should_hand_on(self, count: int) -> bool:
         slice_tokens = self.service.settings.llm_slice_tokens
@@ -399,6 +452,7 @@ class LLMService(ModelService):
         self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
         self._idle = asyncio.Event()  # set while no generation holds an instance
+        self._gated: set[_Generation] = set()  # generations that may be held at their gate
         self._idle.set()
         self._states = _StateCache(settings.llm_state_cache_mb * 1_000_000) if settings.llm_state_cache_mb else None
         self._executor = ThreadPoolExecutor(max_workers=settings.llm_instances, thread_name_prefix="llm")
@@ -454,6 +508,8 @@ class LLMService(ModelService):
                 raise ServiceOverloaded("the language model is busy; try again shortly", retry_after=2)
             turn: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
             self._waiters.append(turn)
+            for held in self._gated:  # a reply held at its gate hands the model on instead
+                held.gate.wake()
             try:
                 inst = await turn
             except asyncio.CancelledError:
@@ -499,7 +555,7 @@ class LLMService(ModelService):
             raise BadRequest(f"max_tokens may be at most {self.settings.max_tokens_cap}")
 
     async def stream_chat(self, messages: Sequence[ChatMessage], params: GenerationParams,
-                          usage: Usage | None = None, *, gate: threading.Event | None = None,
+                          usage: Usage | None = None, *, gate: LLMGate | None = None,
                           pause_after: Callable[[str], bool] | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
@@ -520,11 +576,14 @@ class LLMService(ModelService):
         try:
             while True:
                 future = loop.run_in_executor(self._executor, generation.run_slice, inst, paused)
+                if gate is not None:
+                    self._gated.add(generation)
                 try:
                     while (event := await _within(deadline, generation.events.get()))[0] == "text":
                         yield event[1]
                 finally:
-                    generation.cancel.set()
+                    self._gated.discard(generation)
+                    generation.stop()
                     held, inst = inst, None
                     # The instance is only free again once its thread has really stopped.
                     future.add_done_callback(lambda _f, held=held: loop.call_soon_threadsafe(self._release, held))

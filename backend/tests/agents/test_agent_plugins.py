@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 
 import numpy as np
 import pytest
-from agent_helpers import rms, transcribe
-from helpers import QUESTION, QUESTION_WORDS
-from helpers import words
+from agent_helpers import rms, transcribe, until
+from helpers import QUESTION, QUESTION_WORDS, words
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm
 from livekit.agents.stt import SpeechEventType
@@ -23,7 +21,7 @@ from app.agents.sentences import FirstPieceEnd, SpokenSentenceTokenizer
 from app.audio.codec import resample_pcm
 from app.audio.vad import load_vad
 from app.services.base import ServiceOverloaded, UpstreamError
-from app.services.llm import ChatMessage, GenerationParams, Usage
+from app.services.llm import ChatMessage, GenerationParams, LLMGate, Usage
 from app.voice.sentences import SentenceChunker
 
 NO_RETRY = APIConnectOptions(max_retry=0)
@@ -139,17 +137,21 @@ def repeated_phrases(text: str, n: int = 4) -> set[tuple[str, ...]]:
     return {g for g in grams if grams.count(g) > 1}
 
 
-@pytest.mark.parametrize("penalty, loops", [(1.0, True), (None, False)])
-async def test_spoken_replies_do_not_loop_on_a_phrase(services, penalty, loops):
-    """The small model, greedy, loops on "a classic comfort food with a twist"; VOICE_REPEAT_PENALTY stops it."""
+async def test_spoken_replies_take_the_voice_repeat_penalty(services):
+    """VOICE_REPEAT_PENALTY reaches the model (the greedy reply changes with it), and with the default a spoken
+    reply repeats no four-word phrase (the small model, greedy, loops without one)."""
     settings = services.settings
-    if penalty is not None:
-        services = dataclasses.replace(services, settings=settings.model_copy(update={"voice_repeat_penalty": penalty}))
-    gemma = GemmaLLM(services=services, temperature=0.0, max_tokens=60)
-    chunks = [c async for c in gemma.chat(chat_ctx=chat(("system", settings.voice_instructions),
-                                                          ("user", "What should I cook for dinner?")))]
-    reply = "".join(c.delta.content for c in chunks if c.delta and c.delta.content)
-    assert bool(repeated_phrases(reply)) is loops, reply
+
+    async def reply(penalty: float) -> str:
+        tuned = dataclasses.replace(services, settings=settings.model_copy(update={"voice_repeat_penalty": penalty}))
+        gemma = GemmaLLM(services=tuned, temperature=0.0, max_tokens=60)
+        chunks = [c async for c in gemma.chat(chat_ctx=chat(("system", settings.voice_instructions),
+                                                              ("user", "What should I cook for dinner?")))]
+        return "".join(c.delta.content for c in chunks if c.delta and c.delta.content)
+
+    default = await reply(settings.voice_repeat_penalty)
+    assert settings.voice_repeat_penalty > 1.0 and not repeated_phrases(default), default
+    assert await reply(1.0) != default
 
 
 async def test_closing_the_stream_stops_generation(services):
@@ -162,11 +164,8 @@ async def test_closing_the_stream_stops_generation(services):
             break
     await stream.aclose()  # what the framework does when the user interrupts
 
-    for _ in range(200):  # the generating thread stops at its next token
-        if services.llm.status()["active"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert services.llm.status()["active"] == 0
+    # The generating thread stops at its next token.
+    await until(lambda: services.llm.status()["active"] == 0, 10, "the generation to stop")
     assert stream.usage.finish_reason == "cancelled"
     assert stream.usage.completion_tokens < 1000
 
@@ -329,8 +328,7 @@ async def test_replies_are_spoken_from_the_first_clause_on():
 async def test_the_model_pauses_where_the_first_piece_ends(services):
     """The TTS closes the gate as it starts on the reply's first piece; the model stops at that piece's last
     token rather than writing one more beside the TTS, and goes on once the gate opens."""
-    gate = threading.Event()
-    gate.set()
+    gate = LLMGate()
     usage = Usage()
     at_piece_end: list[int] = []
     watch = FirstPieceEnd()
@@ -356,3 +354,29 @@ async def test_the_model_pauses_where_the_first_piece_ends(services):
             gate.set()
     assert paused and len(at_piece_end) == 1, "".join(pieces)
     assert usage.completion_tokens > at_piece_end[0] + 3, "".join(pieces)
+
+
+async def test_a_reply_held_at_its_gate_lets_others_through_and_stops_when_closed(services):
+    """A voice reply whose TTS never opens the gate again neither keeps the model from others nor outlives
+    its stream: a waiting request and the stream's close both wake it where it is held."""
+    gate = LLMGate()
+    gate.clear()  # the TTS starts the first piece and, say, hangs: the reply is held after its first token
+    held = services.llm.stream_chat([ChatMessage("user", "Write a long story about a lighthouse.")],
+                                    GenerationParams(max_tokens=200, temperature=0.0), Usage(), gate=gate)
+    first = asyncio.Event()
+
+    async def listen() -> None:  # as the session reads the reply
+        async for _ in held:
+            first.set()
+
+    reader = asyncio.create_task(listen())
+    await asyncio.wait_for(first.wait(), 60)
+    await until(lambda: gate.held, 10, "the reply to wait at its gate")
+
+    text, usage = await asyncio.wait_for(
+        services.llm.chat([ChatMessage("user", "Say hello.")], GenerationParams(max_tokens=8, temperature=0.0)), 60)
+    assert text and usage.completion_tokens > 0
+    await until(lambda: gate.held, 30, "the reply to wait at its gate again")
+
+    reader.cancel()  # the session drops the reply
+    await until(lambda: services.llm.status()["active"] == 0, 10, "the held reply to stop")
