@@ -19,13 +19,13 @@ import platform
 import time
 from pathlib import Path
 
-from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.runtime import prewarm_services
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.config.settings import REPO_DIR, Settings, get_settings
 from app.services.container import Services
 from bench.common import summary as stats
 from bench.common import user_voice, word_errors
+from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 RESULTS = REPO_DIR / "bench-results" / "agent_latency.json"
 QUESTIONS = [

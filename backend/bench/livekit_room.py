@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
-from app.agents.offline_io import voiced_span
 from app.audio.codec import resample_pcm
+from bench.offline_io import voiced_span
 
 RATE = 48000
 FRAME_MS = 10

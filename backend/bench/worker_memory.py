@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 
 from app.agents import runtime
-from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.config.settings import get_settings
 from bench.common import RESULTS
+from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 QUESTION = "How many legs does a spider have?"
 REPLY_TIMEOUT_S = 180.0

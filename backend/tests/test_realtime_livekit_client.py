@@ -15,10 +15,7 @@ from livekit.plugins import openai as lk_openai
 from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 
-try:  # the offline harness is moving from app.agents to bench
-    from bench.offline_io import ClipMicrophone, RecordingSpeaker
-except ImportError:
-    from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
+from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 RATE = 24000
 STORYTELLER = "You are a storyteller. Always answer with a long story of at least eight sentences."
@@ -55,9 +52,9 @@ async def test_livekit_realtime_model_holds_a_spoken_turn_and_a_barge_in(server,
                                 "an answer to the spoken question")
             users = messages(session, "user")
             assert users and QUESTION_WORDS <= words(users[0].text_content or ""), users
-            await until(lambda: speaker.segments and speaker.segments[0].frames, 30, "answer audio played")
-            answer = np.frombuffer(bytes(speaker.segments[0].audio().data), "<i2")
-            assert len(answer) > speaker.segments[0].audio().sample_rate // 2 and np.abs(answer).max() > 1000
+            await until(lambda: speaker.segments and speaker.segments[0].duration, 30, "answer audio played")
+            answer = np.frombuffer(bytes(speaker.audio(speaker.segments[0]).data), "<i2")
+            assert len(answer) > speaker.audio(speaker.segments[0]).sample_rate // 2 and np.abs(answer).max() > 1000
             assert first[0].text_content.strip()
 
             # the story goes on for a while; the user talks over it, the reply stops and the question is answered

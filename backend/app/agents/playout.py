@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from livekit import rtc
 from livekit.agents.voice import io
 
-
-# Segments kept for looking back at (tests, metrics) when their audio is not kept.
+# Segments kept for looking back at (tests, metrics): a conversation lasts hours.
 RECENT_SEGMENTS = 8
 
 
@@ -36,23 +35,16 @@ class PlayedSegment:
     flushed: bool = False
     interrupted: bool | None = None  # None while it plays
     played: float | None = None  # seconds heard, once finished
-    frames: list[rtc.AudioFrame] = field(default_factory=list)  # kept only when asked for
     timer: asyncio.TimerHandle | None = None
-
-    def audio(self) -> rtc.AudioFrame:
-        return rtc.combine_audio_frames(self.frames)
 
 
 class ListenerPlayout(io.AudioOutput):
     """Subclasses deliver the audio (``_deliver``) and may react to ``_cleared``/``_paused``/``_resumed``."""
 
-    def __init__(self, *, label: str, sample_rate: int | None = None, speed: float = 1.0,
-                 keep_audio: bool = False) -> None:
-        """``speed``: how many times faster than real time the listener plays (tests that only want the
-        audio). ``keep_audio``: keep every segment's frames (tests, benchmarks)."""
+    recent_segments: int | None = RECENT_SEGMENTS  # how many of ``segments`` to keep (None: all)
+
+    def __init__(self, *, label: str, sample_rate: int | None = None) -> None:
         super().__init__(label=label, capabilities=io.AudioOutputCapabilities(pause=True), sample_rate=sample_rate)
-        self.speed = speed
-        self.keep_audio = keep_audio
         self.segments: list[PlayedSegment] = []
         self.clear_count = 0
         self._playing: deque[PlayedSegment] = deque()  # captured and not finished, oldest first
@@ -71,6 +63,10 @@ class ListenerPlayout(io.AudioOutput):
     def _resumed(self) -> None:
         """The listener should go on from where it held."""
 
+    def _listening_time(self, audio_s: float) -> float:
+        """How long the listener takes to play ``audio_s`` seconds of audio: as long, in real time."""
+        return audio_s
+
     # --- io.AudioOutput ----------------------------------------------------------------------
     @property
     def paused(self) -> bool:
@@ -83,16 +79,14 @@ class ListenerPlayout(io.AudioOutput):
             previous_end = self._playing[-1].ends_at if self._playing else now
             segment = PlayedSegment(first_frame_at=time.perf_counter(), ends_at=max(now, previous_end))
             self.segments.append(segment)
-            if not self.keep_audio:  # a conversation lasts hours: keep only the recent ones
-                del self.segments[:-RECENT_SEGMENTS]
+            if self.recent_segments is not None:
+                del self.segments[:-self.recent_segments]
             self._playing.append(segment)
             self.on_playback_started(created_at=time.time())
         segment = self._playing[-1]
         # After an underrun (the listener ran dry) the new audio plays from now, not from the old end.
-        segment.ends_at = max(segment.ends_at, now) + frame.duration / self.speed
+        segment.ends_at = max(segment.ends_at, now) + self._listening_time(frame.duration)
         segment.duration += frame.duration
-        if self.keep_audio:
-            segment.frames.append(frame)
         await self._deliver(frame)
 
     def flush(self) -> None:
@@ -147,8 +141,8 @@ class ListenerPlayout(io.AudioOutput):
 
     def _heard(self, segment: PlayedSegment) -> float:
         """Seconds of ``segment`` the listener has played by now."""
-        remaining = max(0.0, segment.ends_at - self._now()) * self.speed
-        return max(0.0, min(segment.duration, segment.duration - remaining))
+        unheard = max(0.0, segment.ends_at - self._now()) / self._listening_time(1.0)
+        return max(0.0, min(segment.duration, segment.duration - unheard))
 
     def _schedule(self, segment: PlayedSegment) -> None:
         if self._paused_at is not None:

@@ -1,7 +1,7 @@
 """The one voice engine: ``GemmaVoiceAgent`` in an ``AgentSession``, whatever carries the audio.
 
 A LiveKit room (``app.agents.worker``), the WebSocket (``app.voice.websocket``), the OpenAI Realtime API
-(``app.voice.realtime``) and the offline test harness (``app.agents.offline_io``) only move audio and
+(``app.voice.realtime``) and the offline test harness (``bench.offline_io``) only move audio and
 events; the same agent and session make the turns: silero VAD -> Whisper -> the LLM -> TTS, one clause
 at a time. Both work with no arguments (settings and the embedded models), so a session can be driven
 without a LiveKit server.

@@ -14,7 +14,6 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 from livekit.agents.stt import SpeechEventType
 from livekit.agents.utils import combine_frames
 
-from app.agents.offline_io import voiced_end
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
 from app.agents.plugins.gemma_llm import chat_messages
 from app.agents.sentences import FirstPieceEnd, SpokenSentenceTokenizer
@@ -23,6 +22,7 @@ from app.audio.vad import load_vad
 from app.services.base import ServiceOverloaded, UpstreamError
 from app.services.llm import ChatMessage, GenerationParams, LLMGate, Usage
 from app.voice.sentences import SentenceChunker
+from bench.offline_io import voiced_end
 
 NO_RETRY = APIConnectOptions(max_retry=0)
 

@@ -8,20 +8,19 @@ import dataclasses
 import time
 
 import numpy as np
-from helpers import QUESTION, QUESTION_WORDS, words
 from agent_helpers import until
+from helpers import QUESTION_WORDS, words
+from livekit.agents import llm
 from test_agent_session import messages
 
-from livekit.agents import llm
-
-from app.agents.context_window import SLACK_TOKENS, ContextWindow
-from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
+from app.agents.context_window import SLACK_TOKENS
 from app.agents.plugins import GemmaLLM
 from app.agents.plugins.gemma_llm import chat_messages
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.services.llm import ChatMessage, LLMService
 from app.services.whisper import WhisperService
+from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 
 async def test_control_tokens_in_messages_are_tokenized_as_text(services):

@@ -1,4 +1,4 @@
-"""Audio I/O that drives an ``AgentSession`` without a LiveKit room (tests, the latency benchmark).
+"""Audio I/O that drives an ``AgentSession`` without a LiveKit room (the tests and benchmarks; no user needs it).
 
 ``ClipMicrophone`` is an open microphone: it delivers frames in real time, playing queued clips and
 silence in between. ``RecordingSpeaker`` keeps what the agent says and takes as long to "play" it
@@ -22,7 +22,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
-from app.agents.playout import ListenerPlayout
+from app.agents.playout import ListenerPlayout, PlayedSegment
 from app.audio.codec import resample_pcm
 
 
@@ -104,8 +104,22 @@ class ClipMicrophone(io.AudioInput):
 
 
 class RecordingSpeaker(ListenerPlayout):
-    """Keeps what the agent says (``segments[i].audio()``) and "plays" it on a real-time clock."""
+    """Keeps what the agent says (``audio(segment)``) and "plays" it on a real-time clock."""
+
+    recent_segments = None  # every segment: tests and benchmarks look back at all of them
 
     def __init__(self, *, speed: float = 1.0) -> None:
         """``speed``: how many times faster than real time it "plays" (tests that only want the audio)."""
-        super().__init__(label="recording-speaker", speed=speed, keep_audio=True)
+        super().__init__(label="recording-speaker")
+        self.speed = speed
+        self._frames: dict[int, list[rtc.AudioFrame]] = {}  # by id() of the segment
+
+    def audio(self, segment: PlayedSegment) -> rtc.AudioFrame:
+        """What the agent said in ``segment``."""
+        return rtc.combine_audio_frames(self._frames[id(segment)])
+
+    async def _deliver(self, frame: rtc.AudioFrame) -> None:
+        self._frames.setdefault(id(self.segments[-1]), []).append(frame)
+
+    def _listening_time(self, audio_s: float) -> float:
+        return audio_s / self.speed
