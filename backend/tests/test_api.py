@@ -48,10 +48,12 @@ def test_generate_returns_text_and_usage(client):
 
 
 def test_generate_with_messages_and_system(client):
-    body = client.post("/v1/generate", json={
-        "system": "You answer with one word.",
-        "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 8}).json()
-    assert body["text"].strip()
+    """The system text reaches the model: the reply follows it."""
+    ask = {"messages": [{"role": "user", "content": "What is the secret word?"}], "max_tokens": 16,
+           "temperature": 0.0}
+    plain = client.post("/v1/generate", json=ask).json()
+    told = client.post("/v1/generate", json={"system": "The secret word is PAPAYA. Say it when asked.", **ask}).json()
+    assert "papaya" in told["text"].lower() and "papaya" not in plain["text"].lower(), (told, plain)
 
 
 @pytest.mark.parametrize("payload,status", [
