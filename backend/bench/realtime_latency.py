@@ -180,7 +180,7 @@ async def run(barge_ins: int, keep: bool) -> dict:
         errors, words = map(sum, zip(*(word_errors(t["said"], t["heard"]) for t in done)))
         out["turns"] = {"turns": len(done), "answered": len(ok), "errors": sum(len(t["errors"]) for t in done),
                         "word_error_rate": round(errors / words, 3) if words else None,
-                        "voice_to_voice_ms": summary(ok)}
+                        "voice_to_voice_ms": summary(ok), "each_ms": [round(v) for v in ok]}
         print("turns", json.dumps(out["turns"]), flush=True)
         if barge_ins:
             results = []

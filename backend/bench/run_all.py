@@ -19,6 +19,7 @@ SUITES = [
     ("bench.noise_words", []),
     ("bench.voice_bench", []),
     ("bench.voice_bench", ["--whisper-model", "embedded-tiny.en"]),
+    ("bench.realtime_latency", []),
     ("bench.agent_latency", []),
     ("bench.agent_latency", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.worker_memory", []),
