@@ -16,6 +16,7 @@ results come back to the caller's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -24,6 +25,7 @@ import time
 from typing import Any, AsyncIterator
 
 from app.config.settings import Settings, get_settings
+from app.services.base import ServiceUnavailable
 from app.services.container import Services
 
 log = logging.getLogger("app.agents.runtime")
@@ -106,12 +108,13 @@ def start_services(settings: Settings | None = None) -> Services:
 
 
 def prewarm_services(settings: Settings | None = None) -> Services:
-    """Load the models and block until each has loaded or failed (scripts that measure the models).
+    """Load the models and block until each has loaded or failed (scripts that measure the models);
+    ``TimeoutError`` if they are still loading after ``LOAD_WAIT_S``.
 
     Called from a thread with no running loop. The services load on their home loop.
     """
     services = start_services(settings)
-    asyncio.run_coroutine_threadsafe(_settled(services), _home_loop()).result()
+    asyncio.run_coroutine_threadsafe(wait_settled(services), _home_loop()).result()
     return services
 
 
@@ -127,10 +130,19 @@ async def _wait_ready(services: Services) -> None:
     await asyncio.gather(*(c.wait_ready(LOAD_WAIT_S) for c in services.components.values()))
 
 
-async def _settled(services: Services) -> None:
-    """Until no component is loading any more (each is ready or failed)."""
-    while any(c.state in ("idle", "loading") for c in services.components.values()):
-        await asyncio.sleep(0.05)
+async def wait_settled(services: Services, timeout: float = LOAD_WAIT_S) -> None:
+    """Until every component's load has ended, ready or failed (each says so itself); ``TimeoutError``,
+    naming those still loading, after ``timeout`` seconds."""
+
+    async def settled(component) -> None:
+        with contextlib.suppress(ServiceUnavailable):  # failed: settled too (its state says so)
+            await component.wait_ready(timeout)
+
+    await asyncio.gather(*(settled(c) for c in services.components.values()))
+    pending = {name: c.state for name, c in services.components.items() if c.state not in ("ready", "failed")}
+    if pending:
+        raise TimeoutError(f"the models did not finish loading within {timeout:g} s: "
+                           + ", ".join(f"{name} ({state})" for name, state in pending.items()))
 
 
 def _set_home(loop: asyncio.AbstractEventLoop) -> None:
@@ -170,7 +182,11 @@ def _start_loading() -> None:
 async def _load(services: Services) -> None:
     started = time.perf_counter()
     await services.start()
-    await _settled(services)  # (parts somebody else started may still be loading)
+    try:
+        await wait_settled(services)  # (parts somebody else started may still be loading)
+    except TimeoutError as exc:
+        log.error("%s; no agent job can run here until they have", exc)
+        return
     failed = {name: c.error for name, c in services.components.items() if c.state == "failed"}
     if failed:
         log.error("models failed to load: %s; no agent job can run here", failed)

@@ -48,7 +48,7 @@ class ModelService:
         self.state = "idle"  # idle -> loading -> ready | failed
         self.error: str | None = None
         self.load_seconds: float | None = None
-        self._ready = asyncio.Event()
+        self._load_ended = asyncio.Event()  # set when a load has ended, ready or failed
         self.log = logging.getLogger(f"app.services.{self.component}")
 
     async def _load(self) -> None:  # pragma: no cover - subclasses implement
@@ -58,6 +58,7 @@ class ModelService:
         if self.state in ("loading", "ready"):
             return
         self.state = "loading"
+        self._load_ended.clear()
         self.log.info("%s: loading", self.component)
         started = time.perf_counter()
         try:
@@ -65,21 +66,23 @@ class ModelService:
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             self.log.error("%s: failed to load: %s", self.component, self.error)
+            self._load_ended.set()
             return
         self.load_seconds = time.perf_counter() - started
         self.state = "ready"
-        self._ready.set()
+        self._load_ended.set()
         self.log.info("%s: ready in %.2f s", self.component, self.load_seconds)
 
     async def wait_ready(self, timeout: float) -> None:
-        if self.state == "ready":
-            return
-        if self.state != "failed":
+        """Until the model is ready; ServiceUnavailable as soon as its load fails, or after ``timeout``
+        seconds if it is still loading (or nobody has started it)."""
+        if self.state not in ("ready", "failed"):
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-                return
+                await asyncio.wait_for(self._load_ended.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+        if self.state == "ready":
+            return
         if self.state == "failed":
             raise ServiceUnavailable(f"{self.component} failed to load: {self.error}")
         raise ServiceUnavailable(f"{self.component} is still loading", retry_after=5)

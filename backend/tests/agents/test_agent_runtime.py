@@ -12,9 +12,9 @@ from app.agents import runtime
 from app.agents.runtime import OnLoop
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.config.settings import Settings
-from app.services.base import BadRequest
+from app.services.base import BadRequest, ModelService
 from app.services.container import Services
-from app.services.llm import ChatMessage, GenerationParams, Usage
+from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
 
 
 def on_threads(count: int, job) -> list:
@@ -129,3 +129,42 @@ def test_only_one_set_of_services_per_process(services):
     finally:
         loop.close()
     assert runtime.models_ready()
+
+
+class LoadsOnCue(ModelService):
+    """A TEST DOUBLE of a model service: its load ends when the test says (``finish``), or never."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        super().__init__()
+        self.finish = asyncio.Event()
+
+    async def _load(self) -> None:
+        await self.finish.wait()
+
+
+async def test_settling_waits_on_each_load_and_names_those_still_loading_at_its_deadline(tmp_path):
+    settings = Settings(app_env="test", _env_file=None, llm_model_path=tmp_path / "missing.gguf")
+    loaded, stuck = LoadsOnCue("tts"), LoadsOnCue("stt")
+    services = Services(settings=settings, llm=LLMService(settings), stt=stuck, tts=loaded)
+    starts = [asyncio.ensure_future(c.start()) for c in services.components.values()]
+    try:
+        settling = asyncio.ensure_future(runtime.wait_settled(services, timeout=2.0))
+        await asyncio.sleep(0.3)
+        loaded.finish.set()
+        # The LLM's load failed (settled too), the TTS's ended; the STT's never does.
+        with pytest.raises(TimeoutError, match=r"^the models did not finish loading within 2 s: stt \(loading\)$"):
+            await asyncio.wait_for(settling, 20)
+        assert (services.llm.state, loaded.state) == ("failed", "ready")
+
+        # Once every load has ended, ready or failed, it returns then, not at its deadline.
+        stuck.finish.set()
+        await asyncio.wait_for(runtime.wait_settled(services, timeout=600), 10)
+        failing = Services(settings=settings, llm=LLMService(settings), stt=loaded, tts=loaded)
+        settling = asyncio.ensure_future(runtime.wait_settled(failing, timeout=600))
+        await failing.llm.start()
+        await asyncio.wait_for(settling, 10)
+        assert failing.llm.state == "failed"
+    finally:
+        for start in starts:
+            start.cancel()

@@ -1,21 +1,27 @@
 """Whole agent sessions over the real models, driven without a LiveKit server.
 
 Audio goes in through a real-time microphone stand-in and comes out into a recording speaker
-(``app.agents.offline_io``): VAD -> Whisper -> LLM -> TTS run exactly as they would in a room.
+(``bench.offline_io``): VAD -> Whisper -> LLM -> TTS run exactly as they would in a room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
+import pytest
 from agent_helpers import transcribe, until
-from helpers import QUESTION, QUESTION_WORDS, words
+from helpers import QUESTION, QUESTION_WORDS, TEST_VOICE, words
+from livekit import rtc
+from livekit.agents import APIConnectOptions, APIStatusError, llm
 
-from app.agents.offline_io import ClipMicrophone, RecordingSpeaker
-from app.agents.plugins import GemmaLLM
+from app.agents.plugins import GemmaLLM, OpenAudioTTS, WhisperSTT
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.vad import load_vad
+from app.config.settings import Settings
+from app.services.container import Services
 from app.voice.sentences import SentenceChunker
+from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 
 def messages(session, role: str):
@@ -50,7 +56,7 @@ async def test_spoken_question_gets_a_spoken_answer(services, question_pcm):
         await until(lambda: messages(session, "assistant"), 30, "the reply in the history")
         reply_text = messages(session, "assistant")[0].text_content
 
-    heard = await transcribe(services, speaker.segments[0].audio())
+    heard = await transcribe(services, speaker.audio(speaker.segments[0]))
     assert len(words(heard)) >= 2, heard  # real speech came out, not noise
     # What was said is what the LLM wrote.
     assert len(words(heard) & words(reply_text)) >= 0.5 * len(words(heard)), (heard, reply_text)
@@ -147,3 +153,79 @@ async def test_the_voice_starts_on_the_token_that_ends_the_first_piece(services,
         if first := chunker.push(text):
             break
     assert first == [events[first_tts][1]] and written == needed, events[:first_tts + 2]
+
+
+def unloaded_services(**settings) -> Services:
+    """Services of their own (real models) that nobody has started loading. A REST request waits
+    ``ready_wait_seconds`` for a loading model; here that is 0.1 s, so a plugin that relied on that wait
+    instead of waiting for the load itself would fail at once."""
+    return Services.create(Settings(app_env="test", _env_file=None, ready_wait_seconds=0.1, **TEST_VOICE,
+                                    **settings))
+
+
+async def test_a_turn_that_comes_before_the_models_have_loaded_waits_for_them(services, question_pcm):
+    """A session made and used at once (a job that starts while the worker's models load): its turn, and
+    the plugins' calls, wait for the models and are answered once they have loaded."""
+    fresh = unloaded_services()
+    once = APIConnectOptions(max_retry=0)  # no retries: the call itself must wait for the model
+    pcm, rate = question_pcm
+    session = create_agent_session(fresh)
+    session.output.audio = speaker = RecordingSpeaker(speed=4.0)
+    try:
+        async with session:
+            await session.start(GemmaVoiceAgent(settings=fresh.settings))
+            chat = llm.ChatContext()
+            chat.add_message(role="user", content=QUESTION)
+            calls = asyncio.gather(
+                session.run(user_input=QUESTION),
+                # Each plugin on its own as well (without the session's agent, which waits for the LLM too).
+                GemmaLLM(services=fresh, max_tokens=16).chat(chat_ctx=chat, conn_options=once).collect(),
+                WhisperSTT(services=fresh, language="en").recognize(
+                    rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2), conn_options=once),
+                OpenAudioTTS(services=fresh).synthesize("Spiders have eight legs.", conn_options=once).collect())
+            await asyncio.sleep(1.0)  # the calls are under way, and no model has even begun to load
+            assert not calls.done(), calls.exception()
+            assert {c.state for c in fresh.components.values()} == {"idle"}
+            await fresh.start()
+            result, answered, heard, spoken = await asyncio.wait_for(calls, 240)
+            await until(lambda: speaker.segments and speaker.segments[0].interrupted is not None, 60,
+                        "the reply to be spoken")
+    finally:
+        await fresh.close()
+    reply = result.expect.next_event().is_message(role="assistant")
+    assert reply.event().item.text_content.strip()
+    assert speaker.segments[0].interrupted is False
+    assert answered.text.strip() and answered.usage.completion_tokens > 0, answered
+    assert QUESTION_WORDS <= words(heard.alternatives[0].text), heard
+    assert spoken.duration > 0.5, spoken.duration
+
+
+async def test_a_turn_on_a_model_that_fails_to_load_ends_in_a_clear_error(tmp_path):
+    """The model's load fails while a turn waits for it: the turn fails at once, saying why, and the session
+    reports the same error (not retried: a failed load stays failed)."""
+    missing = tmp_path / "missing.gguf"
+    fresh = unloaded_services(llm_model_path=missing)
+    errors = []
+    session = create_agent_session(fresh)
+    session.on("error", lambda ev: errors.append(ev.error))
+    async with session:
+        await session.start(GemmaVoiceAgent(settings=fresh.settings))
+        turn = asyncio.ensure_future(session.run(user_input=QUESTION))
+        await asyncio.sleep(1.0)  # the turn waits for the model
+        assert not turn.done() and not errors, errors
+        await fresh.llm.start()
+        assert fresh.llm.state == "failed"
+        why = f"the language model failed to load: ModelUnavailable: LLM_MODEL_PATH {missing} does not exist"
+        with pytest.raises(APIStatusError, match=re.escape(why)):
+            await asyncio.wait_for(turn, 30)
+    [error] = errors
+    assert error.error is turn.exception() and not error.recoverable, error
+
+
+async def test_a_model_that_never_loads_fails_the_turn_after_the_plugins_deadline():
+    fresh = unloaded_services()  # nobody starts them
+    session = create_agent_session(fresh, llm=GemmaLLM(services=fresh, load_timeout=1.0))
+    async with session:
+        await session.start(GemmaVoiceAgent(settings=fresh.settings))
+        with pytest.raises(APIStatusError, match="the language model did not load within 1 s"):
+            await asyncio.wait_for(session.run(user_input=QUESTION), 30)

@@ -8,18 +8,18 @@ stream into ``ChatChunk``s.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from livekit.agents import APIConnectOptions, NotGivenOr, llm, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
 
 from app.agents.plugins._errors import api_error
-from app.agents.runtime import shared_services
+from app.agents.plugins._loading import ModelLoadWait
+from app.agents.runtime import LOAD_WAIT_S, shared_services
 from app.agents.sentences import FirstPieceEnd
 from app.services.base import ServiceError
 from app.services.container import Services
-from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
+from app.services.llm import ChatMessage, GenerationParams, LLMGate, LLMService, Usage
 
 log = logging.getLogger("app.agents.llm")
 
@@ -53,14 +53,16 @@ def _text(content: Any) -> str:
 class GemmaLLM(llm.LLM):
     def __init__(self, *, services: Services | None = None, temperature: float | None = None,
                  max_tokens: int | None = None, top_p: float = 0.95,
-                 llm_gate: threading.Event | None = None) -> None:
+                 llm_gate: LLMGate | None = None, load_timeout: float = LOAD_WAIT_S) -> None:
         """``services``: default, the process-wide ones (``app.agents.runtime``).
         ``temperature``: default ``VOICE_TEMPERATURE``.
         ``max_tokens``: default ``VOICE_MAX_REPLY_TOKENS``: spoken replies are short.
-        ``llm_gate``: while it is clear, generation pauses (see ``OpenAudioTTS``)."""
+        ``llm_gate``: while it is clear, generation pauses (see ``OpenAudioTTS``).
+        ``load_timeout``: how long requests wait for a model that is still loading (``ModelLoadWait``)."""
         super().__init__()
         self._services = services or shared_services()
         self.llm_gate = llm_gate
+        self._loaded = ModelLoadWait("the language model", load_timeout)
         if temperature is None:
             temperature = self._services.settings.voice_temperature
         if not 0.0 <= temperature <= 2.0:
@@ -79,6 +81,10 @@ class GemmaLLM(llm.LLM):
     @property
     def service(self) -> LLMService:
         return self._services.llm
+
+    async def wait_loaded(self) -> None:
+        """Until the model has loaded; a non-retryable ``APIStatusError`` if it failed to, or took too long."""
+        await self._loaded(self.service)
 
     @property
     def model(self) -> str:
@@ -122,6 +128,7 @@ class GemmaLLMStream(llm.LLMStream):
     async def _run(self) -> None:
         request_id = utils.shortuuid("gemma_")
         self.usage = usage = Usage()
+        await self._gemma.wait_loaded()
         # Where the TTS will start on the first piece (and close the gate): the model pauses right there.
         pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage,
                                                  gate=self._gemma.llm_gate, pause_after=FirstPieceEnd())

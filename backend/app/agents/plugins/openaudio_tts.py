@@ -9,16 +9,17 @@ time (see ``voice_agent.py``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from livekit.agents import APIConnectOptions, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from app.agents.plugins._errors import api_error
-from app.agents.runtime import shared_services
+from app.agents.plugins._loading import ModelLoadWait
+from app.agents.runtime import LOAD_WAIT_S, shared_services
 from app.services.base import ServiceError
 from app.services.container import Services
+from app.services.llm import LLMGate
 from app.services.tts import TTSEngine
 
 log = logging.getLogger("app.agents.tts")
@@ -26,14 +27,16 @@ log = logging.getLogger("app.agents.tts")
 
 class OpenAudioTTS(tts.TTS):
     def __init__(self, *, services: Services | None = None, voice: str | None = None,
-                 llm_gate: threading.Event | None = None) -> None:
+                 llm_gate: LLMGate | None = None, load_timeout: float = LOAD_WAIT_S) -> None:
         """``voice``: a voice / OpenAudio reference id; default ``TTS_DEFAULT_VOICE``, and the
         engine's own default (``OPENAUDIO_REFERENCE_ID``) when that is unset too.
         ``llm_gate``: cleared from the start of each piece until its first audio, so that the session's
         model (``GemmaLLM(llm_gate=...)``) pauses meanwhile: on a small CPU the two slow each other
-        down, and the first audio is what the listener waits for."""
+        down, and the first audio is what the listener waits for.
+        ``load_timeout``: how long requests wait for a model that is still loading (``ModelLoadWait``)."""
         self._services = services or shared_services()
         self.llm_gate = llm_gate
+        self._loaded = ModelLoadWait("the speech synthesis model", load_timeout)
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
                          sample_rate=self.engine.sample_rate, num_channels=1)
         self._voice = voice or self._services.settings.tts_default_voice
@@ -41,6 +44,10 @@ class OpenAudioTTS(tts.TTS):
     @property
     def engine(self) -> TTSEngine:
         return self._services.tts
+
+    async def wait_loaded(self) -> None:
+        """Until the model has loaded; a non-retryable ``APIStatusError`` if it failed to, or took too long."""
+        await self._loaded(self.engine)
 
     @property
     def sample_rate(self) -> int:
@@ -75,6 +82,7 @@ class OpenAudioChunkedStream(tts.ChunkedStream):
         self._voice = tts.voice  # fixed per request, even if options change meanwhile
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        await self._openaudio.wait_loaded()  # (its sample rate is sure only then)
         engine = self._openaudio.engine
         output_emitter.initialize(request_id=utils.shortuuid("tts_"), sample_rate=engine.sample_rate,
                                   num_channels=1, mime_type="audio/pcm")

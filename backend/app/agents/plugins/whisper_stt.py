@@ -13,7 +13,8 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.agents.utils import is_given
 
 from app.agents.plugins._errors import api_error
-from app.agents.runtime import shared_services
+from app.agents.plugins._loading import ModelLoadWait
+from app.agents.runtime import LOAD_WAIT_S, shared_services
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.services.base import ServiceError
 from app.services.container import Services
@@ -22,17 +23,23 @@ from app.services.whisper import WhisperService
 
 class WhisperSTT(stt.STT):
     def __init__(self, *, services: Services | None = None, language: str | None = None,
-                 prompt: str | None = None) -> None:
+                 prompt: str | None = None, load_timeout: float = LOAD_WAIT_S) -> None:
         """``language``: an ISO code to skip detection (faster, surer on short turns); default: detect.
-        ``prompt``: words to bias recognition towards (names, jargon)."""
+        ``prompt``: words to bias recognition towards (names, jargon).
+        ``load_timeout``: how long a request waits for a model that is still loading (``ModelLoadWait``)."""
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._services = services or shared_services()
+        self._loaded = ModelLoadWait("the speech recognition model", load_timeout)
         self._language = language
         self._prompt = prompt
 
     @property
     def service(self) -> WhisperService:
         return self._services.stt
+
+    async def wait_loaded(self) -> None:
+        """Until the model has loaded; a non-retryable ``APIStatusError`` if it failed to, or took too long."""
+        await self._loaded(self.service)
 
     @property
     def model(self) -> str:
@@ -50,6 +57,7 @@ class WhisperSTT(stt.STT):
 
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
                               conn_options: APIConnectOptions) -> stt.SpeechEvent:
+        await self.wait_loaded()
         frame = utils.merge_frames(buffer)
         pcm = bytes(frame.data)
         if frame.num_channels > 1:
