@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,6 +16,7 @@ from app.config.settings import Settings
 from app.models import resolve_llm
 from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage, _Instance, common_prefix
 
+BACKEND = Path(__file__).resolve().parents[1]
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
         "temperature": 0.0}
 
@@ -153,3 +157,38 @@ async def test_a_reply_that_reaches_its_length_while_others_wait_ends_there():
             assert usage.finish_reason == "length" and usage.completion_tokens <= 5, usage
     finally:
         await service.close()
+
+
+LOAD_WHILE_ANOTHER_THREAD_WRITES = """
+import os, threading, time
+from app.config.settings import Settings
+from app.models import resolve_llm
+from app.services.llm import _Instance
+
+stop, written = threading.Event(), []
+
+def write():
+    while not stop.is_set():
+        os.write(2, b"line %d\\n" % len(written))
+        written.append(1)
+        time.sleep(0.002)
+
+writer = threading.Thread(target=write)
+writer.start()
+settings = Settings(app_env="test", _env_file=None)
+_Instance(resolve_llm(settings), settings)
+stop.set()
+writer.join()
+print(len(written))
+"""
+
+
+def test_loading_the_model_loses_no_other_threads_output():
+    """A worker's log lines while its model loads (its LiveKit registration, say) reach its stderr: the load
+    does not point the process's file descriptors elsewhere, and prints nothing of its own there."""
+    run = subprocess.run([sys.executable, "-c", LOAD_WHILE_ANOTHER_THREAD_WRITES], cwd=BACKEND,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stderr.splitlines()
+    assert len(lines) == int(run.stdout) > 10
+    assert all(line.startswith("line ") for line in lines), [line for line in lines if not line.startswith("line ")][:5]

@@ -15,7 +15,9 @@ away (or a timeout) stops it within a token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import io
 import logging
 import re
 import threading
@@ -215,9 +217,16 @@ class _Instance:
     def __init__(self, source: LLMSource, settings: Settings):
         from llama_cpp import Llama
 
-        self.llama = Llama(model_path=str(source.path), n_ctx=settings.llm_n_ctx,
-                           n_threads=settings.llm_n_threads, n_threads_batch=settings.llm_n_threads,
-                           verbose=False)
+        # Not verbose=False: that points the whole process's stdout and stderr (the file descriptors) at
+        # /dev/null while the model loads, and every other thread's log lines of that time are lost (a worker's
+        # registration with LiveKit, say). What the load prints goes to this module's debug log instead.
+        with contextlib.redirect_stderr(io.StringIO()) as load_log:
+            self.llama = Llama(model_path=str(source.path), n_ctx=settings.llm_n_ctx,
+                               n_threads=settings.llm_n_threads, n_threads_batch=settings.llm_n_threads,
+                               verbose=True)
+        self.llama.verbose = False  # no prints to stderr per request
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own log: errors only
+        log.debug("llama.cpp loaded %s:\n%s", source.path, load_log.getvalue())
         template = self.llama.metadata.get("tokenizer.chat_template")
         if source.has_chat_template is False:
             template = None

@@ -52,6 +52,7 @@ class OverloadedLLMDouble:
     """Stands in for an LLMService whose queue is full (hard to provoke with the real one on cue)."""
 
     model_name = "overloaded-double"
+    state = "ready"  # a loaded service
 
     def __init__(self):
         self.calls = 0
@@ -66,6 +67,7 @@ class FailingMidReplyLLMDouble:
     """Stands in for an LLMService that fails after its first words (a timeout mid-reply, say)."""
 
     model_name = "failing-double"
+    state = "ready"  # a loaded service
 
     def __init__(self):
         self.calls = 0
@@ -80,6 +82,7 @@ class FailingMidSentenceTTSDouble:
     """Stands in for a TTS engine whose server drops the connection after the first audio chunk."""
 
     engine = "failing-double"
+    state = "ready"  # a loaded service
     sample_rate = 22050
 
     def __init__(self):

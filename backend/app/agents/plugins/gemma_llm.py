@@ -130,7 +130,7 @@ class GemmaLLMStream(llm.LLMStream):
         self.usage = usage = Usage()
         await self._gemma.wait_loaded()
         # Where the TTS will start on the first piece (and close the gate): the model pauses right there.
-        pieces = self._gemma.service.stream_chat(chat_messages(self._chat_ctx), self._params, usage,
+        pieces = self._gemma.service.stream_chat(chat_messages(self.chat_ctx), self._params, usage,
                                                  gate=self._gemma.llm_gate, pause_after=FirstPieceEnd())
         sent = False
         try:

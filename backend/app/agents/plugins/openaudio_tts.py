@@ -86,7 +86,7 @@ class OpenAudioChunkedStream(tts.ChunkedStream):
         engine = self._openaudio.engine
         output_emitter.initialize(request_id=utils.shortuuid("tts_"), sample_rate=engine.sample_rate,
                                   num_channels=1, mime_type="audio/pcm")
-        chunks = engine.stream(self._input_text, voice=self._voice)
+        chunks = engine.stream(self.input_text, voice=self._voice)
         gate = self._openaudio.llm_gate
         if gate is not None:
             gate.clear()
@@ -96,7 +96,7 @@ class OpenAudioChunkedStream(tts.ChunkedStream):
             async for pcm in chunks:
                 output_emitter.push(pcm)
                 if not pushed:
-                    log.debug("piece of %d characters: first audio after %.0f ms", len(self._input_text),
+                    log.debug("piece of %d characters: first audio after %.0f ms", len(self.input_text),
                               (time.perf_counter() - started) * 1000)
                 pushed = True
                 if gate is not None:
