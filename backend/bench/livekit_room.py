@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 from livekit import rtc
 
@@ -96,12 +97,14 @@ class RoomUser:
         self._tasks.append(asyncio.create_task(self._microphone(), name="room-user-microphone"))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        # Leave the room first: an agent track or transcription arriving meanwhile would start one more
+        # task. Then cancel until none is left.
+        await self.room.disconnect()
+        while self._tasks:
+            task = self._tasks.pop()
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.room.disconnect()
         await self.source.aclose()
 
     async def wait_for_agent(self, timeout: float) -> float:
@@ -247,6 +250,17 @@ class WorkerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "app.agents.worker", "start", "--log-level", "INFO"],
                                      cwd=BACKEND, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=self._log,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        port = env.get("LIVEKIT_WORKER_PORT")
+        self.health_url = f"http://127.0.0.1:{port}/worker" if port else None
+
+    def info(self) -> dict:
+        """What the worker's health endpoint says (JSON leaves out zeros: no active_jobs, no worker_load)."""
+        return httpx.get(self.health_url, timeout=5).json()
+
+    def idle(self) -> bool:
+        """No job, and its models ready (its load is full until they are)."""
+        info = self.info()
+        return info.get("worker_load", 0.0) == 0.0 and info.get("active_jobs", 0) == 0
 
     @property
     def messages(self) -> list[str]:

@@ -176,7 +176,7 @@ def write():
 writer = threading.Thread(target=write)
 writer.start()
 settings = Settings(app_env="test", _env_file=None)
-_Instance(resolve_llm(settings), settings)
+kept = _Instance(resolve_llm(settings), settings)  # loaded until the process exits
 stop.set()
 writer.join()
 print(len(written))
@@ -185,7 +185,8 @@ print(len(written))
 
 def test_loading_the_model_loses_no_other_threads_output():
     """A worker's log lines while its model loads (its LiveKit registration, say) reach its stderr: the load
-    does not point the process's file descriptors elsewhere, and prints nothing of its own there."""
+    does not point the process's file descriptors elsewhere, and prints nothing of its own there; nor does
+    the process's exit with the model still loaded."""
     run = subprocess.run([sys.executable, "-c", LOAD_WHILE_ANOTHER_THREAD_WRITES], cwd=BACKEND,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -139,7 +139,7 @@ async def wait_settled(services: Services, timeout: float = LOAD_WAIT_S) -> None
             await component.wait_ready(timeout)
 
     await asyncio.gather(*(settled(c) for c in services.components.values()))
-    pending = {name: c.state for name, c in services.components.items() if c.state not in ("ready", "failed")}
+    pending = {name: c.state for name, c in services.components.items() if c.state in ("idle", "loading")}
     if pending:
         raise TimeoutError(f"the models did not finish loading within {timeout:g} s: "
                            + ", ".join(f"{name} ({state})" for name, state in pending.items()))

@@ -45,7 +45,7 @@ class ModelService:
     component = "model"
 
     def __init__(self) -> None:
-        self.state = "idle"  # idle -> loading -> ready | failed
+        self.state = "idle"  # idle -> loading -> ready | failed; closed once a service frees its model
         self.error: str | None = None
         self.load_seconds: float | None = None
         self._load_ended = asyncio.Event()  # set when a load has ended, ready or failed
@@ -76,7 +76,7 @@ class ModelService:
     async def wait_ready(self, timeout: float) -> None:
         """Until the model is ready; ServiceUnavailable as soon as its load fails, or after ``timeout``
         seconds if it is still loading (or nobody has started it)."""
-        if self.state not in ("ready", "failed"):
+        if self.state in ("idle", "loading"):
             try:
                 await asyncio.wait_for(self._load_ended.wait(), timeout)
             except asyncio.TimeoutError:
@@ -85,6 +85,8 @@ class ModelService:
             return
         if self.state == "failed":
             raise ServiceUnavailable(f"{self.component} failed to load: {self.error}")
+        if self.state == "closed":
+            raise ServiceUnavailable(f"{self.component} is shut down")
         raise ServiceUnavailable(f"{self.component} is still loading", retry_after=5)
 
     def status(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ away (or a timeout) stops it within a token.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import io
@@ -22,6 +23,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -211,6 +213,17 @@ class _StateCache:
                     "mb": round(sum(len(k.state) for k in self._states.values()) / 1e6, 1)}
 
 
+# Models still loaded at exit are freed while llama-cpp-python still can: left to the garbage collector,
+# its free function is already gone and every shutdown prints a TypeError traceback.
+_loaded: weakref.WeakSet[_Instance] = weakref.WeakSet()
+
+
+@atexit.register
+def _free_models_at_exit() -> None:
+    for inst in list(_loaded):
+        inst.close()
+
+
 class _Instance:
     """One llama.cpp model plus how to turn messages into its prompt."""
 
@@ -238,6 +251,11 @@ class _Instance:
             bos = self.llama.detokenize([self.llama.token_bos()]).decode("utf-8", "ignore")
             self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self.chat_format = "gguf-template" if self.formatter else "gemma"
+        _loaded.add(self)
+
+    def close(self) -> None:
+        _loaded.discard(self)
+        self.llama.close()
 
     def save(self) -> _KVState:
         """The evaluated tokens and their KV cache (llama.cpp's state: a few MB for a short chat)."""
@@ -457,6 +475,7 @@ class LLMService(ModelService):
         self.model_name = "unknown"
         self.model_path: str | None = None
         self._free: list[_Instance] = []
+        self._instances: list[_Instance] = []  # loaded, free or not
         self._tokenizer: _Instance | None = None
         self._waiters: deque[asyncio.Future[_Instance]] = deque()  # first come, first served
         self._active = 0
@@ -475,6 +494,7 @@ class LLMService(ModelService):
         self.model_name, self.model_path = source.name, str(source.path)
         for _ in range(self.settings.llm_instances):
             inst = await asyncio.to_thread(_Instance, source, self.settings)
+            self._instances.append(inst)
             self._tokenizer = self._tokenizer or inst
             self._release(inst, active=False)
 
@@ -614,4 +634,13 @@ class LLMService(ModelService):
         return "".join(pieces).strip(), usage
 
     async def close(self) -> None:
+        """Stops queued work, waits (briefly) for running generation, and frees the models."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(self._executor.shutdown, wait=True), 10)
+            for inst in self._instances:  # not while a generation may still run on one
+                inst.close()
+            self._instances.clear()
+            self._free.clear()
+            self._tokenizer = None
+            self.state = "closed"

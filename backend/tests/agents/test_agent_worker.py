@@ -1,4 +1,5 @@
-"""The worker: its CLI as the user runs it, the load it reports, and what it does in a real room (its name,\nits jobs as threads, pre-connect audio)."""
+"""The worker: its CLI as the user runs it, the load it reports, and what it does in a real room (its name,
+its jobs as threads, pre-connect audio)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import time
 import httpx
 import psutil
 import pytest
-from agent_helpers import until
-from helpers import QUESTION_WORDS, TEST_VOICE, free_port, words
+from agent_helpers import until, until_worker_free, worker_in
+from helpers import QUESTION_WORDS, free_port, words
 from livekit import rtc
 
 from app.agents.worker import FULL, job_options, worker_load
@@ -107,57 +108,18 @@ def test_two_workers_on_one_host_load_their_models_once_and_stop():
 
 AGENT = "worker-test-agent"  # not the default name: the worker must take it from its settings
 JOIN_S = 10.0
-STATUS_INTERVAL_S = 2.5  # how often a worker tells the server its load (livekit-agents' UPDATE_STATUS_INTERVAL)
-
-
-def worker_info(worker: WorkerProcess) -> dict:
-    """What the worker's /worker endpoint says; JSON leaves out zeros (no active_jobs, no worker_load)."""
-    return httpx.get(worker.health_url, timeout=5).json()
-
-
-def answers(worker: WorkerProcess) -> bool:
-    try:
-        return bool(worker_info(worker))
-    except httpx.HTTPError:
-        return False
-
-
-def idle(worker: WorkerProcess) -> bool:
-    """No job, and its models ready (its load is full until they are)."""
-    info = worker_info(worker)
-    return info.get("worker_load", 0.0) == 0.0 and info.get("active_jobs", 0) == 0
 
 
 @pytest.fixture(scope="module")
 def room_worker(livekit_server):
     """``python -m app.agents.worker start`` against the real livekit-server, under AGENT, two slots."""
-    health_port = free_port()
-    worker = WorkerProcess(worker_env(
-        LIVEKIT_URL=livekit_server.url, LIVEKIT_API_KEY=livekit_server.api_key,
-        LIVEKIT_API_SECRET=livekit_server.api_secret, LIVEKIT_AGENT_NAME=AGENT, LIVEKIT_WORKER_MAX_JOBS="2",
-        LIVEKIT_WORKER_PORT=str(health_port), APP_ENV="test",
-        **{name.upper(): str(value) for name, value in TEST_VOICE.items()}))
-    worker.health_url = f"http://127.0.0.1:{health_port}/worker"
-    try:
-        deadline = time.monotonic() + 60
-        while not answers(worker):
-            assert worker.proc.poll() is None and time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
-            time.sleep(0.1)
+    with worker_in(livekit_server, LIVEKIT_AGENT_NAME=AGENT, LIVEKIT_WORKER_MAX_JOBS="2") as worker:
         yield worker
-        assert worker.stop() and worker.proc.returncode == 0
-    finally:
-        worker.kill()
 
 
 @pytest.fixture
 async def free_worker(room_worker):
-    """The worker idle, and the server told so. It tells the server every STATUS_INTERVAL_S, and a room
-    opened while the server still has it full (or loading) gets no agent. (Its log can't tell: while
-    llama-cpp-python loads a model it points the process's stdout and stderr at /dev/null, and the lines
-    other threads log meanwhile, "registered worker" or "marking as unavailable", are lost.)"""
-    await until(lambda: asyncio.to_thread(idle, room_worker), 180, "the worker idle with its models ready")
-    await asyncio.sleep(STATUS_INTERVAL_S + 0.5)
-    return room_worker
+    return await until_worker_free(room_worker)
 
 
 def dispatching(settings: Settings, agent_name: str = AGENT) -> Settings:
@@ -172,10 +134,7 @@ async def room_user(settings: Settings):
     try:
         yield user
     finally:
-        # A deadline: RoomUser.close() waits for every task the user started, and an agent track that
-        # arrives while it closes starts one more, which nothing cancels (the tests here leave once they
-        # hear the agent).
-        await asyncio.wait_for(user.close(), 15)
+        await user.close()
 
 
 async def test_the_settings_agent_name_is_the_one_dispatched(free_worker, livekit_settings):
@@ -187,7 +146,7 @@ async def test_the_settings_agent_name_is_the_one_dispatched(free_worker, liveki
         async with room_user(dispatching(livekit_settings, "someone-else")) as stranger:
             with pytest.raises(asyncio.TimeoutError):
                 await stranger.wait_for_agent(5.0)
-        assert worker_info(free_worker).get("active_jobs") == 1  # it had a free slot for the stranger all along
+        assert free_worker.info().get("active_jobs") == 1  # it had a free slot for the stranger all along
 
 
 async def test_jobs_run_as_threads_of_the_worker_on_its_one_set_of_models(free_worker, livekit_settings):
@@ -198,7 +157,7 @@ async def test_jobs_run_as_threads_of_the_worker_on_its_one_set_of_models(free_w
         await asyncio.gather(first.wait_for_agent(JOIN_S), second.wait_for_agent(JOIN_S))
         assert first.agent_identity != second.agent_identity
         # Both jobs are this process's, and each agent's audio reaches its user.
-        await until(lambda: asyncio.to_thread(lambda: worker_info(free_worker).get("active_jobs") == 2), 10,
+        await until(lambda: asyncio.to_thread(lambda: free_worker.info().get("active_jobs") == 2), 10,
                     "the worker counting both jobs")
         await until(lambda: first.heard and second.heard, 10, "the agents' audio")
         children = psutil.Process(free_worker.proc.pid).children(recursive=True)

@@ -16,13 +16,13 @@ import sys
 import httpx
 import psutil
 import pytest
-from agent_helpers import until
-from helpers import QUESTION_WORDS, TEST_VOICE, free_port, words
+from agent_helpers import until, until_worker_free, voice_env, worker_in
+from helpers import QUESTION_WORDS, free_port, words
 from livekit import api
 
 from app.config.settings import Settings
 from app.services.livekit_tokens import user_token
-from bench.livekit_room import BACKEND, RoomUser, WorkerProcess, worker_env
+from bench.livekit_room import BACKEND, RoomUser, worker_env
 from bench.room_latency import STOPPED_S
 
 MAX_JOBS = 2
@@ -30,39 +30,15 @@ JOIN_S = 3.0  # the issue's bound: the agent is in the room within 3 s of the us
 REPLY_S = 20.0
 
 
-def voice_env() -> dict[str, str]:
-    """TEST_VOICE as environment variables for a process of its own."""
-    return {name.upper(): str(value) for name, value in TEST_VOICE.items()}
-
-
 @pytest.fixture(scope="module")
 def room_worker(livekit_server):
-    health_port = free_port()
-    worker = WorkerProcess(worker_env(
-        LIVEKIT_URL=livekit_server.url, LIVEKIT_API_KEY=livekit_server.api_key,
-        LIVEKIT_API_SECRET=livekit_server.api_secret, LIVEKIT_WORKER_MAX_JOBS=str(MAX_JOBS),
-        LIVEKIT_WORKER_PORT=str(health_port), APP_ENV="test", **voice_env()))
-    worker.health_url = f"http://127.0.0.1:{health_port}/worker"
-    try:
-        # The server sends jobs only once the worker has told it (every 2.5 s) that it has room.
-        worker.wait_for("marking as available", timeout=180)
+    with worker_in(livekit_server, LIVEKIT_WORKER_MAX_JOBS=str(MAX_JOBS)) as worker:
         yield worker
-        assert worker.stop() and worker.proc.returncode == 0
-    finally:
-        worker.kill()
 
 
 @pytest.fixture
 async def free_worker(room_worker):
-    """The worker with every slot free, and the server told so. It tells the server every 2.5 s, and
-    a room opened while the server still thinks it full gets no agent: the tests wait for the news."""
-    await until(lambda: asyncio.to_thread(_worker_idle, room_worker), 20, "the worker's slots free")
-    messages = room_worker.messages
-    full = max((i for i, m in enumerate(messages) if "marking as unavailable" in m), default=-1)
-    free = max((i for i, m in enumerate(messages) if "marking as available" in m), default=-1)
-    if full > free:
-        await asyncio.to_thread(room_worker.wait_for, "marking as available", 10, after=full)
-    return room_worker
+    return await until_worker_free(room_worker)
 
 
 @contextlib.asynccontextmanager
@@ -163,15 +139,11 @@ async def test_leaving_ends_the_job_and_frees_its_slot(free_worker, livekit_sett
         assert agent in await room_participants(livekit_settings, room)
     # The agent leaves the room after its user, and the worker's slot is free again.
     await until(lambda: _not_in(livekit_settings, room, agent), 15, "the agent leaving the empty room")
-    await until(lambda: asyncio.to_thread(_worker_idle, free_worker), 10, "the worker's load back at 0")
+    await until(lambda: asyncio.to_thread(free_worker.idle), 10, "the worker's load back at 0")
 
 
 async def _not_in(settings, room, identity) -> bool:
     return identity not in await room_participants(settings, room)
-
-
-def _worker_idle(worker) -> bool:
-    return httpx.get(worker.health_url, timeout=5).json().get("worker_load", 0.0) == 0.0  # (JSON leaves out 0)
 
 
 async def test_two_rooms_at_once_each_get_an_agent_and_a_third_gets_none(free_worker, livekit_settings,
@@ -197,7 +169,7 @@ async def test_two_rooms_at_once_each_get_an_agent_and_a_third_gets_none(free_wo
 
 
 def _worker_full(worker) -> bool:
-    return httpx.get(worker.health_url, timeout=5).json().get("worker_load", 0.0) >= 0.7
+    return worker.info().get("worker_load", 0.0) >= 0.7
 
 
 async def test_make_run_starts_livekit_and_its_in_process_agent_answers_in_a_room(tmp_path, question_pcm):

@@ -34,6 +34,8 @@ class ModelLoadWait:
             pass
         if service.state == "failed":
             message = f"{self.what} failed to load: {service.error}"
+        elif service.state == "closed":
+            message = f"{self.what} is shut down"
         else:
             message = f"{self.what} did not load within {self.timeout:g} s"
         # Not retryable: the framework's retries (seconds apart) would only repeat the same answer.
