@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
+from app.audio.codec import WHISPER_RATE, float_to_pcm16, pcm16_to_float, resample_pcm
 from app.config.settings import get_settings
 from app.services.local_tts import LocalTTSService
 from app.services.whisper import WhisperService
@@ -33,6 +33,22 @@ def cough(seed: int, seconds: float) -> np.ndarray:
     envelope = np.exp(-np.linspace(0, 6, n)) * np.minimum(1, np.linspace(0, 20, n))
     noise = np.random.default_rng(seed).standard_normal(n)
     return (np.convolve(noise, np.ones(8) / 8, mode="same") * envelope * 0.5).astype(np.float32)
+
+
+async def noise_clips() -> list[tuple[str, bytes]]:
+    """Wordless sounds to make over a reply (``bench.voice_bench``): coughs and speech played backwards, each
+    with 0.1 s of silence around it, as s16le at 16 kHz."""
+    settings = get_settings().model_copy(update={"local_tts_variation": 0.0})
+    tts = LocalTTSService(settings)
+    await tts.start()
+    try:
+        sounds = [(f"backwards {t!r}", pcm16_to_float(resample_pcm(await tts.synthesize(t), tts.sample_rate,
+                                                                   WHISPER_RATE))[::-1]) for t in BACKWARDS]
+    finally:
+        await tts.close()
+    sounds += [(f"cough {seed}, {s} s", cough(seed, s)) for seed in range(3) for s in (0.3, 0.6)]
+    pad = np.zeros(WHISPER_RATE // 10, np.float32)
+    return [(name, float_to_pcm16(np.concatenate([pad, audio, pad]))) for name, audio in sounds]
 
 
 async def main() -> None:

@@ -4,8 +4,9 @@ A scripted client (GA event names) speaks each utterance of ``bench.common.UTTER
 ``bench.voice_bench``) in real time, 20 ms of PCM16 at 24 kHz per ``input_audio_buffer.append``, then keeps
 sending silence as an open microphone would. Latency = the append holding the last voiced sample was sent ->
 the first ``response.output_audio.delta``. Barge-in: a long story is requested and fully received while the
-client still has seconds of it to play; the user then speaks over it. Time from the first speech append to
-``input_audio_buffer.speech_started`` (the client stops playing) and to the story's ``response.done``.
+client still has seconds of it to play; the user then speaks over it. Time from the append holding the first
+voiced sample to ``input_audio_buffer.speech_started`` (the client stops playing) and to the story's
+``response.done`` (``cancelled``).
 
     cd backend && .venv/bin/python -m bench.realtime_latency [--barge-in 3] [--no-save]
 """
@@ -18,11 +19,11 @@ import base64
 import json
 import time
 
-import numpy as np
 import websockets
 
 from app.audio.codec import resample_pcm
 from bench.common import UTTERANCES, machine, running_server, save, summary, user_voice, word_errors
+from bench.voice_bench import voiced_frames
 
 RATE = 24000
 FRAME_BYTES = RATE // 50 * 2  # 20 ms of PCM16
@@ -31,12 +32,6 @@ FRAME_BYTES = RATE // 50 * 2  # 20 ms of PCM16
 async def make_clips(texts: list[str]) -> list[bytes]:
     spoken, rate = await user_voice(texts)
     return [resample_pcm(pcm, rate, RATE) for pcm in spoken]
-
-
-def last_voiced_frame(pcm: bytes) -> int:
-    samples = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
-    voiced = np.nonzero(samples > 500)[0]
-    return int(voiced[-1]) * 2 // FRAME_BYTES if voiced.size else 0
 
 
 class Client:
@@ -51,11 +46,12 @@ class Client:
         self.events: asyncio.Queue[dict] = asyncio.Queue()
 
     def say(self, pcm: bytes) -> int:
-        """Queue the clip; returns the number of its first frame."""
-        first = self.sent + len(self.queue)
+        """Queue the clip; returns the number of the frame holding its first voiced sample."""
+        start = self.sent + len(self.queue)
         self.queue.extend(pcm[i:i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0") for i in range(0, len(pcm), FRAME_BYTES))
-        self.watch, self.watch_time = first + last_voiced_frame(pcm), None
-        return first
+        first, last = voiced_frames(pcm, RATE)
+        self.watch, self.watch_time = start + last, None
+        return start + first
 
     async def send(self, event: dict) -> None:
         await self.ws.send(json.dumps(event))
