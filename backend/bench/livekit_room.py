@@ -127,7 +127,6 @@ class RoomUser:
             text = await reader.read_all()
             final = (reader.info.attributes or {}).get("lk.transcription_final") != "false"
             self.transcripts.append(Transcript(identity, text, final, time.perf_counter()))
-            self._heard_more.set()
 
         self._tasks.append(asyncio.create_task(read()))
 
@@ -220,13 +219,6 @@ class RoomUser:
                     return last_voiced
             return last_voiced if time.perf_counter() - last_voiced >= quiet_s else None
         return await self._until(found, timeout, f"the agent not quiet for {quiet_s} s")
-
-    async def agent_transcript_after(self, after: float, timeout: float = 30.0) -> float:
-        """The receive time of the first of the agent's transcripts to end after ``after``: a reply's text
-        stream ends with the reply, also when the reply is cut."""
-        def found() -> float | None:
-            return next((t.at for t in self.transcripts if t.identity == self.agent_identity and t.at > after), None)
-        return await self._until(found, timeout, "no agent transcript ended")
 
     def voiced_seconds(self, start: float, end: float) -> float:
         """How much of the agent's audio between ``start`` and ``end`` was voice."""
