@@ -84,20 +84,28 @@ async def turns(settings: Settings, count: int) -> tuple[list[dict], float]:
 
 
 async def barge_ins(settings: Settings, count: int) -> list[float]:
-    """Seconds from the user's first voiced frame over a long reply to the agent's audio stopping."""
+    """Seconds from the user's first voiced frame over a long reply to the agent's audio stopping. The user
+    speaks 2 s into the reply (its first clause may be followed by a gap while the next one is made), and
+    a try counts only if the agent was talking then."""
     (story, stop), rate = await user_voice([LONG_REPLY, INTERRUPTION])
     user, _ = await joined_user(settings)
     pauses = []
     try:
-        for _ in range(count):
+        for index in range(count * 2):
+            if len(pauses) == count:
+                break
             said = await user.say(story, rate)
             first = await user.agent_voice_after(said.end, REPLY_TIMEOUT_S)
-            await asyncio.sleep(0.5)
+            # A session's first seconds of agent speech can't be talked over (VOICE_AEC_WARMUP_S).
+            await asyncio.sleep(2.0 + (get_settings().voice_aec_warmup_s if index == 0 else 0.0))
             over = await user.say(stop, rate)
             stopped = await user.agent_quiet_after(over.start, quiet_s=STOPPED_S, timeout=10)
-            pauses.append(stopped - over.start)
+            talking = user.voiced_seconds(over.start - 0.3, over.start) >= 0.15
+            if talking:
+                pauses.append(stopped - over.start)
             print(f"  barge-in: the agent's audio stopped {ms(stopped - over.start):.0f} ms after the user began "
-                  f"({ms(over.start - first):.0f} ms into its reply)")
+                  f"({ms(over.start - first):.0f} ms into its reply)" + ("" if talking else ": it was between "
+                                                                         "clauses then, not counted"))
             answer = await user.agent_voice_after(over.end, REPLY_TIMEOUT_S)
             await user.agent_quiet_after(answer, quiet_s=SILENCE_AFTER_REPLY_S, timeout=60)
     finally:
