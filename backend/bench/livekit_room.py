@@ -42,8 +42,8 @@ FRAME_SAMPLES = RATE * FRAME_MS // 1000
 # What the SDK may hold of the microphone before WebRTC takes it. WebRTC takes 10 ms at a time on its own
 # clock; each time that clock falls behind (a busy CPU) the SDK's default 1 s queue keeps the difference,
 # so the user's words could reach the agent later and later. A real microphone is clocked by its device
-# and has no such queue; 40 ms bounds the lag this one can add.
-MIC_QUEUE_MS = 40
+# and has no such queue; one frame bounds the lag this one can add (40 ms held a barge-in back ~30 ms).
+MIC_QUEUE_MS = 10
 # An agent frame louder than this (RMS of s16 samples) is its voice; the SFU path's silence is ~0.
 VOICE_RMS = 200.0
 

@@ -25,6 +25,7 @@ from bench.common import save
 WORDS = ["Stop.", "Wait.", "No.", "Yes.", "Okay.", "Thanks.", "What?", "Go on.", "Tell me more.", "Why?",
          "Hello there.", "I see."]
 BACKWARDS = ["Shh.", "Uhh.", "Achoo!", "Hmm.", "Ahem."]
+SHORT_BACKWARDS = ["Hi.", "No.", "Oh."]  # a short voiced sound, ~0.2 s
 PADS_S = (0.1, 0.25, 0.5)
 
 
@@ -35,18 +36,32 @@ def cough(seed: int, seconds: float) -> np.ndarray:
     return (np.convolve(noise, np.ones(8) / 8, mode="same") * envelope * 0.5).astype(np.float32)
 
 
+def knocks(count: int, seed: int) -> np.ndarray:
+    """Knocks on a door: ``count`` short thuds (a decaying low tone with a noisy attack), 0.25 s apart."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(0.08 * WHISPER_RATE)) / WHISPER_RATE
+    thud = np.exp(-t * 60) * (np.sin(2 * np.pi * 180 * t) + 0.5 * rng.standard_normal(t.size))
+    out = np.zeros(int((0.25 * count + 0.1) * WHISPER_RATE), np.float32)
+    for k in range(count):
+        start = int(0.25 * k * WHISPER_RATE)
+        out[start:start + thud.size] += 0.6 * thud
+    return out
+
+
 async def noise_clips() -> list[tuple[str, bytes]]:
-    """Wordless sounds to make over a reply (``bench.voice_bench``): coughs and speech played backwards, each
-    with 0.1 s of silence around it, as s16le at 16 kHz."""
+    """Wordless sounds to make over a reply (``bench.voice_bench``): speech played backwards (long and short),
+    coughs and knocks, each with 0.1 s of silence around it, as s16le at 16 kHz."""
     settings = get_settings().model_copy(update={"local_tts_variation": 0.0})
     tts = LocalTTSService(settings)
     await tts.start()
     try:
         sounds = [(f"backwards {t!r}", pcm16_to_float(resample_pcm(await tts.synthesize(t), tts.sample_rate,
-                                                                   WHISPER_RATE))[::-1]) for t in BACKWARDS]
+                                                                   WHISPER_RATE))[::-1])
+                  for t in (*BACKWARDS, *SHORT_BACKWARDS)]
     finally:
         await tts.close()
     sounds += [(f"cough {seed}, {s} s", cough(seed, s)) for seed in range(3) for s in (0.3, 0.6)]
+    sounds += [(f"{count} knocks", knocks(count, count)) for count in (1, 3)]
     pad = np.zeros(WHISPER_RATE // 10, np.float32)
     return [(name, float_to_pcm16(np.concatenate([pad, audio, pad]))) for name, audio in sounds]
 

@@ -18,10 +18,11 @@ The endpointing delay is shorter than the VAD's silence wait and so adds nothing
 end-of-turn model is optional (``turn_detector=True``): on clean synthetic speech it tends to wait
 for its maximum delay, which is capped here.
 
-Talking over a reply pauses it after ``VOICE_MIN_INTERRUPTION_MS`` of speech; once the words are
-transcribed the reply stops and the history keeps what the listener heard. Speech with no words (a
-cough) lets the reply go on. Every turn fits the model's context (``ContextWindow``); a turn that
-never ends is cut after ``VOICE_MAX_TURN_SECONDS`` (``TurnLengthLimit``).
+Talking over a reply pauses it as soon as the VAD hears speech (``VOICE_MIN_INTERRUPTION_MS``); as soon as
+the first words are heard (``BargeIn``: Whisper on the utterance so far, while the user still talks) the
+reply stops and the history keeps what the listener heard. Speech with no words (a cough) lets the reply go
+on. Every turn fits the model's context (``ContextWindow``); a turn that never ends is cut after
+``VOICE_MAX_TURN_SECONDS`` (``TurnLengthLimit``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, APIError, ModelSettings, llm, tts
 from livekit.agents.inference import TurnDetector
-from livekit.agents.voice.events import UserStateChangedEvent
+from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
 
 from app.agents.context_window import ContextWindow
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
@@ -62,16 +63,20 @@ class GemmaVoiceAgent(Agent):
         super().__init__(instructions=instructions or self.settings.voice_instructions, **agent_options)
         self._window: ContextWindow | None = None
         self._turn_limit: TurnLengthLimit | None = None
+        self._barge_in: BargeIn | None = None
         # Called with the limit (seconds) when a turn that would not end was cut (transports tell the user).
         self.turn_cut_handlers: list[Callable[[float], None]] = []
 
     async def on_enter(self) -> None:
         self._turn_limit = TurnLengthLimit(self.session, self.settings.voice_max_turn_seconds,
                                            on_cut=self._turn_cut)
+        self._barge_in = BargeIn(self.session)
 
     async def on_exit(self) -> None:
         if self._turn_limit is not None:
             self._turn_limit.close()
+        if self._barge_in is not None:
+            self._barge_in.close()
 
     def _turn_cut(self, seconds: float) -> None:
         for handler in self.turn_cut_handlers:
@@ -128,6 +133,41 @@ class TurnLengthLimit:
     def close(self) -> None:
         self._cancel()
         self._session.off("user_state_changed", self._user_state_changed)
+
+
+class BargeIn:
+    """Ends a reply the user talks over as soon as their first words are heard.
+
+    LiveKit Agents pauses the reply once the user has spoken ``min_duration`` over it, but stops it for good
+    only at the utterance's final transcript: after the user has finished talking and the VAD has waited out
+    the silence, 1.5-2 s into a question. While a reply is paused for the user's voice, the speculative STT
+    transcribes the utterance so far, again and again as it grows (early words); the first interim
+    transcript with words interrupts the reply. A cough or a door finds no words (the same filters as a
+    final transcript), and the reply resumes as before."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self._session = session
+        self._stt = session.stt if isinstance(session.stt, SpeculativeSTT) else None
+        if self._stt is not None:  # one per session (create_agent_session): it asks this session only
+            self._stt.early_words_wanted = self.reply_paused
+        session.on("user_input_transcribed", self._transcribed)
+
+    def reply_paused(self) -> bool:
+        """Whether a reply waits, paused, while the user speaks: the agent would be speaking otherwise."""
+        speech = self._session.current_speech
+        return (speech is not None and not speech.done() and not speech.interrupted
+                and speech.allow_interruptions and self._session.user_state == "speaking"
+                and self._session.agent_state != "speaking")
+
+    def _transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        if not ev.is_final and ev.transcript.strip() and self.reply_paused():
+            log.debug("words over a paused reply (%r): it stops", ev.transcript[:40])
+            self._session.interrupt()
+
+    def close(self) -> None:
+        if self._stt is not None and self._stt.early_words_wanted == self.reply_paused:
+            self._stt.early_words_wanted = None
+        self._session.off("user_input_transcribed", self._transcribed)
 
 
 class PieceByPieceTTS(tts.StreamAdapter):

@@ -118,10 +118,13 @@ class Settings(BaseSettings):
     # token of context slows every later token: the embedded model (as Q4_1) wrote one in 11.5 ms at 1000 tokens
     # of context and 20 ms at 3000, and reads a new turn 60-80 ms slower (docs/benchmarks.md). Capped by LLM_N_CTX.
     voice_context_tokens: int = Field(1536, ge=256)
-    # Speech during a reply pauses it after this long; it stops for good once words are heard, and goes on
-    # if none were (a cough, a door) within voice_false_interruption_s of the noise ending. With the VAD's
-    # own onset lag, 200 ms pauses the client's audio ~270 ms after the user starts talking (250: ~320 ms).
-    voice_min_interruption_ms: int = Field(200, ge=50, le=2000)
+    # Speech during a reply pauses it after this long, counted from the VAD's start of speech (which already
+    # needs VAD_MIN_SPEECH_MS); it stops for good once two early Whisper passes agree on a first word, and goes
+    # on if none were heard (a cough, a door) within voice_false_interruption_s of the noise ending. 50 pauses
+    # at the first VAD window after the start: the client's audio pauses ~80 ms after the user starts talking
+    # (200: ~240 ms), with no more pauses on the noises of bench.voice_bench (a sound the VAD takes for speech
+    # paused the reply at 200 too: the VAD counts its trailing silence as speech until it ends).
+    voice_min_interruption_ms: int = Field(50, ge=50, le=2000)
     voice_false_interruption_s: float = Field(1.5, ge=0.2, le=10.0)
     # Speech during the first seconds of the agent's speech in a session is not a barge-in: the listener's
     # echo canceller is still learning the agent's voice (LiveKit Agents' default; 0 turns it off).
@@ -138,7 +141,10 @@ class Settings(BaseSettings):
     # A turn that never ends (a noisy room) is cut here and answered.
     voice_max_turn_seconds: float = Field(30.0, ge=2.0, le=300.0)
     vad_min_silence_ms: int = 250
-    vad_min_speech_ms: int = 80
+    # Voiced audio before the VAD says speech started (silero scores 32 ms windows): 32 starts at the first window
+    # over the threshold (after its smoothing), ~64 ms after the voice. 80 (three windows) paused a reply 32-64 ms
+    # later, with the same pauses on coughs, knocks and backwards speech (bench.voice_bench).
+    vad_min_speech_ms: int = Field(32, ge=0)
     vad_activation_threshold: float = 0.5
     max_voice_sessions: int = 32
 

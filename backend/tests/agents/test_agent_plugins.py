@@ -10,7 +10,7 @@ import pytest
 from agent_helpers import rms, transcribe, until
 from helpers import QUESTION, QUESTION_WORDS, words
 from livekit import rtc
-from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm
+from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, llm, stt
 from livekit.agents.stt import SpeechEventType
 from livekit.agents.utils import combine_frames
 
@@ -313,6 +313,87 @@ async def test_speculative_stt_offers_its_guess_before_the_end_of_speech_is_conf
     assert preflight == final and QUESTION_WORDS <= words(final)
     assert len(whisper.calls) == 1  # the guess became the final transcript
     assert voice_ended < preflight_at < events[2][2]
+
+
+class ScriptedWordsSTTDouble(stt.STT):
+    """Test double for Whisper: answers each recognition with ``texts(n)`` for its n-th call, at once."""
+
+    def __init__(self, texts) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self.texts = texts
+        self.calls = 0
+
+    async def _recognize_impl(self, buffer, **kwargs) -> stt.SpeechEvent:
+        self.calls += 1
+        return stt.SpeechEvent(type=SpeechEventType.FINAL_TRANSCRIPT,
+                               alternatives=[stt.SpeechData(language="en", text=self.texts(self.calls))])
+
+
+async def speak_in_real_time(adapter: SpeculativeSTT, pcm: bytes,
+                             rate: int) -> list[tuple[SpeechEventType, str, float]]:
+    """The clip, then 1 s of silence, pushed at the pace of a microphone; the events with their loop times."""
+    events: list[tuple[SpeechEventType, str, float]] = []
+    loop = asyncio.get_running_loop()
+    async with adapter.stream() as stream:
+        async def listen() -> None:
+            async for event in stream:
+                events.append((event.type, event.alternatives[0].text if event.alternatives else "", loop.time()))
+
+        listener = asyncio.create_task(listen())
+        started = loop.time()
+        for index, frame in enumerate(frames_of(resample_pcm(pcm + b"\0\0" * rate, rate, 48000), 48000)):
+            stream.push_frame(frame)
+            await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - loop.time()))
+        stream.end_input()
+        await listener
+    return events
+
+
+async def test_speculative_stt_sends_early_words_while_the_user_still_talks(services, question_pcm):
+    """While the session wants them (a reply is paused for the user's voice), the utterance so far is
+    transcribed as it grows, and words two passes agree on come as an interim transcript before it ends."""
+    pcm, rate = question_pcm
+    speech = trimmed(pcm, rate)
+    whisper = ProbedWhisperSTT(services=services)
+    adapter = SpeculativeSTT(stt=whisper, vad=load_vad(services.settings), speculate_after_s=0.032)
+    adapter.early_words_wanted = lambda: True
+    started = asyncio.get_running_loop().time()
+    events = await speak_in_real_time(adapter, speech, rate)
+    voice_ended = started + voiced_end(np.frombuffer(speech, "<i2"), rate) / rate
+
+    interims = [(text, at) for kind, text, at in events if kind == SpeechEventType.INTERIM_TRANSCRIPT]
+    assert interims, events
+    first_text, first_at = interims[0]
+    assert first_at < voice_ended - 0.5, (first_at - started, voice_ended - started)  # well before the end
+    assert first_text.split()[0].strip("?,.!").lower() == "how"  # "How many legs does a spider have?"
+    assert events[-1][0] == SpeechEventType.FINAL_TRANSCRIPT and QUESTION_WORDS <= words(events[-1][1])
+
+
+async def test_early_words_count_once_two_passes_begin_alike(services, question_pcm):
+    pcm, rate = question_pcm
+    speech = trimmed(pcm, rate)
+    # Noise as Whisper hears it: another word at every pass ("Sniep!", "Ścież?", "Стесли."): never words.
+    changing = ScriptedWordsSTTDouble(lambda n: f"sound{n}")
+    adapter = SpeculativeSTT(stt=changing, vad=load_vad(services.settings), speculate_after_s=0.032)
+    adapter.early_words_wanted = lambda: True
+    events = await speak_in_real_time(adapter, speech, rate)
+    assert changing.calls >= 4  # passes ran, as the utterance grew
+    assert SpeechEventType.INTERIM_TRANSCRIPT not in [kind for kind, _, _ in events]
+
+    # Speech: the first word stays as the words grow.
+    growing = ScriptedWordsSTTDouble(lambda n: " ".join(["What", "is", "the", "capital"][:min(n, 4)]))
+    adapter = SpeculativeSTT(stt=growing, vad=load_vad(services.settings), speculate_after_s=0.032)
+    adapter.early_words_wanted = lambda: True
+    events = await speak_in_real_time(adapter, speech, rate)
+    interims = [text for kind, text, _ in events if kind == SpeechEventType.INTERIM_TRANSCRIPT]
+    assert interims and all(text.startswith("What is") for text in interims), events
+
+    # Not wanted (no reply waits): no early passes, one recognition of the whole utterance.
+    quiet = ScriptedWordsSTTDouble(lambda n: "What is it")
+    adapter = SpeculativeSTT(stt=quiet, vad=load_vad(services.settings), speculate_after_s=0.032)
+    events = await speak_in_real_time(adapter, speech, rate)
+    # (at most a guess at a pause within it besides)
+    assert quiet.calls <= 2 and SpeechEventType.INTERIM_TRANSCRIPT not in [kind for kind, _, _ in events]
 
 
 async def test_replies_are_spoken_from_the_first_clause_on():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 from agent_helpers import transcribe, until
@@ -88,6 +89,39 @@ async def test_user_speech_interrupts_the_reply(services, question_pcm):
         # What interrupted it is the user's next turn.
         await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
         assert QUESTION_WORDS <= words(messages(session, "user")[1].text_content)
+
+
+async def test_the_first_words_over_a_reply_stop_it_while_the_user_still_talks(services):
+    """The reply pauses at the user's voice and stops on their first words (BargeIn), long before they finish
+    their sentence: LiveKit Agents alone stops it at the final transcript, after the user's pause."""
+    story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
+    # One breath, no comma: the voice does not pause in it, so the VAD can't end the turn before it ends.
+    over = await services.tts.synthesize("Stop the story now and tell me instead how many legs a spider has")
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0),
+                                   aec_warmup_duration=None)
+    session.input.audio = mic = ClipMicrophone()
+    session.output.audio = speaker = RecordingSpeaker()
+    paused_at: list[float] = []
+    session.on("agent_state_changed", lambda ev: ev.new_state == "listening" and paused_at.append(time.perf_counter()))
+    async with session:
+        await session.start(GemmaVoiceAgent(
+            instructions="You are a storyteller. Always answer with a long story of at least eight sentences."))
+        await asyncio.sleep(0.5)
+        mic.play(story_request, services.tts.sample_rate)
+        await until(lambda: speaker.segments, 120, "the reply to start")
+        await asyncio.sleep(1.0)
+        paused_at.clear()
+        clip = mic.play(over, services.tts.sample_rate)
+        await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
+        stopped_at = time.perf_counter()
+        still_talking = clip.speech_ended_at is None
+
+        assert speaker.segments[0].interrupted is True
+        assert still_talking, "the reply stopped only after the user had finished"
+        assert paused_at and paused_at[0] - clip.started_at < 0.5  # paused at the voice
+        assert stopped_at - clip.started_at < 1.5, stopped_at - clip.started_at
+        await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
+        assert {"story", "spider"} <= words(messages(session, "user")[1].text_content)
 
 
 async def test_a_reply_started_on_an_early_guess_waits_for_the_user_to_finish(services):

@@ -11,6 +11,14 @@ end of the voice at p50, the VAD's second silent window 198 ms after it. If the 
 score rises back towards speech), the guess is dropped (the Whisper service lets the real transcription
 start at once, beside it) and the utterance is recognized again when it really ends.
 
+Early words: while ``early_words_wanted()`` says so (the session paused its reply for the user's voice, see
+``voice_agent.BargeIn``), the utterance so far is transcribed over and over as it grows, one pass at a
+time, and words found are sent as an interim transcript: the reply can stop as soon as the user's first
+words are heard instead of when the user stops talking. The passes go through the same filters as the
+final transcript, and words count only once two passes in a row begin with the same word: Whisper writes
+words for a noise too (backwards speech came out as "Sniep!", then "Ścież?", then "Стесли."), but seldom
+the same twice, while speech keeps its first word as it grows ("What is", "What is the").
+
 It supports a manual flush: the session flushes at its VAD's end of speech, and
 ``session.commit_user_turn()`` flushes to cut a turn that never ends (``TurnLengthLimit``); either way,
 what was said so far is the utterance.
@@ -19,7 +27,9 @@ what was said so far is the utterance.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Callable
 
 from livekit import rtc
 from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils, vad
@@ -28,17 +38,24 @@ from livekit.agents.vad import VADEventType
 
 
 
+WORD = re.compile(r"[\w']+")
+
+
 class SpeculativeSTT(stt.STT):
     def __init__(self, *, stt: stt.STT, vad: vad.VAD, speculate_after_s: float,
-                 speech_threshold: float = 0.5) -> None:
+                 speech_threshold: float = 0.5, early_words_step_s: float = 0.1) -> None:
         """``speculate_after_s``: how much trailing audio the VAD must score below ``speech_threshold`` (its
         activation threshold, ``VAD_ACTIVATION_THRESHOLD``) before a guess starts (``VOICE_SPECULATE_AFTER_MS``;
-        one window, 32 ms, starts at the first such window)."""
+        one window, 32 ms, starts at the first such window). ``early_words_step_s``: how much the utterance
+        must have grown since the last early pass before the next one."""
         super().__init__(capabilities=stt_capabilities(stt))
         self._stt = stt
         self._vad = vad
         self.speculate_after_s = speculate_after_s
         self.speech_threshold = speech_threshold
+        self.early_words_step_s = early_words_step_s
+        # Asked at each VAD window of an utterance: are its words wanted before it ends? (None: never.)
+        self.early_words_wanted: Callable[[], bool] | None = None
         # A score rising back to this is the user speaking on (silero's own end-of-speech threshold).
         self.resume_threshold = max(speech_threshold - 0.15, 0.01)
         self._stt.on("metrics_collected", self._forward_metrics)
@@ -71,7 +88,7 @@ class SpeculativeSTT(stt.STT):
 
 
 def stt_capabilities(wrapped: stt.STT) -> stt.STTCapabilities:
-    return stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True,
+    return stt.STTCapabilities(streaming=True, interim_results=True, manual_flush=True,
                                offline_recognize=wrapped.capabilities.offline_recognize)
 
 
@@ -87,6 +104,9 @@ class _SpeculativeStream(stt.RecognizeStream):
         speaking = False
         last_voiced_at: float | None = None  # wall time of the latest voiced VAD window
         guess: asyncio.Task[stt.SpeechEvent] | None = None
+        early: asyncio.Task[stt.SpeechEvent] | None = None  # the early-words pass under way
+        early_heard_s = 0.0  # how much of the utterance the last early pass heard
+        early_first_word: str | None = None  # the first word the last early pass found
         finals: asyncio.Queue[tuple[asyncio.Task[stt.SpeechEvent], float] | None] = asyncio.Queue()
 
         def recognize(frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
@@ -113,8 +133,44 @@ class _SpeculativeStream(stt.RecognizeStream):
                 guess.cancel()
                 guess = None
 
+        def early_words() -> None:
+            # One pass at a time, each on more of the utterance than the last; none once a guess runs (it
+            # has all of it) or nobody waits for them.
+            nonlocal early, early_heard_s
+            wanted = self._owner.early_words_wanted
+            if early is not None or guess is not None or wanted is None or not wanted():
+                return
+            heard_s = sum(f.duration for f in speech)
+            if heard_s - early_heard_s < self._owner.early_words_step_s:
+                return
+            early, early_heard_s = recognize(list(speech)), heard_s
+            early.add_done_callback(early_done)
+
+        def early_done(task: asyncio.Task[stt.SpeechEvent]) -> None:
+            nonlocal early, early_first_word
+            if task is not early:
+                return
+            early = None
+            if task.cancelled() or task.exception() is not None or not speaking:
+                return
+            result = task.result()
+            text = result.alternatives[0].text if result.alternatives else ""
+            first_word = next(iter(WORD.findall(text.lower())), None)
+            if first_word is not None and first_word == early_first_word:
+                self._event_ch.send_nowait(stt.SpeechEvent(
+                    type=stt.SpeechEventType.INTERIM_TRANSCRIPT, alternatives=[result.alternatives[0]]))
+            early_first_word = first_word
+
+        def drop_early() -> None:
+            nonlocal early, early_heard_s, early_first_word
+            if early is not None:
+                early.cancel()
+                early = None
+            early_heard_s, early_first_word = 0.0, None
+
         def end_utterance(speech_end_time: float, frames: list[rtc.AudioFrame]) -> None:
             nonlocal guess
+            drop_early()
             self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH,
                                                        speech_end_time=speech_end_time))
             task, guess = guess or recognize(frames), None
@@ -143,6 +199,7 @@ class _SpeculativeStream(stt.RecognizeStream):
             async for event in vad_stream:
                 if event.type == VADEventType.START_OF_SPEECH:
                     drop_guess()
+                    drop_early()
                     speaking, quiet_s = True, 0.0
                     speech[:] = event.frames  # includes the padding before the speech
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
@@ -157,8 +214,10 @@ class _SpeculativeStream(stt.RecognizeStream):
                     else:  # a decaying score is the tail of what was said, not more of it
                         quiet_s += window_s
                         if quiet_s >= owner.speculate_after_s - 1e-3 and guess is None and speech:
+                            drop_early()  # the guess hears it all, and sooner without a pass beside it
                             start_guess(list(speech))
                     previous = score
+                    early_words()
                 elif event.type == VADEventType.END_OF_SPEECH and speaking:
                     speaking = False
                     if speech:
@@ -183,5 +242,6 @@ class _SpeculativeStream(stt.RecognizeStream):
             await asyncio.gather(*tasks)
         finally:
             drop_guess()
+            drop_early()
             await utils.aio.cancel_and_wait(*tasks)
             await vad_stream.aclose()
