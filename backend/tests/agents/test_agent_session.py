@@ -63,40 +63,15 @@ async def test_spoken_question_gets_a_spoken_answer(services, question_pcm):
     assert len(words(heard) & words(reply_text)) >= 0.5 * len(words(heard)), (heard, reply_text)
 
 
-async def test_user_speech_interrupts_the_reply(services, question_pcm):
-    story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
-    # No echo to guard against here, so barge-in works from the first word of the reply.
-    # Greedy decoding: a long story every time, so the reply is surely still playing.
-    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0),
-                                   aec_warmup_duration=None)
-    session.input.audio = mic = ClipMicrophone()
-    session.output.audio = speaker = RecordingSpeaker()
-    async with session:
-        await session.start(GemmaVoiceAgent(
-            instructions="You are a storyteller. Always answer with a long story of at least eight sentences."))
-        await asyncio.sleep(0.5)
-        mic.play(story_request, services.tts.sample_rate)
-        await until(lambda: speaker.segments, 120, "the reply to start")
-        # Let a few words play first: a reply cut before any of it was heard leaves nothing in the history.
-        await asyncio.sleep(1.0)
-        mic.play(*question_pcm)  # the user talks over the agent
-        await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
-
-        assert speaker.segments[0].interrupted is True
-        assert speaker.clear_count >= 1
-        await until(lambda: messages(session, "assistant"), 30, "the cut reply in the history")
-        assert messages(session, "assistant")[0].interrupted
-        # What interrupted it is the user's next turn.
-        await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
-        assert QUESTION_WORDS <= words(messages(session, "user")[1].text_content)
-
-
-async def test_the_first_words_over_a_reply_stop_it_while_the_user_still_talks(services):
+async def test_user_speech_interrupts_the_reply_on_its_first_words(services):
     """The reply pauses at the user's voice and stops on their first words (BargeIn), long before they finish
-    their sentence: LiveKit Agents alone stops it at the final transcript, after the user's pause."""
+    their sentence: LiveKit Agents alone stops it at the final transcript, after the user's pause. The history
+    keeps the cut reply, and the words that cut it are the user's next turn."""
     story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
     # One breath, no comma: the voice does not pause in it, so the VAD can't end the turn before it ends.
     over = await services.tts.synthesize("Stop the story now and tell me instead how many legs a spider has")
+    # No echo to guard against here, so barge-in works from the first word of the reply.
+    # Greedy decoding: a long story every time, so the reply is surely still playing.
     session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0),
                                    aec_warmup_duration=None)
     session.input.audio = mic = ClipMicrophone()
@@ -109,17 +84,21 @@ async def test_the_first_words_over_a_reply_stop_it_while_the_user_still_talks(s
         await asyncio.sleep(0.5)
         mic.play(story_request, services.tts.sample_rate)
         await until(lambda: speaker.segments, 120, "the reply to start")
+        # Let a few words play first: a reply cut before any of it was heard leaves nothing in the history.
         await asyncio.sleep(1.0)
         paused_at.clear()
-        clip = mic.play(over, services.tts.sample_rate)
+        clip = mic.play(over, services.tts.sample_rate)  # the user talks over the agent
         await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
         stopped_at = time.perf_counter()
         still_talking = clip.speech_ended_at is None
 
         assert speaker.segments[0].interrupted is True
+        assert speaker.clear_count >= 1
         assert still_talking, "the reply stopped only after the user had finished"
         assert paused_at and paused_at[0] - clip.started_at < 0.5  # paused at the voice
         assert stopped_at - clip.started_at < 1.5, stopped_at - clip.started_at
+        await until(lambda: messages(session, "assistant"), 30, "the cut reply in the history")
+        assert messages(session, "assistant")[0].interrupted
         await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
         assert {"story", "spider"} <= words(messages(session, "user")[1].text_content)
 
