@@ -142,9 +142,9 @@ class WhisperService(ModelService):
         return {**super().status(), "model": self.model_name}
 
     def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float,
-             abandoned: threading.Event | None) -> Transcription:
+             abandoned: threading.Event | None, min_window_s: float | None = None) -> Transcription:
         started = time.perf_counter()
-        window = encoder_window_frames(len(audio), self.settings.whisper_min_window_s)
+        window = encoder_window_frames(len(audio), min_window_s or self.settings.whisper_min_window_s)
         result, capped = self._decode(audio, window, language, prompt, temperature, abandoned)
         if abandoned is not None and abandoned.is_set():
             return result
@@ -182,8 +182,9 @@ class WhisperService(ModelService):
                              duration=round(duration, 3), segments=segments), text_tokens >= cap
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                         temperature: float = 0.0) -> Transcription:
-        """``audio``: float32 mono at 16 kHz."""
+                         temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
+        """``audio``: float32 mono at 16 kHz. ``min_window_s``: the shortest encoder window for this call
+        (default ``WHISPER_MIN_WINDOW_S``); shorter is faster and less sure of the words."""
         if audio.size == 0:
             raise BadRequest("no audio to transcribe")
         if audio.size > self.settings.max_audio_seconds * WHISPER_RATE:
@@ -193,7 +194,8 @@ class WhisperService(ModelService):
         async with self._lock:
             try:
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run, audio, language or None, prompt or None, temperature, abandoned)
+                    self._executor, self._run, audio, language or None, prompt or None, temperature, abandoned,
+                    min_window_s)
             except asyncio.CancelledError:
                 abandoned.set()  # the lock is released now; the thread stops at its next segment
                 raise

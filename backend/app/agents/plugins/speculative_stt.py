@@ -43,17 +43,20 @@ WORD = re.compile(r"[\w']+")
 
 class SpeculativeSTT(stt.STT):
     def __init__(self, *, stt: stt.STT, vad: vad.VAD, speculate_after_s: float,
-                 speech_threshold: float = 0.5, early_words_step_s: float = 0.1) -> None:
+                 speech_threshold: float = 0.5, early_words_step_s: float = 0.1,
+                 early_stt: stt.STT | None = None) -> None:
         """``speculate_after_s``: how much trailing audio the VAD must score below ``speech_threshold`` (its
         activation threshold, ``VAD_ACTIVATION_THRESHOLD``) before a guess starts (``VOICE_SPECULATE_AFTER_MS``;
         one window, 32 ms, starts at the first such window). ``early_words_step_s``: how much the utterance
-        must have grown since the last early pass before the next one."""
+        must have grown since the last early pass before the next one. ``early_stt``: what makes the early
+        passes (default ``stt``): they need only the first words, so a faster setting of the same model."""
         super().__init__(capabilities=stt_capabilities(stt))
         self._stt = stt
         self._vad = vad
         self.speculate_after_s = speculate_after_s
         self.speech_threshold = speech_threshold
         self.early_words_step_s = early_words_step_s
+        self._early_stt = early_stt or stt
         # Asked at each VAD window of an utterance: are its words wanted before it ends? (None: never.)
         self.early_words_wanted: Callable[[], bool] | None = None
         # A score rising back to this is the user speaking on (silero's own end-of-speech threshold).
@@ -109,8 +112,8 @@ class _SpeculativeStream(stt.RecognizeStream):
         early_first_word: str | None = None  # the first word the last early pass found
         finals: asyncio.Queue[tuple[asyncio.Task[stt.SpeechEvent], float] | None] = asyncio.Queue()
 
-        def recognize(frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
-            return asyncio.create_task(self._owner.wrapped_stt.recognize(
+        def recognize(frames: list[rtc.AudioFrame], model: stt.STT | None = None) -> asyncio.Task[stt.SpeechEvent]:
+            return asyncio.create_task((model or self._owner.wrapped_stt).recognize(
                 buffer=utils.merge_frames(frames), language=self._language, conn_options=self._conn_options))
 
         def start_guess(frames: list[rtc.AudioFrame]) -> None:
@@ -143,7 +146,7 @@ class _SpeculativeStream(stt.RecognizeStream):
             heard_s = sum(f.duration for f in speech)
             if heard_s - early_heard_s < self._owner.early_words_step_s:
                 return
-            early, early_heard_s = recognize(list(speech)), heard_s
+            early, early_heard_s = recognize(list(speech), self._owner._early_stt), heard_s
             early.add_done_callback(early_done)
 
         def early_done(task: asyncio.Task[stt.SpeechEvent]) -> None:

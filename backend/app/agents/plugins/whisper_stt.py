@@ -23,15 +23,18 @@ from app.services.whisper import WhisperService
 
 class WhisperSTT(stt.STT):
     def __init__(self, *, services: Services | None = None, language: str | None = None,
-                 prompt: str | None = None, load_timeout: float = LOAD_WAIT_S) -> None:
+                 prompt: str | None = None, load_timeout: float = LOAD_WAIT_S,
+                 min_window_s: float | None = None) -> None:
         """``language``: an ISO code to skip detection (faster, surer on short turns); default: detect.
         ``prompt``: words to bias recognition towards (names, jargon).
-        ``load_timeout``: how long a request waits for a model that is still loading (``ModelLoadWait``)."""
+        ``load_timeout``: how long a request waits for a model that is still loading (``ModelLoadWait``).
+        ``min_window_s``: the shortest encoder window (default ``WHISPER_MIN_WINDOW_S``): shorter is faster."""
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._services = services or shared_services()
         self._loaded = ModelLoadWait("the speech recognition model", load_timeout)
         self._language = language
         self._prompt = prompt
+        self._min_window_s = min_window_s
 
     @property
     def service(self) -> WhisperService:
@@ -65,7 +68,8 @@ class WhisperSTT(stt.STT):
         audio = pcm16_to_float(resample_pcm(pcm, frame.sample_rate, WHISPER_RATE))
         try:
             result = await self.service.transcribe(
-                audio, language=language if is_given(language) else self._language, prompt=self._prompt)
+                audio, language=language if is_given(language) else self._language, prompt=self._prompt,
+                min_window_s=self._min_window_s)
         except ServiceError as exc:
             raise api_error(exc) from exc
         # Whisper writes words for a cough or a hiss too, but unsurely: those segments are noise, not a turn.
