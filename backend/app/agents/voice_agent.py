@@ -197,13 +197,12 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
     vad = vad if vad is not None else load_vad(settings)
     # Cleared while the TTS starts a piece: the model waits, so that the piece's first audio comes sooner.
     llm_gate = LLMGate()
+    whisper = WhisperSTT(services=services, language=language)
     options: dict[str, Any] = {
         # Whisper starts on an utterance at the first pause, while the VAD still confirms the silence.
-        "stt": SpeculativeSTT(stt=WhisperSTT(services=services, language=language), vad=vad,
-                              speculate_after_s=settings.voice_speculate_after_ms / 1000,
+        "stt": SpeculativeSTT(stt=whisper, vad=vad, speculate_after_s=settings.voice_speculate_after_ms / 1000,
                               speech_threshold=settings.vad_activation_threshold,
-                              early_stt=WhisperSTT(services=services, language=language,
-                                                   min_window_s=EARLY_WORDS_WINDOW_S)),
+                              early_stt=whisper.short_window(EARLY_WORDS_WINDOW_S)),
         "llm": GemmaLLM(services=services, llm_gate=llm_gate),
         "tts": PieceByPieceTTS(OpenAudioTTS(services=services, voice=voice, llm_gate=llm_gate)),
         "vad": vad,

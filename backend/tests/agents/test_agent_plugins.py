@@ -247,6 +247,33 @@ async def test_stt_refuses_an_empty_buffer(services):
     assert raised.value.status_code == 400
 
 
+async def test_a_short_window_view_shares_its_recognizer_and_the_language_heard_last(services, question_pcm,
+                                                                                       monkeypatch):
+    """The early passes' view: a shorter encoder window, the main recognizer's options, and no language
+    detection on half a second of audio once the user has been heard."""
+    pcm, rate = question_pcm
+    start = frames_of(trimmed(pcm, rate), rate, ms=10)[:50]  # the first half second of speech
+    asked: list[tuple[str | None, float | None]] = []
+    transcribe = services.stt.transcribe
+
+    async def noted(audio, **kwargs):  # the real service, noting what it was asked for
+        asked.append((kwargs.get("language"), kwargs.get("min_window_s")))
+        return await transcribe(audio, **kwargs)
+
+    monkeypatch.setattr(services.stt, "transcribe", noted)
+    whisper = WhisperSTT(services=services)
+    early = whisper.short_window(3.0)
+
+    await early.recognize(start)  # nothing heard yet: it detects
+    event = await whisper.recognize(frames_of(pcm, rate, ms=10))
+    assert event.alternatives[0].language == "en"
+    await early.recognize(start)
+    whisper.update_options(language="fr")  # a client sets the language: both follow
+    await early.recognize(start)
+    await whisper.recognize(start)
+    assert asked == [(None, 3.0), (None, None), ("en", 3.0), ("fr", 3.0), ("fr", None)]
+
+
 async def test_plugins_need_no_arguments(services):
     """Built with nothing, they use the process-wide services (the ones loaded for these tests)."""
     assert GemmaLLM().service is services.llm

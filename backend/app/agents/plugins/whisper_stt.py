@@ -7,6 +7,8 @@ rate (24-48 kHz) and is resampled to Whisper's 16 kHz.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from livekit.agents import APIConnectOptions, NotGivenOr, stt, utils
 from livekit.agents.types import NOT_GIVEN
@@ -21,20 +23,37 @@ from app.services.container import Services
 from app.services.whisper import WhisperService
 
 
+@dataclass
+class _Options:
+    """What a ``WhisperSTT`` and its short-window views share: set on one, it holds for all."""
+
+    language: str | None  # forced by the client or settings; None: detect
+    prompt: str | None
+    heard_language: str | None = None  # detected on the user's last transcribed utterance
+
+
 class WhisperSTT(stt.STT):
     def __init__(self, *, services: Services | None = None, language: str | None = None,
-                 prompt: str | None = None, load_timeout: float = LOAD_WAIT_S,
-                 min_window_s: float | None = None) -> None:
+                 prompt: str | None = None, load_timeout: float = LOAD_WAIT_S) -> None:
         """``language``: an ISO code to skip detection (faster, surer on short turns); default: detect.
         ``prompt``: words to bias recognition towards (names, jargon).
-        ``load_timeout``: how long a request waits for a model that is still loading (``ModelLoadWait``).
-        ``min_window_s``: the shortest encoder window (default ``WHISPER_MIN_WINDOW_S``): shorter is faster."""
+        ``load_timeout``: how long a request waits for a model that is still loading (``ModelLoadWait``)."""
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._services = services or shared_services()
         self._loaded = ModelLoadWait("the speech recognition model", load_timeout)
-        self._language = language
-        self._prompt = prompt
-        self._min_window_s = min_window_s
+        self._options = _Options(language=language, prompt=prompt)
+        self._min_window_s: float | None = None  # None: ``WHISPER_MIN_WINDOW_S``
+        self._short_view = False
+
+    def short_window(self, min_window_s: float) -> WhisperSTT:
+        """This recognizer on a shorter encoder window (faster), for passes over the start of an utterance.
+
+        It shares this one's options, and where no language is set it takes the one the user spoke last
+        instead of detecting it: on half a second of audio Whisper's detection flips between languages
+        ('en', 'sa', 'ja' on one English clip), and so do the words it writes."""
+        view = WhisperSTT(services=self._services, load_timeout=self._loaded.timeout)
+        view._options, view._min_window_s, view._short_view = self._options, min_window_s, True
+        return view
 
     @property
     def service(self) -> WhisperService:
@@ -54,9 +73,9 @@ class WhisperSTT(stt.STT):
 
     def update_options(self, *, language: str | None = None, prompt: str | None = None) -> None:
         if language is not None:
-            self._language = language or None
+            self._options.language = language or None
         if prompt is not None:
-            self._prompt = prompt or None
+            self._options.prompt = prompt or None
 
     async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
                               conn_options: APIConnectOptions) -> stt.SpeechEvent:
@@ -66,15 +85,19 @@ class WhisperSTT(stt.STT):
         if frame.num_channels > 1:
             pcm = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels).mean(axis=1).astype("<i2").tobytes()
         audio = pcm16_to_float(resample_pcm(pcm, frame.sample_rate, WHISPER_RATE))
+        options = self._options
+        if not is_given(language):
+            language = options.language or (options.heard_language if self._short_view else None)
         try:
-            result = await self.service.transcribe(
-                audio, language=language if is_given(language) else self._language, prompt=self._prompt,
-                min_window_s=self._min_window_s)
+            result = await self.service.transcribe(audio, language=language, prompt=options.prompt,
+                                                   min_window_s=self._min_window_s)
         except ServiceError as exc:
             raise api_error(exc) from exc
         # Whisper writes words for a cough or a hiss too, but unsurely: those segments are noise, not a turn.
         sure = [s for s in result.segments if s.avg_logprob >= self._services.settings.voice_min_log_prob]
         text = " ".join(s.text for s in sure if s.text).strip()
+        if text and language is None and not self._short_view:
+            options.heard_language = result.language
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid("stt_"),
