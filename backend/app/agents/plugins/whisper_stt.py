@@ -42,8 +42,7 @@ class WhisperSTT(stt.STT):
         self._services = services or shared_services()
         self._loaded = ModelLoadWait("the speech recognition model", load_timeout)
         self._options = _Options(language=language, prompt=prompt)
-        self._min_window_s: float | None = None  # None: ``WHISPER_MIN_WINDOW_S``
-        self._short_view = False
+        self._short_window_s: float | None = None  # set only on a ``short_window`` view
 
     def short_window(self, min_window_s: float) -> WhisperSTT:
         """This recognizer on a shorter encoder window (faster), for passes over the start of an utterance.
@@ -52,7 +51,7 @@ class WhisperSTT(stt.STT):
         instead of detecting it: on half a second of audio Whisper's detection flips between languages
         ('en', 'sa', 'ja' on one English clip), and so do the words it writes."""
         view = WhisperSTT(services=self._services, load_timeout=self._loaded.timeout)
-        view._options, view._min_window_s, view._short_view = self._options, min_window_s, True
+        view._options, view._short_window_s = self._options, min_window_s
         return view
 
     @property
@@ -85,18 +84,18 @@ class WhisperSTT(stt.STT):
         if frame.num_channels > 1:
             pcm = np.frombuffer(pcm, "<i2").reshape(-1, frame.num_channels).mean(axis=1).astype("<i2").tobytes()
         audio = pcm16_to_float(resample_pcm(pcm, frame.sample_rate, WHISPER_RATE))
-        options = self._options
+        options, short_view = self._options, self._short_window_s is not None
         if not is_given(language):
-            language = options.language or (options.heard_language if self._short_view else None)
+            language = options.language or (options.heard_language if short_view else None)
         try:
             result = await self.service.transcribe(audio, language=language, prompt=options.prompt,
-                                                   min_window_s=self._min_window_s)
+                                                   min_window_s=self._short_window_s)
         except ServiceError as exc:
             raise api_error(exc) from exc
         # Whisper writes words for a cough or a hiss too, but unsurely: those segments are noise, not a turn.
         sure = [s for s in result.segments if s.avg_logprob >= self._services.settings.voice_min_log_prob]
         text = " ".join(s.text for s in sure if s.text).strip()
-        if text and language is None and not self._short_view:
+        if text and language is None and not short_view:
             options.heard_language = result.language
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
