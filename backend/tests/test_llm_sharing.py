@@ -14,7 +14,9 @@ import numpy as np
 
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage, _Instance, common_prefix
+from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
+from app.services.llm.kv_cache import common_prefix
+from app.services.llm.local import _Instance
 
 BACKEND = Path(__file__).resolve().parents[1]
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
@@ -104,7 +106,8 @@ async def test_after_a_reply_only_the_users_next_words_are_left_to_read():
     await service.start()
     await service.wait_ready(60)
     try:
-        inst, llama = service._free[0], service._free[0].llama
+        inst = service.backend._free[0]
+        llama = inst.llama
         history = [ChatMessage("system", "You are brief."), ChatMessage("user", "What is the capital of France?")]
 
         async def reply(read_ahead: bool) -> str:
@@ -163,7 +166,7 @@ LOAD_WHILE_ANOTHER_THREAD_WRITES = """
 import os, threading, time
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm import _Instance
+from app.services.llm.local import _Instance
 
 stop, written = threading.Event(), []
 

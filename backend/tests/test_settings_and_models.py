@@ -12,7 +12,8 @@ from app.config.settings import Settings
 from app.malloc_arena import use_one_malloc_arena
 from app.models import (WHISPER_BASE_BYTES, ModelUnavailable, embedded_smollm2, embedded_whisper_base, resolve_llm,
                         resolve_whisper)
-from app.services.llm import ChatMessage, gemma_prompt
+from app.services.llm import ChatMessage
+from app.services.llm.prompt import gemma_prompt
 from app.services.whisper import WhisperService
 
 

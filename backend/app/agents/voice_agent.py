@@ -100,8 +100,27 @@ class GemmaVoiceAgent(Agent):
                         model.max_tokens, self.settings.voice_max_reply_tokens),
                         max_tokens=self.settings.voice_context_tokens)
                 chat_ctx = self._window.fit(chat_ctx)
-        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
-            yield chunk
+        replied = False
+        try:
+            async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+                replied = True
+                yield chunk
+        except APIError as exc:
+            if replied:
+                raise  # the reply was cut short: what was said stands, the session reports the error
+            # The session has reported the error to the client (its "error" event); the user hears why there is
+            # no answer instead of silence, and the next turn tries again.
+            log.warning("no reply this turn: %s", exc)
+            yield apology_for(exc)
+
+
+def apology_for(exc: APIError) -> str:
+    """What the assistant says when the language model could not answer a turn."""
+    body = getattr(exc, "body", None)
+    code = body.get("code") if isinstance(body, dict) else None
+    if code in ("model_server_unavailable", "model_server_error"):
+        return "Sorry, I can't reach my language model right now. Please try again in a moment."
+    return "Sorry, something went wrong while I was answering. Please try again."
 
 
 class TurnLengthLimit:

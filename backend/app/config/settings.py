@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     llm_default_max_tokens: int = 256
     llm_request_timeout: float = 120.0
 
+    # A model server of your own (OpenAI-compatible: vLLM, llama.cpp's llama-server, Ollama's /v1, another
+    # GemmaVoice API). Set, every chat completion streams from LLM_BASE_URL and no GGUF is loaded; the LLM_*
+    # settings above are then unused. LLM_MODEL is the model name that server knows (empty: the first it lists).
+    llm_base_url: Optional[str] = None
+    llm_api_key: Optional[SecretStr] = None
+    llm_model: Optional[str] = None
+    # The first streamed token may take this long (the server may queue us behind others) before the request
+    # is given up (and retried, if no text has come yet).
+    llm_first_token_timeout_s: float = Field(20.0, gt=0.0)
+
     # --- STT ----------------------------------------------------------------------------------
     whisper_model: str = "embedded-base"
     whisper_device: str = "cpu"
@@ -87,8 +97,14 @@ class Settings(BaseSettings):
     whisper_no_speech_threshold: float = Field(0.3, ge=0.0, le=1.0)
     whisper_log_prob_threshold: float = Field(-0.7, le=0.0)
 
+    # An OpenAI-compatible transcription server (`POST {STT_BASE_URL}/audio/transcriptions`: speaches, another
+    # GemmaVoice API). Set, Whisper is not loaded here.
+    stt_base_url: Optional[str] = None
+    stt_api_key: Optional[SecretStr] = None
+    stt_model: str = "whisper-1"
+
     # --- TTS ----------------------------------------------------------------------------------
-    tts_engine: Literal["auto", "openaudio", "local"] = "auto"
+    tts_engine: Literal["auto", "openaudio", "remote", "local"] = "auto"
     tts_default_voice: Optional[str] = None
     # Scales the embedded piper voice's sampling noise: 1 = the voice's own, 0 = the same audio for the same text.
     local_tts_variation: float = Field(1.0, ge=0.0, le=2.0)
@@ -99,6 +115,23 @@ class Settings(BaseSettings):
     openaudio_retries: int = 2
     openaudio_chunk_length: int = 200
     openaudio_sample_rate: int = 44100
+
+    # An OpenAI-compatible speech server (`POST {TTS_BASE_URL}/audio/speech`: speaches, another GemmaVoice API,
+    # a GPU host). Set (and TTS_ENGINE auto), it speaks instead of the embedded voice; OPENAUDIO_URL wins over it.
+    tts_base_url: Optional[str] = None
+    tts_api_key: Optional[SecretStr] = None
+    tts_model: str = "tts-1"
+    tts_voice: Optional[str] = None
+
+    # --- model servers (LLM_BASE_URL, STT_BASE_URL, TTS_BASE_URL) -----------------------------------------
+    # Connecting to a model server gives up after this long; a request that failed before any output is tried
+    # again up to REMOTE_RETRIES times, 0.25 s, 0.5 s, 1 s... apart. A server that stops answering is checked
+    # again every REMOTE_PROBE_INTERVAL_S seconds until it does (meanwhile health says why, and a worker takes
+    # no room).
+    remote_connect_timeout_s: float = Field(3.0, gt=0.0)
+    remote_read_timeout_s: float = Field(30.0, gt=0.0)
+    remote_retries: int = Field(2, ge=0, le=10)
+    remote_probe_interval_s: float = Field(2.0, gt=0.0)
 
     # --- voice conversation -------------------------------------------------------------------
     # Worded for the small embedded model too: it answered questions about France in French when told it was
@@ -173,12 +206,14 @@ class Settings(BaseSettings):
     livekit_local_server: bool = True
     livekit_server_bin: Optional[Path] = None
 
-    @field_validator("api_key", "admin_api_key", "openaudio_api_key", "livekit_api_secret", mode="before")
+    @field_validator("api_key", "admin_api_key", "openaudio_api_key", "livekit_api_secret", "llm_api_key",
+                     "stt_api_key", "tts_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if value in ("", None) else value
 
-    @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url",
+    @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url", "llm_base_url",
+                     "llm_model", "stt_base_url", "tts_base_url", "tts_voice",
                      "livekit_public_url", "livekit_api_key", "livekit_server_bin", mode="before")
     @classmethod
     def _blank_is_none(cls, value):

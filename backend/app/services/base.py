@@ -13,6 +13,8 @@ class ServiceError(RuntimeError):
 
     status = 500
     code = "internal_error"
+    # Whether trying again may help; None: as the status says (5xx). False once the service has retried.
+    retryable: bool | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
@@ -40,15 +42,20 @@ class UpstreamError(ServiceError):
 
 
 class ModelService:
-    """Loads its model in the background; requests that come too early wait briefly, then get 503."""
+    """Loads its model in the background; requests that come too early wait briefly, then get 503.
+
+    A model on a server of its own (``app.services.remote``) is "loading" until the server first answers
+    (``error`` says why it doesn't), and "unreachable" while a server that answered before does not."""
 
     component = "model"
 
     def __init__(self) -> None:
-        self.state = "idle"  # idle -> loading -> ready | failed; closed once a service frees its model
+        # idle -> loading -> ready | failed; ready <-> unreachable (a model server); closed once freed
+        self.state = "idle"
         self.error: str | None = None
         self.load_seconds: float | None = None
         self._load_ended = asyncio.Event()  # set when a load has ended, ready or failed
+        self._answering = asyncio.Event()  # set while ready
         self.log = logging.getLogger(f"app.services.{self.component}")
 
     async def _load(self) -> None:  # pragma: no cover - subclasses implement
@@ -69,16 +76,18 @@ class ModelService:
             self._load_ended.set()
             return
         self.load_seconds = time.perf_counter() - started
-        self.state = "ready"
+        self.state, self.error = "ready", None
+        self._answering.set()
         self._load_ended.set()
         self.log.info("%s: ready in %.2f s", self.component, self.load_seconds)
 
     async def wait_ready(self, timeout: float) -> None:
         """Until the model is ready; ServiceUnavailable as soon as its load fails, or after ``timeout``
         seconds if it is still loading (or nobody has started it)."""
-        if self.state in ("idle", "loading"):
+        if self.state in ("idle", "loading", "unreachable"):
+            until = self._answering if self.state == "unreachable" else self._load_ended
             try:
-                await asyncio.wait_for(self._load_ended.wait(), timeout)
+                await asyncio.wait_for(until.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
         if self.state == "ready":
@@ -87,7 +96,24 @@ class ModelService:
             raise ServiceUnavailable(f"{self.component} failed to load: {self.error}")
         if self.state == "closed":
             raise ServiceUnavailable(f"{self.component} is shut down")
-        raise ServiceUnavailable(f"{self.component} is still loading", retry_after=5)
+        if self.state == "unreachable":
+            raise ServiceUnavailable(f"{self.component} is not answering: {self.error}", retry_after=5)
+        why = f": {self.error}" if self.error else ""
+        raise ServiceUnavailable(f"{self.component} is still loading{why}", retry_after=5)
+
+    def mark_unreachable(self, reason: str) -> None:
+        """Its model server stopped answering (a failed request or health probe)."""
+        if self.state == "ready":
+            self.log.warning("%s: %s", self.component, reason)
+            self.state, self.error = "unreachable", reason
+            self._answering.clear()
+
+    def mark_answering(self) -> None:
+        """Its model server answers again."""
+        if self.state == "unreachable":
+            self.log.info("%s: the server answers again", self.component)
+            self.state, self.error = "ready", None
+            self._answering.set()
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "ready": self.state == "ready", "error": self.error,

@@ -8,7 +8,6 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,36 +15,10 @@ import numpy as np
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings
 from app.models import resolve_whisper
-from app.services.base import BadRequest, ModelService
+from app.services.base import ModelService
+from app.services.stt import Segment, Transcription, check_audio
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Segment:
-    id: int
-    start: float
-    end: float
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-
-
-@dataclass
-class Transcription:
-    text: str
-    language: str
-    language_probability: float
-    duration: float
-    segments: list[Segment] = field(default_factory=list)
-    processing_s: float = 0.0
-
-    @property
-    def confidence(self) -> float:
-        """Mean token probability over the segments, in [0, 1]."""
-        if not self.segments:
-            return 0.0
-        return float(np.mean([np.exp(s.avg_logprob) for s in self.segments]))
 
 
 FRAMES_PER_SECOND = 100  # Whisper's mel frames (10 ms hop)
@@ -114,6 +87,7 @@ def encoder_window_frames(samples: int, min_window_s: float) -> int:
 
 class WhisperService(ModelService):
     component = "stt"
+    engine = "faster-whisper"
 
     def __init__(self, settings: Settings):
         super().__init__()
@@ -185,10 +159,7 @@ class WhisperService(ModelService):
                          temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
         """``audio``: float32 mono at 16 kHz. ``min_window_s``: the shortest encoder window for this call
         (default ``WHISPER_MIN_WINDOW_S``); shorter is faster and less sure of the words."""
-        if audio.size == 0:
-            raise BadRequest("no audio to transcribe")
-        if audio.size > self.settings.max_audio_seconds * WHISPER_RATE:
-            raise BadRequest(f"audio is longer than the {self.settings.max_audio_seconds:.0f} s limit")
+        check_audio(audio, self.settings)
         await self.wait_ready(self.settings.ready_wait_seconds)
         abandoned = threading.Event()
         async with self._lock:

@@ -8,8 +8,9 @@ from app.services.base import ServiceError
 
 
 def api_error(exc: ServiceError, *, output_sent: bool = False) -> APIStatusError:
-    """503 (overloaded, still loading, timed out) and 502 are worth a retry; 4xx never are, and nothing is
-    once output went out: the framework would start the reply (or sentence) again and the listener
-    would hear its beginning twice."""
+    """503 (overloaded, still loading, timed out) and 502 are worth a retry; 4xx never are, nor a model
+    server's failure (its service has retried already), and nothing is once output went out: the framework
+    would start the reply (or sentence) again and the listener would hear its beginning twice."""
+    retryable = exc.status >= 500 if exc.retryable is None else exc.retryable
     return APIStatusError(str(exc), status_code=exc.status, body={"code": exc.code},
-                          retryable=exc.status >= 500 and not output_sent)
+                          retryable=retryable and not output_sent)

@@ -21,8 +21,11 @@ class ModelLoadWait:
         self._deadline: float | None = None
 
     async def __call__(self, service: ModelService) -> None:
-        """Returns once ``service`` is ready; else a non-retryable ``APIStatusError`` that says why."""
-        if service.state == "ready":
+        """Returns once ``service`` is ready; else a non-retryable ``APIStatusError`` that says why.
+
+        A model server that stopped answering is not waited for: the request tries it (with its retries) and
+        fails the turn with the server's error if it is still away."""
+        if service.state in ("ready", "unreachable"):
             return
         now = time.monotonic()
         if self._deadline is None:

@@ -1,4 +1,4 @@
-"""GemmaLLM: LiveKit Agents' LLM interface over the project's ``LLMService`` (llama.cpp).
+"""GemmaLLM: LiveKit Agents' LLM interface over the project's ``LLMService`` (llama.cpp, or a model server).
 
 The service owns the model, its queue and its prompt format (the model's chat template, or Gemma's
 turn format); this plugin only turns a ``ChatContext`` into chat messages and the service's text
@@ -92,7 +92,7 @@ class GemmaLLM(llm.LLM):
 
     @property
     def provider(self) -> str:
-        return "llama.cpp"
+        return self.service.engine  # llama.cpp, or an OpenAI-compatible server
 
     def update_options(self, *, temperature: float | None = None, max_tokens: int | None = None) -> None:
         if temperature is not None:

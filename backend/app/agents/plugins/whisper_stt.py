@@ -68,7 +68,7 @@ class WhisperSTT(stt.STT):
 
     @property
     def provider(self) -> str:
-        return "faster-whisper"
+        return self.service.engine  # faster-whisper, or an OpenAI-compatible server
 
     def update_options(self, *, language: str | None = None, prompt: str | None = None) -> None:
         if language is not None:

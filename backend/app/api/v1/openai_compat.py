@@ -17,26 +17,36 @@ from app.api.deps import ServicesDep
 from app.api.errors import APIError
 from app.api.sse import sse_event, sse_response, started
 from app.api.v1.generation import Message, record_usage
-from app.api.v1.speech import TranscriptFormat, speech_bytes, transcribe_upload, transcription_response
+from app.api.v1.speech import (STREAMED_FORMATS, TranscriptFormat, speech_bytes, speech_stream, transcribe_upload,
+                               transcription_response)
 from app.audio.codec import AUDIO_MEDIA_TYPES
 from app.services.base import ServiceError
 from app.services.llm import ChatMessage, GenerationParams, Usage
+from app.services.remote import public_url
 
 router = APIRouter(tags=["openai-compatible"])
 
 
 @router.get("/models")
 async def list_models(services: ServicesDep):
-    """What serves each role, by its real name, with the engine that runs it and the LiveKit plugin that
-    wraps it. With no settings, ``GemmaLLM`` runs the embedded SmolLM2 stand-in (not Gemma) and
-    ``OpenAudioTTS`` the embedded piper voice (not an OpenAudio server)."""
+    """What serves each role, by its real name, with the engine that runs it, where it runs (``backend``:
+    ``embedded`` in this process, or ``remote`` on a model server, with its ``url``), whether it answers, and
+    the LiveKit plugin that wraps it. With no settings, ``GemmaLLM`` runs the embedded SmolLM2 stand-in (not
+    Gemma) and ``OpenAudioTTS`` the embedded piper voice (not an OpenAudio server)."""
     created = int(time.time())
-    served = [(services.llm.model_name, "llm", "llama.cpp", "GemmaLLM"),
-              (services.stt.model_name, "stt", "faster-whisper", "WhisperSTT"),
-              (services.tts.model_name, "tts", services.tts.engine, "OpenAudioTTS")]
-    return {"object": "list",
-            "data": [{"id": mid, "object": "model", "created": created, "owned_by": "gemmavoice", "kind": kind,
-                      "engine": engine, "livekit_plugin": plugin} for mid, kind, engine, plugin in served]}
+    served = [(services.llm, "llm", "GemmaLLM"), (services.stt, "stt", "WhisperSTT"),
+              (services.tts, "tts", "OpenAudioTTS")]
+    return {"object": "list", "data": [_model(service, kind, plugin, created) for service, kind, plugin in served]}
+
+
+def _model(service, kind: str, plugin: str, created: int) -> dict:
+    server = getattr(service, "server", None) or getattr(getattr(service, "backend", None), "server", None)
+    entry = {"id": service.model_name, "object": "model", "created": created, "owned_by": "gemmavoice",
+             "kind": kind, "engine": service.engine, "livekit_plugin": plugin,
+             "backend": "remote" if server is not None else "embedded", "ready": service.state == "ready"}
+    if server is not None:
+        entry["url"] = public_url(server.base_url)
+    return entry
 
 
 class ChatCompletionRequest(BaseModel):
@@ -120,6 +130,8 @@ async def audio_speech(body: AudioSpeechRequest, services: ServicesDep):
                        f"response_format {body.response_format!r} is not supported: use mp3, wav or pcm")
     # OpenAI voice names (alloy, nova, ...) mean nothing to our engines: only known voices pass through.
     voice = body.voice if body.voice in services.tts.voices() else None
+    if body.response_format in STREAMED_FORMATS:  # streamed as synthesized: a client hears the start sooner
+        return await speech_stream(services, body.input, voice, body.response_format)
     audio, _ = await speech_bytes(services, body.input, voice, body.response_format)
     return Response(audio, media_type=AUDIO_MEDIA_TYPES[body.response_format],
                     headers={"X-Sample-Rate": str(services.tts.sample_rate)})

@@ -17,7 +17,7 @@ from app.audio.codec import AUDIO_MEDIA_TYPES, decode_audio, encode_audio, wav_h
 from app.metrics import STT_SECONDS, TTS_FIRST_AUDIO
 from app.services.base import ServiceError
 from app.services.container import Services
-from app.services.whisper import Transcription
+from app.services.stt import Transcription
 
 router = APIRouter(tags=["speech"])
 
@@ -94,6 +94,28 @@ async def speech_bytes(services: Services, text: str, voice: str | None, fmt: st
     return await asyncio.to_thread(encode_audio, pcm, rate, fmt), len(pcm) / 2 / rate
 
 
+STREAMED_FORMATS = ("wav", "pcm")
+
+
+async def speech_stream(services: Services, text: str, voice: str | None, fmt: str) -> StreamingResponse:
+    """The utterance in ``fmt`` (WAV or PCM) as it is synthesized; a failure before the first audio is a JSON
+    error, one after it ends the stream."""
+    rate = services.tts.sample_rate
+    chunks = await started(services.tts.stream(text, voice=voice))
+
+    async def audio_stream():
+        # WAV streams carry an open-ended header; PCM goes out bare.
+        try:
+            if fmt == "wav":
+                yield wav_header(rate)
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    return StreamingResponse(audio_stream(), media_type=AUDIO_MEDIA_TYPES[fmt], headers={"X-Sample-Rate": str(rate)})
+
+
 def wants_audio(request: Request) -> bool:
     return "audio/" in request.headers.get("accept", "")
 
@@ -103,22 +125,8 @@ async def text_to_speech(body: SpeechRequest, request: Request, services: Servic
     voice = body.reference_id or body.voice
     rate = services.tts.sample_rate
     if body.stream and wants_audio(request):
-        if body.format == "mp3":
-            body.format = "wav"  # mp3 is encoded whole; streams are WAV or PCM
-        chunks = await started(services.tts.stream(body.text, voice=voice))
-
-        async def audio_stream():
-            # WAV streams carry an open-ended header; PCM goes out bare.
-            try:
-                if body.format == "wav":
-                    yield wav_header(rate)
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                await chunks.aclose()
-
-        return StreamingResponse(audio_stream(), media_type=AUDIO_MEDIA_TYPES[body.format],
-                                 headers={"X-Sample-Rate": str(rate)})
+        # mp3 is encoded whole; streams are WAV or PCM
+        return await speech_stream(services, body.text, voice, "wav" if body.format == "mp3" else body.format)
     if body.stream:
         pcm_chunks = await started(services.tts.stream(body.text, voice=voice))
 

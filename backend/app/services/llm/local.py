@@ -1,4 +1,4 @@
-"""LLMService: llama.cpp models behind a bounded, fair queue.
+"""The local backend: llama.cpp models (GGUF) in this process, behind a bounded, fair queue.
 
 Each llama.cpp instance is entered by one thread at a time. Requests wait FIFO for a free instance;
 past ``llm_queue_size`` waiters they are refused with 503 + Retry-After instead of piling up.
@@ -10,6 +10,11 @@ or two are evaluated again.
 
 Generation runs in a worker thread and checks a cancel flag between tokens, so a client that goes
 away (or a timeout) stops it within a token.
+
+Two reads of llama-cpp-python's private state have no public API to go through: ``Llama._ctx.ctx`` (the
+context handle the state functions take) and ``input_ids`` / ``n_tokens`` / ``_requires_eval`` after a restore
+(``Llama.load_state`` also copies the logits, megabytes per turn). The version is pinned in pyproject.toml and
+``tests/test_llm_sharing.py`` checks the behaviour relied on (a restored state continues the same reply).
 """
 
 from __future__ import annotations
@@ -24,23 +29,23 @@ import re
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
 from app.config.settings import Settings
 from app.models import LLMSource, resolve_llm
-from app.services.base import BadRequest, ModelService, ServiceOverloaded, ServiceUnavailable
+from app.services.base import BadRequest, ServiceOverloaded, ServiceUnavailable
+from app.services.llm.gate import LLMGate
+from app.services.llm.kv_cache import RESTORE_MIN_GAIN, _KVState, _StateCache, common_prefix
+from app.services.llm.prompt import GEMMA_STOP, gemma_prompt
+from app.services.llm.types import ChatMessage, GenerationParams, Usage
 
 log = logging.getLogger("app.services.llm")
 
 T = TypeVar("T")
-GEMMA_STOP = ["<end_of_turn>", "<start_of_turn>"]
-# Restoring a kept state costs about what evaluating 3 tokens does: worth it from this many tokens saved.
-RESTORE_MIN_GAIN = 8
 # How long the model waits, at text a TTS is about to start on (``pause_after``), for the gate to close.
 EXPECTED_PAUSE_WAIT_S = 0.02
 # The most tokens a read-ahead evaluates (normally the template's few between the reply and the user's words).
@@ -48,169 +53,6 @@ READ_AHEAD_MAX_TOKENS = 32
 # Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
-
-
-class LLMGate:
-    """Where a voice reply holds the model between tokens (``stream_chat(gate=...)``): its TTS closes the
-    gate while it starts a piece and opens it at the piece's first audio, so that the two don't share the CPU.
-
-    Named like ``threading.Event`` (``set`` opens, ``clear`` closes), but a generation waits on a condition
-    that also wakes on its own cancel and on a newly waiting request (``wake``), instead of polling.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._open = True
-        self.held = 0  # generations waiting for it to open
-
-    def is_set(self) -> bool:
-        return self._open
-
-    def set(self) -> None:
-        self._change(True)
-
-    def clear(self) -> None:
-        self._change(False)
-
-    def wake(self) -> None:
-        """Something a waiter checks besides the gate has changed (a cancel, a waiting request)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_closed(self, timeout: float, unless: Callable[[], bool]) -> None:
-        """Until the gate closes, ``unless()`` holds or ``timeout`` seconds pass."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._open or unless(), timeout)
-
-    def wait_open(self, unless: Callable[[], bool]) -> None:
-        """Until the gate opens or ``unless()`` holds."""
-        with self._cond:
-            self.held += 1
-            try:
-                self._cond.wait_for(lambda: self._open or unless())
-            finally:
-                self.held -= 1
-
-    def _change(self, open_: bool) -> None:
-        with self._cond:
-            self._open = open_
-            self._cond.notify_all()
-
-
-@dataclass
-class ChatMessage:
-    role: str
-    content: str
-
-
-@dataclass
-class GenerationParams:
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    repeat_penalty: float = 1.0  # llama.cpp's, over the last 64 tokens; 1.0 is off
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    # A conversation's turn: once the reply is written, read the opening of the user's next turn (see
-    # ``_Generation.read_ahead``).
-    read_ahead: bool = False
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    first_token_s: float | None = None
-    finish_reason: str = "stop"
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens}
-
-
-def gemma_prompt(messages: Sequence[ChatMessage]) -> str:
-    """Gemma's turn format. It has no system role: system text is folded into the first user turn."""
-    system = "\n\n".join(m.content for m in messages if m.role == "system")
-    turns = [m for m in messages if m.role != "system"]
-    parts: list[str] = []
-    pending_system = system
-    for m in turns:
-        role = "model" if m.role == "assistant" else "user"
-        text = m.content
-        if role == "user" and pending_system:
-            text, pending_system = f"{pending_system}\n\n{text}", ""
-        parts.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
-    if pending_system:  # a system prompt with no user turn yet
-        parts.append(f"<start_of_turn>user\n{pending_system}<end_of_turn>\n")
-    parts.append("<start_of_turn>model\n")
-    return "".join(parts)
-
-
-@dataclass
-class _KVState:
-    """Evaluated tokens and llama.cpp's state for them (KV cache): a generation paused to let another
-    request run, or a finished one kept for the conversation's next turn."""
-    state: bytes
-    input_ids: np.ndarray
-
-
-def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if differ.size else n
-
-
-class _StateCache:
-    """The KV states of recent generations, least recently used dropped first.
-
-    Prompt evaluation is slow on a CPU (about 140 tokens/s for the embedded model on 2 cores), and a
-    model serving several conversations has only the last one's context in its KV cache. A request
-    whose prompt shares a longer prefix with a kept state (the conversation's previous turn) restores
-    it in ~20 ms instead of evaluating the whole history again.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.hits = 0
-        self._states: OrderedDict[int, _KVState] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, kept: _KVState) -> None:
-        if not len(kept.input_ids) or len(kept.state) > self.max_bytes:
-            return
-        with self._lock:
-            for key, old in list(self._states.items()):  # a state this one extends is superseded
-                if common_prefix(old.input_ids, kept.input_ids) == len(old.input_ids):
-                    del self._states[key]
-            self._states[id(kept)] = kept
-            while sum(len(k.state) for k in self._states.values()) > self.max_bytes:
-                self._states.popitem(last=False)
-
-    def best(self, tokens: np.ndarray) -> tuple[_KVState | None, int]:
-        """The kept state sharing the longest prefix with ``tokens``, and that prefix's length."""
-        with self._lock:
-            best, length = None, 0
-            for key, kept in self._states.items():
-                n = common_prefix(kept.input_ids, tokens)
-                if n > length:
-                    best, length = key, n
-            if best is None:
-                return None, 0
-            self._states.move_to_end(best)
-            return self._states[best], length
-
-    def clear(self) -> None:
-        with self._lock:
-            self._states.clear()
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {"states": len(self._states), "hits": self.hits,
-                    "mb": round(sum(len(k.state) for k in self._states.values()) / 1e6, 1)}
 
 
 # Models still loaded at exit are freed while llama-cpp-python still can: left to the garbage collector,
@@ -335,7 +177,7 @@ class _Generation:
     clear), or ``("error", exc)``. Setting ``cancel`` stops it within a token.
     """
 
-    def __init__(self, service: LLMService, messages: Sequence[ChatMessage], params: GenerationParams,
+    def __init__(self, service: LlamaCppBackend, messages: Sequence[ChatMessage], params: GenerationParams,
                  usage: Usage, gate: LLMGate | None, loop: asyncio.AbstractEventLoop,
                  pause_after: Callable[[str], bool] | None = None):
         self.service = service
@@ -466,11 +308,12 @@ class _Generation:
         return count >= slice_tokens or (self.gate is not None and not self.gate.is_set())
 
 
-class LLMService(ModelService):
-    component = "llm"
+class LlamaCppBackend:
+    """GGUF models loaded here (``LLM_MODEL_PATH``, ``LLM_HF_REPO``/``LLM_HF_FILE`` or the embedded one)."""
+
+    engine = "llama.cpp"
 
     def __init__(self, settings: Settings):
-        super().__init__()
         self.settings = settings
         self.model_name = "unknown"
         self.model_path: str | None = None
@@ -489,7 +332,7 @@ class LLMService(ModelService):
     def _waiting(self) -> int:
         return len(self._waiters)
 
-    async def _load(self) -> None:
+    async def load(self) -> None:
         source = await asyncio.to_thread(resolve_llm, self.settings)
         self.model_name, self.model_path = source.name, str(source.path)
         for _ in range(self.settings.llm_instances):
@@ -500,7 +343,7 @@ class LLMService(ModelService):
 
     # Counting needs only the vocabulary, which generation never changes: any instance will do, busy or not.
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        """The prompt length of ``messages`` in tokens, as ``stream_chat`` would send them."""
+        """The prompt length of ``messages`` in tokens, as ``stream`` would send them."""
         return len(self._loaded_tokenizer().encode(messages)[0])
 
     def count_text_tokens(self, text: str) -> int:
@@ -521,15 +364,13 @@ class LLMService(ModelService):
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "model": self.model_name, "path": self.model_path,
+        return {"backend": self.engine, "model": self.model_name, "path": self.model_path,
                 "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting,
                 "state_cache": self._states.status() if self._states else None}
 
     async def _acquire(self, *, admitted: bool = False) -> _Instance:
         """A free instance, or a place at the back of the line. ``admitted``: a paused generation
         coming back, never refused."""
-        if not admitted:
-            await self.wait_ready(self.settings.ready_wait_seconds)
         if self._free and not self._waiters:
             inst = self._free.pop()
         else:
@@ -575,17 +416,9 @@ class LLMService(ModelService):
             inst.restore(kept)
             self._states.hits += 1
 
-    def _check(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
-        if not messages or not any(m.content.strip() for m in messages if m.role != "system"):
-            raise BadRequest("the prompt is empty")
-        if sum(len(m.content) for m in messages) > self.settings.max_prompt_chars:
-            raise BadRequest(f"the prompt is longer than {self.settings.max_prompt_chars} characters")
-        if params.max_tokens > self.settings.max_tokens_cap:
-            raise BadRequest(f"max_tokens may be at most {self.settings.max_tokens_cap}")
-
-    async def stream_chat(self, messages: Sequence[ChatMessage], params: GenerationParams,
-                          usage: Usage | None = None, *, gate: LLMGate | None = None,
-                          pause_after: Callable[[str], bool] | None = None) -> AsyncIterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams, usage: Usage, *,
+                     gate: LLMGate | None = None,
+                     pause_after: Callable[[str], bool] | None = None) -> AsyncIterator[str]:
         """Yield text pieces as they are generated. Closing the iterator stops generation.
 
         The reply is written in slices (see ``_Generation``); between slices it goes to the back of the
@@ -595,10 +428,8 @@ class LLMService(ModelService):
         thread with each new piece of text; True when the text so far ends a piece the TTS will start on, so
         the model waits briefly for the gate to close before its next token (ignored without a ``gate``).
         """
-        self._check(messages, params)
         loop = asyncio.get_running_loop()
-        generation = _Generation(self, messages, params, usage if usage is not None else Usage(), gate, loop,
-                                 pause_after)
+        generation = _Generation(self, messages, params, usage, gate, loop, pause_after)
         deadline = loop.time() + self.settings.llm_request_timeout
         inst: _Instance | None = await self._acquire()
         paused: _KVState | None = None
@@ -628,11 +459,6 @@ class LLMService(ModelService):
             if inst is not None:  # holding an instance no slice ran on (starting the slice failed)
                 self._release(inst)
 
-    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> tuple[str, Usage]:
-        usage = Usage()
-        pieces = [piece async for piece in self.stream_chat(messages, params, usage)]
-        return "".join(pieces).strip(), usage
-
     async def close(self) -> None:
         """Stops queued work, waits (briefly) for running generation, and frees the models."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -643,4 +469,3 @@ class LLMService(ModelService):
             self._instances.clear()
             self._free.clear()
             self._tokenizer = None
-            self.state = "closed"
