@@ -11,12 +11,13 @@ with a hint) and run it with an environment of their choosing, so no shell varia
 No Docker engine is needed.
 
 On the resolved project they check what breaks silently when one file changes without another: the
-services (openaudio opt-in), the required secrets (refused when missing, with compose's message), the
-quick start of docs/deployment.md (.env.example plus three secrets), published ports vs. livekit.yaml
-(PyYAML: LiveKit's own config), the Redis address, depends_on conditions vs. health checks, the worker
-command and image, and the settings names. Besides: nginx.conf (crossplane) against the backend
-service, both Dockerfiles (dockerfile-parse) against the Makefile and the compose ports, and the
-backend's health check (ast), run against the test server.
+services (openaudio and the light workers opt-in), the required secrets (refused when missing, with compose's
+message), the quick start of docs/deployment.md (.env.example plus three secrets), published ports vs.
+livekit.yaml (PyYAML: LiveKit's own config), the Redis address, depends_on conditions vs. health checks, the
+worker command and image, the light worker's model servers (the backend's API by default, run against the
+test server), and the settings names, in compose and in .env.example. Besides: nginx.conf (crossplane)
+against the backend service, both Dockerfiles (dockerfile-parse) against the Makefile and the compose ports,
+and the backend's health check (ast), run against the test server.
 """
 
 from __future__ import annotations
@@ -56,8 +57,14 @@ TOOL_DIR = Path(__file__).resolve().parent / "compose_config"
 TOOL_SOURCES = ("go.mod", "go.sum", "main.go")
 TOOL_BUILDS = REPO / ".build" / "compose-config"
 
-PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio"}
+PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio", "worker-light"}
+# The services a plain `docker compose up` leaves out, and the profile that adds each.
+OPT_IN = {"openaudio": "openaudio", "worker-light": "light-workers"}
 APP_SERVICES = ("backend", "worker")
+LIGHT_WORKER, LIGHT_PROFILE = "worker-light", OPT_IN["worker-light"]
+# The model servers a light worker uses: (base URL, key) settings for each model.
+MODEL_SERVERS = {"llm": ("LLM_BASE_URL", "LLM_API_KEY"), "stt": ("STT_BASE_URL", "STT_API_KEY"),
+                 "tts": ("TTS_BASE_URL", "TTS_API_KEY")}
 # What the quick start asks for; distinctive values, so a test can tell where a resolved value came from.
 SECRETS = {"LIVEKIT_API_KEY": "APIgemmavoice", "LIVEKIT_API_SECRET": "5ec2e7" * 8, "API_KEY": "ak" * 22}
 
@@ -142,6 +149,19 @@ def with_openaudio(compose) -> dict:
 
 
 @pytest.fixture(scope="module")
+def with_light_workers(compose) -> dict:
+    """The services with the light-workers profile on, the way docs/deployment.md turns it on."""
+    return compose.project({**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE})["services"]
+
+
+@pytest.fixture(scope="module")
+def everything(compose) -> dict:
+    """The services with every profile on."""
+    return compose.project({**SECRETS, "COMPOSE_PROFILES": ",".join(OPT_IN.values()),
+                            "OPENAUDIO_URL": "http://openaudio:8080"})["services"]
+
+
+@pytest.fixture(scope="module")
 def livekit_conf() -> dict:
     return yaml.safe_load(LIVEKIT_FILE.read_text())
 
@@ -178,9 +198,13 @@ def test_compose_config_applies_compose_rules(compose, tmp_path):
 # --- the promised services -------------------------------------------------------------------
 
 
-def test_every_documented_service_exists(services, with_openaudio):
-    assert set(with_openaudio) == PROMISED_SERVICES, set(with_openaudio) ^ PROMISED_SERVICES
-    assert set(services) == PROMISED_SERVICES - {"openaudio"}, set(services) ^ (PROMISED_SERVICES - {"openaudio"})
+def test_every_documented_service_exists(services, with_openaudio, with_light_workers, everything):
+    assert set(everything) == PROMISED_SERVICES, set(everything) ^ PROMISED_SERVICES
+    assert set(services) == PROMISED_SERVICES - set(OPT_IN), set(services) ^ (PROMISED_SERVICES - set(OPT_IN))
+    assert set(with_openaudio) == set(services) | {"openaudio"}
+    assert set(with_light_workers) == set(services) | {LIGHT_WORKER}
+    for name, profile in OPT_IN.items():
+        assert everything[name]["profiles"] == [profile], name
 
 
 def test_compose_loads_with_only_the_required_secrets(compose):
@@ -241,7 +265,7 @@ def test_the_quick_start_env_file_works(compose, tmp_path, livekit_conf):
     done = compose.run({}, "--env-file", str(env_file))
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
-    assert set(services) == PROMISED_SERVICES - {"openaudio"}
+    assert set(services) == PROMISED_SERVICES - set(OPT_IN)
     for name in APP_SERVICES:
         env = env_of(services[name])
         assert {key: env[key] for key in SECRETS} == SECRETS
@@ -286,19 +310,20 @@ def test_openaudio_server_port_and_checkpoints(compose, with_openaudio):
 # --- depends_on and health checks ------------------------------------------------------------
 
 
-def test_every_dependency_can_be_met(with_openaudio):
+def test_every_dependency_can_be_met(everything):
     """Compose itself refuses a depends_on target that doesn't exist; it does not check, before `up`
     fails, that a service waited for as healthy has a health check."""
     waited_healthy = set()
-    for name, service in with_openaudio.items():
+    for name, service in everything.items():
         for target, dep in (service.get("depends_on") or {}).items():
-            assert target in with_openaudio, f"{name} depends on {target}"
+            assert target in everything, f"{name} depends on {target}"
             if dep["condition"] == "service_healthy":
-                check = with_openaudio[target].get("healthcheck") or {}
+                check = everything[target].get("healthcheck") or {}
                 assert check.get("test") and check["test"][0] != "NONE" and not check.get("disable"), \
                     f"{name} waits for {target} to be healthy, which has no health check"
                 waited_healthy.add(target)
-    assert waited_healthy == {"redis"}
+    # LiveKit waits for Redis; a light worker for the backend, its model server, to have its models loaded.
+    assert waited_healthy == {"redis", "backend"}
 
 
 def test_livekit_redis_address_matches_the_redis_service(services, livekit_conf):
@@ -371,19 +396,21 @@ def test_livekit_is_not_in_dev_mode(services, livekit_conf):
 # --- secrets ---------------------------------------------------------------------------------
 
 
-SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY", "ADMIN_API_KEY", "OPENAUDIO_API_KEY")
+SECRET_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "API_KEY", "ADMIN_API_KEY", "OPENAUDIO_API_KEY",
+                "LLM_API_KEY", "STT_API_KEY", "TTS_API_KEY")
 
 
 def test_no_secret_is_hard_coded(compose):
     """With every secret set to a value of its own, each service holds exactly those values: none is
     written in the file, none is read from the wrong variable."""
     secrets = {name: f"sentinel{i}x{name.lower()}" for i, name in enumerate(SECRET_NAMES)}
-    services = compose.project(secrets, "--profile", "openaudio")["services"]
+    services = compose.project({**secrets, "COMPOSE_PROFILES": ",".join(OPT_IN.values())})["services"]
+    assert LIGHT_WORKER in services
     for name, service in services.items():
         for key, value in env_of(service).items():
             if key in SECRET_NAMES:
                 assert value == secrets[key], f"{name}.{key} = {value!r}"
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, LIGHT_WORKER):
         env = env_of(services[name])
         assert {key: env.get(key) for key in SECRET_NAMES} == secrets, name
     assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**secrets)
@@ -462,13 +489,213 @@ def test_app_services_reach_livekit_inside_the_network(services, livekit_conf):
         assert public.startswith(("ws://", "wss://")) and "livekit:" not in public
 
 
-def test_app_settings_names_exist(services):
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+NOT_SETTINGS = {"HF_HOME", "HF_TOKEN"}  # read by huggingface_hub itself
+
+
+def test_app_settings_names_exist(everything):
     """Every variable compose hands the app is a field of its settings class (no silent typos)."""
-    fields = {name.upper() for name in Settings.model_fields}
-    not_settings = {"HF_HOME", "HF_TOKEN"}  # read by huggingface_hub itself
-    for name in APP_SERVICES:
-        unknown = set(env_of(services[name])) - fields - not_settings
+    for name in (*APP_SERVICES, LIGHT_WORKER):
+        unknown = set(env_of(everything[name])) - SETTING_NAMES - NOT_SETTINGS
         assert not unknown, f"{name}: {sorted(unknown)} are not settings"
+
+
+def settings_of(service: dict, **changes: str) -> Settings:
+    """The settings the app in ``service`` runs with: its resolved environment (``changes`` replace some of it),
+    read by the app's own class with no .env file."""
+    env = {key: value for key, value in {**env_of(service), **changes}.items()
+           if value is not None and key not in NOT_SETTINGS}
+    return Settings(_env_file=None, **{key.lower(): value for key, value in env.items()})
+
+
+def test_app_settings_values_are_valid(everything):
+    """The values compose hands the app are accepted by its settings class: types, ranges, production's
+    refusal of placeholder secrets."""
+    for name in (*APP_SERVICES, LIGHT_WORKER):
+        settings = settings_of(everything[name])
+        assert settings.app_env == "production" and settings.api_key.get_secret_value() == SECRETS["API_KEY"], name
+
+
+# --- the light workers -----------------------------------------------------------------------
+
+
+def test_light_workers_are_opt_in(compose, services, with_light_workers):
+    """`worker-light` runs only with its profile, which changes nothing else: compose accepts it with only
+    the three secrets set, with no warning."""
+    assert LIGHT_WORKER not in services
+    assert with_light_workers[LIGHT_WORKER]["profiles"] == [LIGHT_PROFILE]
+    for name, service in services.items():
+        assert with_light_workers[name] == service, f"the light-workers profile changes {name}"
+    for args, env in ((("--profile", LIGHT_PROFILE), SECRETS), ((), {**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE})):
+        done = compose.run(env, *args)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert LIGHT_WORKER in json.loads(done.stdout)["services"]
+
+
+def test_light_worker_runs_the_agent_worker(compose, with_light_workers):
+    """The same image, command, restart policy, health check and drain time as the full worker; no host
+    port (it scales with --scale worker-light=N) and no models volume."""
+    light, worker = with_light_workers[LIGHT_WORKER], with_light_workers["worker"]
+    assert light["command"] == worker["command"] == ["python", "-m", "app.agents.worker", "start"]
+    assert light["image"] == with_light_workers["backend"]["image"]
+    moved = compose.project({**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE,
+                             "BACKEND_IMAGE": "registry.example/gemmavoice:1.2"})["services"]
+    assert moved[LIGHT_WORKER]["image"] == moved["backend"]["image"] == "registry.example/gemmavoice:1.2"
+    assert "build" not in light and not light.get("ports") and not light.get("container_name")
+    assert light.get("restart") == worker.get("restart") and light["restart"] in ("always", "unless-stopped")
+    assert light["stop_grace_period"] == worker["stop_grace_period"]
+    assert light["healthcheck"]["test"] == worker["healthcheck"]["test"]
+    _, url = healthcheck_url(light["healthcheck"]["test"])
+    assert urlsplit(url).port == int(env_of(light)["LIVEKIT_WORKER_PORT"])
+    assert not light.get("volumes"), "a light worker loads no model: it needs no models volume"
+    assert light["depends_on"]["livekit"]["condition"] == "service_started"
+
+
+def test_light_worker_uses_the_backend_as_its_model_server(with_light_workers):
+    """By default all three models are the backend's: its service name, the port it serves, its /v1 (the
+    OpenAI-compatible routes), its API_KEY; the light worker waits for it to be healthy (models loaded)
+    and takes more conversations than a full worker. The backend and full worker stay embedded."""
+    light, backend = with_light_workers[LIGHT_WORKER], with_light_workers["backend"]
+    env = env_of(light)
+    for kind, (url_name, key_name) in MODEL_SERVERS.items():
+        url = urlsplit(env[url_name])
+        assert (url.scheme, url.hostname, url.path) == ("http", "backend", "/v1"), f"{url_name}={env[url_name]}"
+        assert url.port == int(env_of(backend)["PORT"]) and url.port in targets(backend), url_name
+        assert env[key_name] == env_of(backend)["API_KEY"] == SECRETS["API_KEY"], key_name
+    assert light["depends_on"]["backend"]["condition"] == "service_healthy"
+    settings = settings_of(light)
+    assert (settings.llm_base_url, settings.stt_base_url, settings.tts_base_url) == ("http://backend:8000/v1",) * 3
+    assert settings.livekit_worker_max_jobs == 8
+    assert settings.livekit_worker_max_jobs > settings_of(with_light_workers["worker"]).livekit_worker_max_jobs
+    from app.services.container import tts_engine_name
+
+    assert tts_engine_name(settings) == "remote"
+    for name in APP_SERVICES:
+        own = settings_of(with_light_workers[name])
+        assert (own.llm_base_url, own.stt_base_url, own.tts_base_url) == (None, None, None), name
+        assert tts_engine_name(own) == "local", name
+
+
+def test_light_worker_can_use_another_model_server(compose):
+    """The variables docs/deployment.md names move the light workers to a GPU host (with its key), and the
+    backend and full worker with them; one left unset stays the backend's."""
+    gpu = {"LLM_BASE_URL": "http://gpu-host:8000/v1", "STT_BASE_URL": "http://gpu-host:8000/v1",
+           "TTS_BASE_URL": "http://gpu-host:8000/v1", "LLM_API_KEY": "gpukey" * 5, "STT_API_KEY": "gpukey" * 5,
+           "TTS_API_KEY": "gpukey" * 5, "LIGHT_WORKER_MAX_JOBS": "16"}
+    moved = compose.project({**SECRETS, **gpu, "COMPOSE_PROFILES": LIGHT_PROFILE})["services"]
+    light = env_of(moved[LIGHT_WORKER])
+    assert {key: light[key] for key in gpu if key != "LIGHT_WORKER_MAX_JOBS"} == {
+        key: value for key, value in gpu.items() if key != "LIGHT_WORKER_MAX_JOBS"}
+    assert light["LIVEKIT_WORKER_MAX_JOBS"] == "16" and settings_of(moved[LIGHT_WORKER]).livekit_worker_max_jobs == 16
+    for name in APP_SERVICES:
+        env = env_of(moved[name])
+        for url_name, key_name in MODEL_SERVERS.values():
+            assert (env[url_name], env[key_name]) == (gpu[url_name], gpu[key_name]), f"{name}.{url_name}"
+    # Only the LLM elsewhere (an Ollama, with no key): speech stays the backend's, with the backend's key.
+    ollama = compose.project({**SECRETS, "LLM_BASE_URL": "http://ollama-host:11434/v1", "LLM_MODEL": "gemma3:4b",
+                              "COMPOSE_PROFILES": LIGHT_PROFILE})["services"]
+    settings = settings_of(ollama[LIGHT_WORKER])
+    assert (settings.llm_base_url, settings.llm_model) == ("http://ollama-host:11434/v1", "gemma3:4b")
+    assert settings.stt_base_url == settings.tts_base_url == "http://backend:8000/v1"
+    assert settings.stt_api_key.get_secret_value() == SECRETS["API_KEY"]
+
+
+def test_light_workers_from_the_quick_start_env_file(compose, tmp_path):
+    """The quick start's .env (.env.example, its empty model-server lines included) plus the profile: the
+    light worker still uses the backend, with its key, and the backend its own models."""
+    text = ENV_EXAMPLE.read_text()
+    for key, value in {**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE}.items():
+        text, found = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
+        assert found == 1, f".env.example has no {key}= line to fill in"
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+    done = compose.run({}, "--env-file", str(env_file))
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    light = settings_of(services[LIGHT_WORKER])
+    for kind, (url_name, key_name) in MODEL_SERVERS.items():
+        assert getattr(light, url_name.lower()) == "http://backend:8000/v1", url_name
+        assert getattr(light, key_name.lower()).get_secret_value() == SECRETS["API_KEY"], key_name
+    assert light.livekit_worker_max_jobs == 8
+    backend = settings_of(services["backend"])
+    assert (backend.llm_base_url, backend.stt_base_url, backend.tts_base_url) == (None, None, None)
+
+
+async def test_light_worker_is_served_by_the_backend_api(compose, strict_server):
+    """The light worker's settings, as compose resolves them, against a real backend (the test server with an
+    API key, in place of http://backend:8000): its three models answer there, with that key; what it says,
+    it hears."""
+    import asyncio
+    import contextlib
+
+    import numpy as np
+    from helpers import QUESTION, QUESTION_WORDS, STRICT_KEY, words
+
+    from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
+    from app.services.container import Services
+    from app.services.llm import ChatMessage, GenerationParams
+
+    light = compose.project({**SECRETS, "API_KEY": STRICT_KEY, "COMPOSE_PROFILES": LIGHT_PROFILE})["services"][
+        LIGHT_WORKER]
+    origin = "http://backend:8000"
+    moved = {url_name: env_of(light)[url_name].replace(origin, strict_server.url)
+             for url_name, _ in MODEL_SERVERS.values()}
+    assert all(url.startswith(strict_server.url + "/") for url in moved.values()), moved
+    services = Services.create(settings_of(light, **moved))
+    try:
+        assert {name: c.status().get("url") for name, c in services.components.items()} == {
+            kind: moved[url_name] for kind, (url_name, _) in MODEL_SERVERS.items()}
+        # A server that refuses the key (or isn't there) keeps its component loading: give up, saying why.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(services.start(), 60)
+        assert services.ready, {name: c.status() for name, c in services.components.items()}
+        reply, _ = await services.llm.chat([ChatMessage("user", "Say hello.")],
+                                           GenerationParams(max_tokens=8, temperature=0.0))
+        assert reply
+        pcm = b"".join([chunk async for chunk in services.tts.stream(QUESTION)])
+        assert len(pcm) > services.tts.sample_rate  # more than half a second of speech
+        audio = pcm16_to_float(resample_pcm(pcm, services.tts.sample_rate, WHISPER_RATE))
+        silence = np.zeros(WHISPER_RATE // 4, dtype=np.float32)
+        heard = await services.stt.transcribe(np.concatenate([silence, audio, silence]))
+        assert QUESTION_WORDS <= words(heard.text), heard.text
+    finally:
+        await services.close()
+
+
+# --- .env.example ----------------------------------------------------------------------------
+
+
+def env_example_sections() -> tuple[str, str]:
+    """.env.example's settings, and its last section: the variables docker compose alone reads."""
+    text = ENV_EXAMPLE.read_text()
+    settings, marker, compose_only = text.partition("# --- docker compose only")
+    assert marker, ".env.example has no docker compose section"
+    return settings, compose_only
+
+
+def test_env_example_names_every_setting():
+    """Every variable .env.example sets is a setting, and every setting is in it (set, or shown commented
+    out); its compose section holds no setting, and only variables docker-compose.yml reads."""
+    settings, compose_only = env_example_sections()
+    given = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", settings, re.MULTILINE))
+    shown = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", settings, re.MULTILINE))
+    assert given - SETTING_NAMES == set(), f"not settings: {sorted(given - SETTING_NAMES)}"
+    assert SETTING_NAMES - shown == set(), f"settings .env.example leaves out: {sorted(SETTING_NAMES - shown)}"
+    compose_names = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", compose_only, re.MULTILINE))
+    assert compose_names and not compose_names & SETTING_NAMES, sorted(compose_names & SETTING_NAMES)
+    compose_text = COMPOSE_FILE.read_text()
+    for name in compose_names - {"COMPOSE_PROFILES"}:  # compose's own
+        assert re.search(rf"\$\{{{name}\b|^\s+{name}:", compose_text, re.MULTILINE), f"{name} is not in docker-compose.yml"
+
+
+def test_env_example_values_are_the_defaults():
+    """The file documents the defaults: read as an .env file, it changes no setting (an empty value is
+    "unset")."""
+    defaults, documented = Settings(_env_file=None), Settings(_env_file=ENV_EXAMPLE)
+    changed = {name: (getattr(defaults, name), getattr(documented, name)) for name in Settings.model_fields
+               if getattr(defaults, name) != getattr(documented, name)
+               and {getattr(defaults, name), getattr(documented, name)} != {None, ""}}
+    assert not changed, changed
 
 
 # --- frontend --------------------------------------------------------------------------------
@@ -650,5 +877,6 @@ def test_backend_image_builds_portable_llama_and_prepares_models(services):
 
 def test_deployment_doc_exists_and_covers_the_topics():
     text = DEPLOYMENT_DOC.read_text().lower()
-    for topic in ("livekit cloud", "node_ip", "--scale worker", "redis", "llm_hf_repo", "whisper_model", "openaudio_url"):
+    for topic in ("livekit cloud", "node_ip", "--scale worker", "redis", "llm_hf_repo", "whisper_model", "openaudio_url",
+                  "llm_base_url", "stt_base_url", "tts_base_url", "light-workers", "--scale worker-light"):
         assert topic in text, topic

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ DRAIN_TIMEOUT_S = 600
 # What LiveKit reads as "no room at all": models not ready, or too little memory for one more conversation.
 FULL = 1.0
 SERVER_COMMANDS = {"start", "dev", "connect"}
+PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 ROOM_FRAME_MS = 20  # the user's audio reaches the session in frames of this length
 _FLAGS = {"LIVEKIT_URL": "--url", "LIVEKIT_API_KEY": "--api-key", "LIVEKIT_API_SECRET": "--api-secret"}
 
@@ -125,6 +127,9 @@ def build_server(settings: Settings, *, in_process: bool = False) -> AgentServer
     """The worker. ``in_process``: inside the API (health on a loopback port of its own, never gives up
     reaching LiveKit); otherwise the standalone ``python -m app.agents.worker``."""
     secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
+    # The framework preloads its local end-of-turn model (~250 MB) into every worker; the sessions here use
+    # silero's VAD and no end-of-turn model unless asked (create_agent_session(turn_detector=True) loads it).
+    os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")
     options: dict[str, Any] = (
         {"host": "127.0.0.1", "port": 0, "max_retry": sys.maxsize} if in_process
         else {"port": health_port(settings.livekit_worker_port)}
