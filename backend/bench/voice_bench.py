@@ -79,7 +79,8 @@ class Mic:
             await asyncio.sleep(max(0.0, tick - time.perf_counter()))
 
 
-async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[dict]:
+async def session(url: str, clips: list[tuple[str, bytes]], label: str, pause_s: float = 1.0) -> list[dict]:
+    """Speak each clip in turn; a turn ends at the reply's metrics. ``pause_s``: open mic after each reply."""
     turns = []
     async with websockets.connect(url.replace("http", "ws") + "/v1/conversation/ws", max_size=None) as ws:
         json.loads(await ws.recv())  # ready
@@ -92,6 +93,7 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
                 transcript_at = None
                 metrics = None
                 heard = ""
+                reply = None
                 errors = []
                 deadline = time.perf_counter() + 120
                 while True:
@@ -106,6 +108,8 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
                     event = json.loads(message)
                     if event["type"] == "error":
                         errors.append(event)
+                    if event["type"] == "response_end":
+                        reply = event["text"]
                     if event["type"] == "metrics":
                         metrics = event
                         break
@@ -114,13 +118,14 @@ async def session(url: str, clips: list[tuple[str, bytes]], label: str) -> list[
                         heard = f"{heard} {event['text']}".strip()
                         if not event["text"]:
                             break
-                turn = {"session": label, "errors": errors, "metrics": metrics, "said": said, "heard": heard}
+                turn = {"session": label, "errors": errors, "metrics": metrics, "said": said, "heard": heard,
+                        "reply": reply}
                 if first_audio and mic.watch_time:
                     turn["client_voice_to_voice_ms"] = (first_audio - mic.watch_time) * 1000
                 if transcript_at and mic.watch_time:
                     turn["client_transcript_ms"] = (transcript_at - mic.watch_time) * 1000
                 turns.append(turn)
-                await asyncio.sleep(1.0)  # let the reply "play" a moment of open mic before the next question
+                await asyncio.sleep(pause_s)  # let the reply "play" a moment of open mic before the next question
         finally:
             mic_task.cancel()
     return turns

@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     llm_base_url: Optional[str] = None
     llm_api_key: Optional[SecretStr] = None
     llm_model: Optional[str] = None
-    # The first streamed token may take this long (the server may queue us behind others) before the request
-    # is given up (and retried, if no text has come yet).
+    # The first streamed token may take this long (the server may queue us behind others) before the turn
+    # fails with an error naming the server (not retried: another try would queue behind this one).
     llm_first_token_timeout_s: float = Field(20.0, gt=0.0)
 
     # --- STT ----------------------------------------------------------------------------------

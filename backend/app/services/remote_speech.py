@@ -15,7 +15,7 @@ import openai
 from app.audio.codec import WHISPER_RATE, Resampler, float_to_pcm16, pcm_to_wav
 from app.config.settings import Settings
 from app.services.base import ModelService
-from app.services.remote import ModelServer, ServerFailed
+from app.services.remote import ModelServer, ServerFailed, public_url
 from app.services.stt import Segment, Transcription, check_audio
 from app.services.tts import TTSEngine
 
@@ -40,7 +40,7 @@ class RemoteSTTService(ModelService):
         await self.server.wait_answering()
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": self.server.base_url}
+        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url)}
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                          temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
@@ -105,7 +105,7 @@ class RemoteTTSService(TTSEngine):
         return self.settings.tts_model
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": self.server.base_url}
+        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url)}
 
     async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         """PCM at ``sample_rate`` as the server sends it; the first audio before the whole text is spoken when

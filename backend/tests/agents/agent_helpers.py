@@ -48,14 +48,16 @@ def voice_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def worker_in(server: LocalLiveKit, **env: str) -> Iterator[WorkerProcess]:
+def worker_in(server: LocalLiveKit, *, ready_log: str = "marking as available", **env: str) -> Iterator[WorkerProcess]:
     """``python -m app.agents.worker start`` against ``server`` (TEST_VOICE, its health endpoint on a free
-    port), yielded once it has told the server it takes jobs; it must then stop cleanly on SIGTERM."""
+    port), yielded once its log says ``ready_log`` (by default: it told the server it takes jobs, which a
+    worker whose models loaded while it registered never says: it is available from the start); it must then
+    stop cleanly on SIGTERM."""
     worker = WorkerProcess(worker_env(
         LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key, LIVEKIT_API_SECRET=server.api_secret,
         LIVEKIT_WORKER_PORT=str(free_port()), APP_ENV="test", **voice_env(), **env))
     try:
-        worker.wait_for("marking as available", timeout=180)
+        worker.wait_for(ready_log, timeout=180)
         yield worker
         assert worker.stop() and worker.proc.returncode == 0
     finally:

@@ -20,7 +20,7 @@ from app.config.settings import Settings
 from app.services.base import ModelService
 from app.services.llm.gate import LLMGate
 from app.services.llm.types import ChatMessage, GenerationParams, Usage
-from app.services.remote import ModelServer, ServerFailed
+from app.services.remote import ModelServer, ServerFailed, public_url
 
 log = logging.getLogger("app.services.llm")
 
@@ -42,6 +42,7 @@ class OpenAICompatibleBackend:
         self.client = openai.AsyncOpenAI(base_url=self.server.base_url, api_key=self.server.api_key or "none",
                                          http_client=self.server.client, max_retries=0)
         self.model_name = settings.llm_model or "default"
+        self.active = 0  # replies streaming from the server now
 
     async def load(self) -> None:
         await self.server.wait_answering()
@@ -62,8 +63,8 @@ class OpenAICompatibleBackend:
         return None  # nothing is kept here between requests
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.engine, "model": self.model_name, "url": self.server.base_url,
-                "served_models": self.server.models}
+        return {"backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url),
+                "served_models": self.server.models, "active": self.active}
 
     def _request(self, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -87,6 +88,7 @@ class OpenAICompatibleBackend:
         started = time.perf_counter()
         stream, first = await self.server.first_try(lambda: self._open(self._request(messages, params)))
         usage.first_token_s = time.perf_counter() - started
+        self.active += 1
         try:
             for piece in self._pieces(first, usage):
                 yield piece
@@ -97,6 +99,7 @@ class OpenAICompatibleBackend:
             except (openai.APIError, ValueError, KeyError, TypeError) as exc:  # after output: no retry
                 raise self.server.failure(exc) from exc
         finally:
+            self.active -= 1
             await stream.close()  # also on a barge-in: the server sees its client go and stops
 
     async def _open(self, body: dict[str, Any]):
