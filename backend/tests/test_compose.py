@@ -180,6 +180,17 @@ def targets(service: dict) -> set[int]:
     return {target for _, _, target, _ in ports(service)}
 
 
+def filled_env_example(tmp_path: Path, values: dict[str, str]) -> Path:
+    """.env.example with ``values`` filled into its lines, as a user following the quick start writes it."""
+    text = ENV_EXAMPLE.read_text()
+    for key, value in values.items():
+        text, found = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
+        assert found == 1, f".env.example has no {key}= line to fill in"
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+    return env_file
+
+
 def test_compose_config_applies_compose_rules(compose, tmp_path):
     """The loader is compose's, with its checks on: it refuses a typo'd key (schema), a depends_on target
     that doesn't exist (consistency) and a port that can't be."""
@@ -256,13 +267,7 @@ def test_the_quick_start_env_file_works(compose, tmp_path, livekit_conf):
     by its service name (the file's make-run values must not leak into compose)."""
     done = compose.run({}, "--env-file", str(ENV_EXAMPLE))
     assert done.returncode == 1 and "required variable API_KEY is missing a value" in done.stderr, done.stderr
-    text = ENV_EXAMPLE.read_text()
-    for key, value in SECRETS.items():
-        text, found = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
-        assert found == 1, f".env.example has no {key}= line to fill in"
-    env_file = tmp_path / ".env"
-    env_file.write_text(text)
-    done = compose.run({}, "--env-file", str(env_file))
+    done = compose.run({}, "--env-file", str(filled_env_example(tmp_path, SECRETS)))
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
     assert set(services) == PROMISED_SERVICES - set(OPT_IN)
@@ -603,13 +608,7 @@ def test_light_worker_can_use_another_model_server(compose):
 def test_light_workers_from_the_quick_start_env_file(compose, tmp_path):
     """The quick start's .env (.env.example, its empty model-server lines included) plus the profile: the
     light worker still uses the backend, with its key, and the backend its own models."""
-    text = ENV_EXAMPLE.read_text()
-    for key, value in {**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE}.items():
-        text, found = re.subn(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
-        assert found == 1, f".env.example has no {key}= line to fill in"
-    env_file = tmp_path / ".env"
-    env_file.write_text(text)
-    done = compose.run({}, "--env-file", str(env_file))
+    done = compose.run({}, "--env-file", str(filled_env_example(tmp_path, {**SECRETS, "COMPOSE_PROFILES": LIGHT_PROFILE})))
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
     light = settings_of(services[LIGHT_WORKER])

@@ -20,6 +20,7 @@ def test_models_list_names_what_runs_behind_each_plugin(sdk):
     assert set(served) == {"llm", "stt", "tts"}
     assert served["llm"].id == "smollm2-135m-instruct-q8_0"
     assert (served["llm"].engine, served["llm"].livekit_plugin) == ("llama.cpp", "GemmaLLM")
+    assert {m.backend for m in served.values()} == {"embedded"} and all(m.ready for m in served.values())
     assert (served["stt"].engine, served["stt"].livekit_plugin) == ("faster-whisper", "WhisperSTT")
     assert served["tts"].id == "piper/en_US-joe-medium"
     assert (served["tts"].engine, served["tts"].livekit_plugin) == ("local-piper", "OpenAudioTTS")
@@ -41,6 +42,17 @@ def test_chat_completion_stream(sdk):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_chat_completion_stream_with_usage(sdk):
+    """What a light worker asks of a GemmaVoice backend: the usage in a last chunk with no choices."""
+    stream = sdk.chat.completions.create(model="gemma", max_tokens=8, stream=True,
+                                         stream_options={"include_usage": True},
+                                         messages=[{"role": "user", "content": "Count: one, two,"}])
+    chunks = list(stream)
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices == [] and 1 <= chunks[-1].usage.completion_tokens <= 8
+    assert chunks[-1].usage.prompt_tokens > 0
 
 
 def test_transcription(sdk, question_wav):

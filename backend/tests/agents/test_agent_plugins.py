@@ -51,7 +51,7 @@ def trimmed(pcm: bytes, rate: int) -> bytes:
 class OverloadedLLMDouble:
     """Stands in for an LLMService whose queue is full (hard to provoke with the real one on cue)."""
 
-    model_name = "overloaded-double"
+    model_name = engine = "overloaded-double"
     state = "ready"  # a loaded service
 
     def __init__(self):
@@ -66,7 +66,7 @@ class OverloadedLLMDouble:
 class FailingMidReplyLLMDouble:
     """Stands in for an LLMService that fails after its first words (a timeout mid-reply, say)."""
 
-    model_name = "failing-double"
+    model_name = engine = "failing-double"
     state = "ready"  # a loaded service
 
     def __init__(self):

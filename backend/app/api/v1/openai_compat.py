@@ -49,6 +49,10 @@ def _model(service, kind: str, plugin: str, created: int) -> dict:
     return entry
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # a last chunk with no choices and the request's usage
+
+
 class ChatCompletionRequest(BaseModel):
     model: str | None = None
     messages: list[Message] = Field(..., min_length=1)
@@ -58,6 +62,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     stop: list[str] | str | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=1)
 
@@ -93,6 +98,9 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep):
                 yield chunk({"content": piece})
             record_usage(usage)
             yield chunk({}, _finish(usage))
+            if body.stream_options is not None and body.stream_options.include_usage:
+                yield sse_event({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                 "choices": [], "usage": usage.as_dict()})
         except ServiceError as exc:
             yield sse_event({"error": {"code": exc.code, "message": str(exc)}})
         finally:
