@@ -556,6 +556,15 @@ def test_light_worker_runs_the_agent_worker(compose, with_light_workers):
     assert light["depends_on"]["livekit"]["condition"] == "service_started"
 
 
+def test_light_workers_use_the_operators_key_when_there_is_one(compose):
+    """With ADMIN_API_KEY set, the light workers present it to the backend, which does not rate limit it."""
+    admin = "op" * 12
+    services = compose.project({**SECRETS, "ADMIN_API_KEY": admin, "COMPOSE_PROFILES": LIGHT_PROFILE})["services"]
+    env = env_of(services[LIGHT_WORKER])
+    assert env_of(services["backend"])["ADMIN_API_KEY"] == admin
+    assert [env[key_name] for _url, key_name in MODEL_SERVERS.values()] == [admin] * 3
+
+
 def test_light_worker_uses_the_backend_as_its_model_server(with_light_workers):
     """By default all three models are the backend's: its service name, the port it serves, its /v1 (the
     OpenAI-compatible routes), its API_KEY; the light worker waits for it to be healthy (models loaded)

@@ -255,6 +255,19 @@ def test_rate_limits_cover_the_costly_groups_and_can_be_tuned_off():
         assert [c.post(f"{url}/v1/livekit/token").status_code for _ in range(4)] == [200] * 4
 
 
+def test_the_operators_key_is_not_rate_limited():
+    """A light worker uses this API as its model server: one address, every conversation of the worker. With
+    ADMIN_API_KEY it is not counted; the same address with the user key still is."""
+    admin = "admin-key-0123456789abcdef"
+    with bare_server(rate_limit_speech="1/minute", api_key=STRICT_KEY, admin_api_key=admin) as url, \
+            client_from("127.0.0.1") as c:
+        operator = {"Authorization": f"Bearer {admin}"}
+        assert [c.post(f"{url}/v1/audio/speech", json={}, headers=operator).status_code != 429
+                for _ in range(4)] == [True] * 4
+        user = {"Authorization": f"Bearer {STRICT_KEY}"}
+        assert [c.post(f"{url}/v1/audio/speech", json={}, headers=user).status_code for _ in range(2)][1] == 429
+
+
 async def test_new_voice_sessions_are_rate_limited_at_the_handshake():
     with bare_server(rate_limit_voice_sessions="1/minute", api_key=STRICT_KEY) as url:
         ws_url = url.replace("http://", "ws://") + "/v1/conversation/ws"

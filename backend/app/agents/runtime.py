@@ -124,6 +124,16 @@ def models_ready() -> bool:
     return services is not None and services.ready
 
 
+def models_not_ready() -> str | None:
+    """Why not every model is ready ("llm unreachable: the LLM server at ... is not answering"), or None."""
+    services = _services
+    if services is None:
+        return "the models are not created yet"
+    waiting = [f"{name} {c.state}" + (f": {c.error}" if c.error else "")
+               for name, c in services.components.items() if c.state != "ready"]
+    return "; ".join(waiting) or None
+
+
 async def _wait_ready(services: Services) -> None:
     await services.start()  # returns at once while another caller's load is in progress...
     # ...so wait for every component to finish, whoever started it.

@@ -100,12 +100,28 @@ def worker_load(server: AgentServer, *, settings: Settings) -> float:
     not ready or free memory is under ``LIVEKIT_JOB_MEMORY_MB``. The CPU plays no part: the models
     use all of it whenever they answer anyone, and sharing them is what the queues are for.
     """
-    if not runtime.models_ready():
+    why = runtime.models_not_ready()
+    _say_why_full(why)
+    if why is not None:
         return FULL
     busy = len(server.active_jobs)
     if busy < settings.livekit_worker_max_jobs and available_memory_mb() < settings.livekit_job_memory_mb:
         return FULL
     return settings.livekit_worker_load_threshold * min(1.0, busy / settings.livekit_worker_max_jobs)
+
+
+_last_reason: list[str | None] = [None]
+
+
+def _say_why_full(why: str | None) -> None:
+    """Log, once each time it changes, why the worker takes no room (a model loading, its server away)."""
+    if why == _last_reason[0]:
+        return
+    if why is not None:
+        log.warning("taking no room: %s", why)
+    elif _last_reason[0] is not None:
+        log.info("every model is ready: taking rooms")
+    _last_reason[0] = why
 
 
 def health_port(port: int) -> int:

@@ -17,6 +17,9 @@ voice_sessions       ``RATE_LIMIT_VOICE_SESSIONS``   new WebSocket sessions on /
 ===================  ==============================  =====================================================
 
 A refused WebSocket handshake gets an HTTP 429 (not an accepted-then-closed socket).
+
+Requests that carry ``ADMIN_API_KEY`` are the operator's own services (light agent workers and other GemmaVoice
+processes using this one as their model server: one address, many conversations) and are not counted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from starlette.requests import HTTPConnection
+
+from app.api.deps import admin_key_ok
 from app.api.errors import error_body
 from app.config.settings import Settings
 
@@ -95,10 +101,11 @@ class RateLimitMiddleware:
     def __init__(self, app, *, settings: Settings):
         self.app = app
         self.limiter = RateLimiter(settings)
+        self.settings = settings
 
     async def __call__(self, scope, receive, send):
         group = self.limiter.group_of(scope) if scope["type"] in ("http", "websocket") else None
-        if group is None:
+        if group is None or admin_key_ok(HTTPConnection(scope), self.settings):
             return await self.app(scope, receive, send)
         wait = self.limiter.hit(group, client_of(scope))
         if wait is None:
