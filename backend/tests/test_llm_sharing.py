@@ -16,7 +16,7 @@ from app.config.settings import Settings
 from app.models import resolve_llm
 from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
 from app.services.llm.kv_cache import common_prefix
-from app.services.llm.local import _Instance
+from app.services.llm.llama_model import _Instance
 
 BACKEND = Path(__file__).resolve().parents[1]
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
@@ -166,7 +166,7 @@ LOAD_WHILE_ANOTHER_THREAD_WRITES = """
 import os, threading, time
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm.local import _Instance
+from app.services.llm.llama_model import _Instance
 
 stop, written = threading.Event(), []
 

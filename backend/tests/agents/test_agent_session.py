@@ -17,7 +17,7 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, APIStatusError, llm
 
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, WhisperSTT
-from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
+from app.agents.voice_agent import GemmaVoiceAgent, apology_for, create_agent_session
 from app.audio.vad import load_vad
 from app.config.settings import Settings
 from app.services.container import Services
@@ -213,9 +213,9 @@ async def test_a_turn_that_comes_before_the_models_have_loaded_waits_for_them(se
     assert spoken.duration > 0.5, spoken.duration
 
 
-async def test_a_turn_on_a_model_that_fails_to_load_ends_in_a_clear_error(tmp_path):
-    """The model's load fails while a turn waits for it: the turn fails at once, saying why, and the session
-    reports the same error (not retried: a failed load stays failed)."""
+async def test_a_turn_on_a_model_that_fails_to_load_ends_in_a_clear_error_and_an_apology(tmp_path):
+    """The model's load fails while a turn waits for it: the turn ends at once, the session reports why (not
+    retried: a failed load stays failed), and the user hears a short apology instead of silence."""
     missing = tmp_path / "missing.gguf"
     fresh = unloaded_services(llm_model_path=missing)
     errors = []
@@ -228,17 +228,21 @@ async def test_a_turn_on_a_model_that_fails_to_load_ends_in_a_clear_error(tmp_pa
         assert not turn.done() and not errors, errors
         await fresh.llm.start()
         assert fresh.llm.state == "failed"
-        why = f"the language model failed to load: ModelUnavailable: LLM_MODEL_PATH {missing} does not exist"
-        with pytest.raises(APIStatusError, match=re.escape(why)):
-            await asyncio.wait_for(turn, 30)
+        result = await asyncio.wait_for(turn, 30)
+    said = result.expect.next_event(type="message").event().item.text_content
+    assert said == apology_for(APIStatusError("", status_code=503, body={"code": "model_unavailable"}))
+    why = f"the language model failed to load: ModelUnavailable: LLM_MODEL_PATH {missing} does not exist"
     [error] = errors
-    assert error.error is turn.exception() and not error.recoverable, error
+    assert isinstance(error.error, APIStatusError) and why in str(error.error) and not error.recoverable, error
 
 
 async def test_a_model_that_never_loads_fails_the_turn_after_the_plugins_deadline():
     fresh = unloaded_services()  # nobody starts them
+    errors = []
     session = create_agent_session(fresh, llm=GemmaLLM(services=fresh, load_timeout=1.0))
+    session.on("error", lambda ev: errors.append(ev.error))
     async with session:
         await session.start(GemmaVoiceAgent(settings=fresh.settings))
-        with pytest.raises(APIStatusError, match="the language model did not load within 1 s"):
-            await asyncio.wait_for(session.run(user_input=QUESTION), 30)
+        result = await asyncio.wait_for(session.run(user_input=QUESTION), 30)
+    assert "sorry" in result.expect.next_event(type="message").event().item.text_content.lower()
+    assert [e.error.message for e in errors] == ["the language model did not load within 1 s"]
