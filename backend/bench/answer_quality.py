@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import re
 
 import httpx
@@ -72,6 +71,8 @@ async def run_quality(url: str) -> dict:
                         "reply": turn.get("reply"), "right": right,
                         "client_voice_to_voice_ms": round(turn["client_voice_to_voice_ms"], 1)
                         if turn.get("client_voice_to_voice_ms") is not None else None,
+                        "server_metrics": {k: v for k, v in (turn["metrics"] or {}).items()
+                                           if k.endswith("_ms") or k == "reply_audio_seconds"},
                         "errors": turn["errors"]})
         print(f"  {'RIGHT' if right else 'wrong'}  {answers[-1]['client_voice_to_voice_ms'] or float('nan'):7.1f} ms"
               f"  {question!r} heard {turn['heard']!r} -> {turn.get('reply')!r}", flush=True)
@@ -117,7 +118,7 @@ async def main_async(url: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", help="an API already running (e.g. http://127.0.0.1:8000); default: start one, embedded")
+    parser.add_argument("--url", help="an API already running (http://127.0.0.1:8000); default: start one, embedded")
     args = parser.parse_args(argv)
     asyncio.run(main_async(args.url.rstrip("/") if args.url else None))
 

@@ -23,7 +23,11 @@ import argparse
 import asyncio
 import json
 import re
+import threading
 import time
+from pathlib import Path
+
+import psutil
 
 from bench.answer_quality import run_quality, table as quality_table
 from bench.common import UTTERANCES, machine, save
@@ -35,21 +39,70 @@ MB = 1024 * 1024
 SUSPECT = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception|error", re.IGNORECASE)
 
 
+class OtherCPU:
+    """CPU seconds that processes outside this bench used while a configuration ran, sampled every second
+    in a thread (another job on the 2 cores slows llama.cpp's spinning threads badly). Bounded: stops on
+    ``stop()`` or after ``limit_s``."""
+
+    def __init__(self, limit_s: float = 1800.0):
+        self.limit_s = limit_s
+        self.seen: dict[int, tuple[str, float, float]] = {}  # pid -> (name, cpu s when first seen, cpu s last)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "OtherCPU":
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+
+    def _ours(self) -> set[int]:
+        me = psutil.Process()
+        return {me.pid, *(c.pid for c in me.children(recursive=True))}
+
+    def _sample(self, first: bool = False) -> None:
+        ours = self._ours()
+        for proc in psutil.process_iter(["name", "cpu_times"]):
+            if proc.pid in ours or proc.info["cpu_times"] is None:
+                continue
+            cpu = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+            name, start, _ = self.seen.get(proc.pid, (proc.info["name"], cpu if first else 0.0, 0.0))
+            self.seen[proc.pid] = (name, start, cpu)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        while not self._stop.wait(1.0) and time.monotonic() < deadline:
+            self._sample()
+
+    def report(self) -> dict:
+        used: dict[str, float] = {}
+        for name, start, last in self.seen.values():
+            used[name] = used.get(name, 0.0) + max(0.0, last - start)
+        top = sorted(((n, round(u, 1)) for n, u in used.items() if u >= 0.5), key=lambda x: -x[1])[:8]
+        return {"cpu_s": round(sum(used.values()), 1), "top": top}
+
+
 def suspect_lines(server: ServerProcess, limit: int = 20) -> list[str]:
     lines = [line for line in server.log_text().splitlines()
              if SUSPECT.search(line) and '" 200' not in line and '" 101' not in line]
     return lines[:limit]
 
 
-def start_embedded(started: list[ServerProcess]) -> tuple[GemmaVoiceAPIProcess, dict[str, ServerProcess]]:
+def start_embedded(started: list[ServerProcess], llm_threads: int = 2
+                   ) -> tuple[GemmaVoiceAPIProcess, dict[str, ServerProcess]]:
     api = GemmaVoiceAPIProcess()
     started.append(api)
     api.start()
     return api, {}
 
 
-def start_remote(started: list[ServerProcess]) -> tuple[GemmaVoiceAPIProcess, dict[str, ServerProcess]]:
-    llama = LlamaCppServer()
+def start_remote(started: list[ServerProcess], llm_threads: int = 2
+                 ) -> tuple[GemmaVoiceAPIProcess, dict[str, ServerProcess]]:
+    llama = LlamaCppServer(n_threads=llm_threads)
     started.append(llama)
     llama.start()
     # The STT + TTS server: embedded Whisper and piper; its LLM (unused here) is llama.cpp's server, not a GGUF.
@@ -74,16 +127,18 @@ def user_clips(clips: list[tuple[str, bytes]], user: int, turns: int) -> list[tu
 async def measure(name: str, clips: list[tuple[str, bytes]], args) -> dict:
     started: list[ServerProcess] = []
     t0 = time.monotonic()
+    other = OtherCPU().__enter__()
     try:
-        api, model_servers = CONFIGS[name](started)
+        api, model_servers = CONFIGS[name](started, args.llm_threads)
         out: dict = {"machine": machine(),
                      "api_start_to_ready_s": round(api.started_in, 2),
                      "api_rss_ready_mb": round(api.rss() / MB),
-                     "model_servers": {label: {"start_to_ready_s": round(s.started_in, 2)}
+                     "model_servers": {label: {"start_to_ready_s": round(s.started_in, 2),
+                                               "rss_ready_mb": round(s.rss() / MB)}
                                        for label, s in model_servers.items()}}
         print(f"[{name}] API ready in {out['api_start_to_ready_s']} s, RSS {out['api_rss_ready_mb']} MB", flush=True)
-        for label, s in model_servers.items():
-            print(f"[{name}] {label} ready in {s.started_in:.2f} s, RSS {s.rss() / MB:.0f} MB", flush=True)
+        for label, m in out["model_servers"].items():
+            print(f"[{name}] {label} ready in {m['start_to_ready_s']:.2f} s, RSS {m['rss_ready_mb']} MB", flush=True)
 
         one = await session(api.base, clips[:args.turns], "solo")
         out["one_user"] = report(one)
@@ -113,6 +168,13 @@ async def measure(name: str, clips: list[tuple[str, bytes]], args) -> dict:
     finally:
         for server in reversed(started):
             server.stop()
+        other.__exit__()
+    out["other_processes_cpu"] = other.report()
+    print(f"[{name}] CPU used by processes outside this bench meanwhile: {out['other_processes_cpu']}", flush=True)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        for server in started:
+            (args.logs / f"{name}-{server.name}-{server.port}.log").write_text(server.log_text())
     out["suspect_log_lines"] = {s.name + f":{s.port}": lines for s in started if (lines := suspect_lines(s))}
     out["config_seconds"] = round(time.monotonic() - t0, 1)
     for server, lines in out["suspect_log_lines"].items():
@@ -151,6 +213,8 @@ def table(out: dict) -> str:
                                                 for c in cfg.values())))
         rows.append(("answer quality, voice-to-voice p50 / p95 ms",
                      *(fmt(c["answer_quality"]["client_voice_to_voice_ms"]) for c in cfg.values())))
+    rows.append(("CPU s used by other processes meanwhile", *(str(c["other_processes_cpu"]["cpu_s"])
+                                                             for c in cfg.values())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
 
@@ -181,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pause", type=float, default=2.0, help="seconds of open mic after each reply (many users)")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--no-quality", action="store_true", help="skip the answer-quality suite")
+    parser.add_argument("--llm-threads", type=int, default=2, help="llama.cpp server threads (remote)")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--logs", type=Path, help="keep each server's log in this folder")
     args = parser.parse_args(argv)
     args.turns = min(args.turns, len(UTTERANCES))
     asyncio.run(run(args))

@@ -24,6 +24,8 @@ SUITES = [
     ("bench.agent_latency", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.worker_memory", []),
     ("bench.room_latency", []),  # after agent_latency, whose result it compares with
+    ("bench.answer_quality", []),  # embedded models, 12 spoken questions
+    ("bench.remote_models", []),  # model servers of their own (issue 29) beside embedded, answer quality of each
 ]
 
 

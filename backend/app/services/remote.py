@@ -93,8 +93,8 @@ class ModelServer:
     async def probe(self) -> str | None:
         """None when the server answers; else why not, in words."""
         try:
-            response = await self.client.get("/models", timeout=httpx.Timeout(5.0,
-                                                                               connect=self.settings.remote_connect_timeout_s))
+            timeout = httpx.Timeout(5.0, connect=self.settings.remote_connect_timeout_s)
+            response = await self.client.get("/models", timeout=timeout)
         except httpx.ConnectError as exc:
             return f"{self.describe()} is not answering ({exc or type(exc).__name__})"
         except httpx.ConnectTimeout:

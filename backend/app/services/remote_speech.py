@@ -40,7 +40,8 @@ class RemoteSTTService(ModelService):
         await self.server.wait_answering()
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url)}
+        return {**super().status(), "backend": self.engine, "model": self.model_name,
+                "url": public_url(self.server.base_url)}
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                          temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
@@ -105,7 +106,8 @@ class RemoteTTSService(TTSEngine):
         return self.settings.tts_model
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url)}
+        return {**super().status(), "backend": self.engine, "model": self.model_name,
+                "url": public_url(self.server.base_url)}
 
     async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         """PCM at ``sample_rate`` as the server sends it; the first audio before the whole text is spoken when
