@@ -109,7 +109,7 @@ def install_log_redaction(settings: Settings | None = None) -> None:
     global _installed, _previous_factory
     if settings is not None:
         for secret in (settings.api_key, settings.admin_api_key, settings.livekit_api_secret,
-                       settings.openaudio_api_key):
+                       settings.openaudio_api_key, settings.llm_api_key, settings.stt_api_key, settings.tts_api_key):
             if secret is not None:
                 register_secret(secret.get_secret_value())
     with _lock:

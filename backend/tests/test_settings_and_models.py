@@ -109,3 +109,17 @@ def test_one_malloc_arena_unless_the_environment_says_otherwise(monkeypatch):
     assert use_one_malloc_arena()  # glibc's mallopt accepted it
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert not use_one_malloc_arena()
+
+
+def test_model_server_settings_are_checked():
+    with pytest.raises(ValueError, match="TTS_ENGINE=remote needs TTS_BASE_URL"):
+        Settings(_env_file=None, tts_engine="remote")
+    with pytest.raises(ValueError, match="LLM_BASE_URL must be an http"):
+        Settings(_env_file=None, llm_base_url="gpu-host:8000/v1")
+
+
+def test_a_model_servers_address_is_shown_without_its_secrets():
+    from app.services.remote import public_url
+
+    assert public_url("https://user:pw@gpu-host:8443/v1?api-key=k") == "https://gpu-host:8443/v1"
+    assert public_url("http://[::1]:8000/v1") == "http://[::1]:8000/v1"

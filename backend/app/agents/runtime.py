@@ -136,8 +136,9 @@ def models_not_ready() -> str | None:
 
 async def _wait_ready(services: Services) -> None:
     await services.start()  # returns at once while another caller's load is in progress...
-    # ...so wait for every component to finish, whoever started it.
-    await asyncio.gather(*(c.wait_ready(LOAD_WAIT_S) for c in services.components.values()))
+    # ...so wait for every component to finish, whoever started it (a server that stopped answering is tried
+    # by the turns themselves, which end in an apology while it is away).
+    await asyncio.gather(*(c.wait_usable(LOAD_WAIT_S) for c in services.components.values()))
 
 
 async def wait_settled(services: Services, timeout: float = LOAD_WAIT_S) -> None:

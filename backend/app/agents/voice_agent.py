@@ -120,6 +120,8 @@ def apology_for(exc: APIError) -> str:
     code = body.get("code") if isinstance(body, dict) else None
     if code in ("model_server_unavailable", "model_server_error"):
         return "Sorry, I can't reach my language model right now. Please try again in a moment."
+    if code in ("model_server_busy", "overloaded"):
+        return "Sorry, I'm too busy to answer right now. Please try again in a moment."
     return "Sorry, something went wrong while I was answering. Please try again."
 
 

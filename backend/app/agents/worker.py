@@ -32,6 +32,7 @@ from app.agents import runtime
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings, get_settings
+from app.logging_redaction import install_log_redaction
 
 log = logging.getLogger("app.agents.worker")
 
@@ -203,6 +204,7 @@ def missing_settings(settings: Settings, argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if argv is None else argv
     settings = get_settings()
+    install_log_redaction(settings)  # the worker holds model servers' keys and LiveKit's secret too
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in SERVER_COMMANDS and (missing := missing_settings(settings, argv)):
         print(f"error: `{command}` needs a LiveKit server, but {', '.join(missing)} "

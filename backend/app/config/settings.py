@@ -250,6 +250,16 @@ class Settings(BaseSettings):
         return value.strip()
 
     @model_validator(mode="after")
+    def _check_model_servers(self) -> "Settings":
+        if self.tts_engine == "remote" and not self.tts_base_url:
+            raise ValueError("TTS_ENGINE=remote needs TTS_BASE_URL (an OpenAI-compatible speech server's /v1)")
+        for name in ("llm_base_url", "stt_base_url", "tts_base_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name.upper()} must be an http:// or https:// URL (e.g. http://host:8000/v1)")
+        return self
+
+    @model_validator(mode="after")
     def _check_security_settings(self) -> "Settings":
         if not 60 <= self.livekit_token_ttl <= self.livekit_token_max_ttl:
             raise ValueError("LIVEKIT_TOKEN_TTL must be at least 60 and at most LIVEKIT_TOKEN_MAX_TTL "

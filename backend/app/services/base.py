@@ -48,6 +48,7 @@ class ModelService:
     (``error`` says why it doesn't), and "unreachable" while a server that answered before does not."""
 
     component = "model"
+    server = None  # the ModelServer behind a remote model (app.services.remote); None: the model is here
 
     def __init__(self) -> None:
         # idle -> loading -> ready | failed; ready <-> unreachable (a model server); closed once freed
@@ -62,7 +63,7 @@ class ModelService:
         raise NotImplementedError
 
     async def start(self) -> None:
-        if self.state in ("loading", "ready"):
+        if self.state in ("loading", "ready", "unreachable"):  # unreachable: loaded; its server is watched
             return
         self.state = "loading"
         self._load_ended.clear()
@@ -101,6 +102,12 @@ class ModelService:
         why = f": {self.error}" if self.error else ""
         raise ServiceUnavailable(f"{self.component} is still loading{why}", retry_after=5)
 
+    async def wait_usable(self, timeout: float) -> None:
+        """As ``wait_ready``, except that a model server that stopped answering is not waited for: the request
+        tries it at once (with its retries) and fails with the server's error if it is still away."""
+        if self.state != "unreachable":
+            await self.wait_ready(timeout)
+
     def mark_unreachable(self, reason: str) -> None:
         """Its model server stopped answering (a failed request or health probe)."""
         if self.state == "ready":
@@ -118,6 +125,12 @@ class ModelService:
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "ready": self.state == "ready", "error": self.error,
                 "load_seconds": self.load_seconds}
+
+    def closed(self) -> None:
+        """The model is freed (or its server's client closed): every later request is refused, no waiter waits."""
+        self.state = "closed"
+        self._load_ended.set()
+        self._answering.set()
 
     async def close(self) -> None:
         return None

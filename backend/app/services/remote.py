@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from app.config.settings import Settings
-from app.services.base import ModelService, ServiceUnavailable, UpstreamError
+from app.services.base import ModelService, ServiceOverloaded, ServiceUnavailable, UpstreamError
 
 log = logging.getLogger("app.services.remote")
 
@@ -41,6 +41,12 @@ class ServerUnreachable(ServiceUnavailable):
     retryable = False
 
 
+class ServerBusy(ServiceOverloaded):
+    """The model server said it is busy (429, 503): LiveKit's own retries, spaced out, may get through."""
+
+    code = "model_server_busy"
+
+
 class ServerFailed(UpstreamError):
     """The model server answered with an error status, or with a stream that is not what its API says."""
 
@@ -53,11 +59,13 @@ class ServerFailed(UpstreamError):
 
 
 def public_url(url: str) -> str:
-    """``url`` without user:password, for messages and logs."""
+    """``url`` without user:password or query (where a key may hide), for messages, logs and health."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def connection_failed(exc: BaseException) -> bool:
@@ -90,19 +98,34 @@ class ModelServer:
     def describe(self) -> str:
         return f"the {self.what} at {public_url(self.base_url)}"
 
+    def openai(self):
+        """An ``openai`` SDK client over this server's HTTP client. Its own retries are off: first tries are
+        retried by ``first_try``, the same way for the three services."""
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "none", http_client=self.client,
+                                  max_retries=0)
+
+    def status(self) -> dict:
+        return {"backend": "remote", "engine": "openai-compatible", "url": public_url(self.base_url)}
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error, what a server said) without this server's key in it."""
+        return text.replace(self.api_key, "***") if self.api_key else text
+
     async def probe(self) -> str | None:
         """None when the server answers; else why not, in words."""
         try:
             timeout = httpx.Timeout(5.0, connect=self.settings.remote_connect_timeout_s)
             response = await self.client.get("/models", timeout=timeout)
         except httpx.ConnectError as exc:
-            return f"{self.describe()} is not answering ({exc or type(exc).__name__})"
+            return self.scrub(f"{self.describe()} is not answering ({exc or type(exc).__name__})")
         except httpx.ConnectTimeout:
             return f"{self.describe()} did not accept a connection within {self.settings.remote_connect_timeout_s:g} s"
         except httpx.TimeoutException:
             return None  # connected, but busy (llama-cpp-python's server answers /models between replies only)
         except httpx.HTTPError as exc:
-            return f"{self.describe()} failed: {exc or type(exc).__name__}"
+            return self.scrub(f"{self.describe()} failed: {exc or type(exc).__name__}")
         if response.status_code in (401, 403):
             return f"{self.describe()} refused the API key ({response.status_code})"
         if response.status_code >= 500:
@@ -128,9 +151,13 @@ class ModelServer:
     async def _keep_watching(self) -> None:
         """Once it has answered: notice that it stopped (no new conversation is taken then) and came back."""
         interval = self.settings.remote_probe_interval_s
-        while True:
+        while self.service.state != "closed":
             await asyncio.sleep(interval if self.service.state == "unreachable" else interval * HEALTHY_PROBE_EVERY)
-            reason = await self.probe()
+            try:
+                reason = await self.probe()
+            except Exception:  # noqa: BLE001 - the watch must outlive any surprise, or a worker never recovers
+                log.exception("%s: probing %s failed", self.service.component, self.describe())
+                continue
             if reason is None:
                 self.service.mark_answering()
             else:
@@ -149,31 +176,35 @@ class ModelServer:
                                              retry=retry_if_exception(_worth_retrying), reraise=True):
                 with retry:
                     result = await attempt()
-        except ServerFailed:
+        except (ServerFailed, ServerBusy):
             raise
         except Exception as exc:
             failure = self.failure(exc)
-            if isinstance(failure, ServerUnreachable):
+            if connection_failed(exc) and not _timed_out(exc):  # a slow server is busy, not gone
                 self.service.mark_unreachable(str(failure))
             raise failure from exc
         self.answered()
         return result
 
-    def failure(self, exc: BaseException) -> ServerUnreachable | ServerFailed:
-        """``exc`` (from httpx or the openai SDK) as an error that names the server and says what happened."""
+    def failure(self, exc: BaseException) -> ServerUnreachable | ServerFailed | ServerBusy:
+        """``exc`` (from httpx or the openai SDK) as an error that names the server and says what happened
+        (never its key)."""
         import openai
 
-        if isinstance(exc, (ServerUnreachable, ServerFailed)):
+        if isinstance(exc, (ServerUnreachable, ServerFailed, ServerBusy)):
             return exc
-        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        if _timed_out(exc):
             return ServerUnreachable(f"{self.describe()} timed out ({type(exc).__name__})", retry_after=5)
         if connection_failed(exc):
-            return ServerUnreachable(f"{self.describe()} is not answering ({_cause(exc)})", retry_after=5)
+            return ServerUnreachable(self.scrub(f"{self.describe()} is not answering ({_cause(exc)})"),
+                                     retry_after=5)
         if isinstance(exc, openai.APIStatusError):
-            return ServerFailed(f"{self.describe()} answered {exc.status_code}: {_detail(exc)}",
-                                status_code=exc.status_code)
-        return ServerFailed(f"{self.describe()} sent something its API does not allow: "
-                            f"{type(exc).__name__}: {str(exc)[:200]}")
+            message = self.scrub(f"{self.describe()} answered {exc.status_code}: {_detail(exc)}")
+            if exc.status_code in (429, 503):
+                return ServerBusy(message, retry_after=_retry_after(exc.response))
+            return ServerFailed(message, status_code=exc.status_code)
+        return ServerFailed(self.scrub(f"{self.describe()} sent something its API does not allow: "
+                                       f"{type(exc).__name__}: {str(exc)[:200]}"))
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -182,6 +213,19 @@ class ModelServer:
                 await self._watch
             self._watch = None
         await self.client.aclose()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    import openai
+
+    return isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException))
+
+
+def _retry_after(response: httpx.Response | None) -> float:
+    try:
+        return max(1.0, float(response.headers.get("retry-after", 2))) if response is not None else 2.0
+    except ValueError:
+        return 2.0
 
 
 def _worth_retrying(exc: BaseException) -> bool:

@@ -10,12 +10,11 @@ from typing import Any, AsyncIterator
 
 import httpx
 import numpy as np
-import openai
 
 from app.audio.codec import WHISPER_RATE, Resampler, float_to_pcm16, pcm_to_wav
 from app.config.settings import Settings
 from app.services.base import ModelService
-from app.services.remote import ModelServer, ServerFailed, public_url
+from app.services.remote import ModelServer, ServerFailed
 from app.services.stt import Segment, Transcription, check_audio
 from app.services.tts import TTSEngine
 
@@ -33,22 +32,19 @@ class RemoteSTTService(ModelService):
         self.settings = settings
         self.model_name = settings.stt_model
         self.server = ModelServer(self, "STT server", settings.stt_base_url, settings.stt_api_key, settings)
-        self.client = openai.AsyncOpenAI(base_url=self.server.base_url, api_key=self.server.api_key or "none",
-                                         http_client=self.server.client, max_retries=0)
+        self.client = self.server.openai()
 
     async def _load(self) -> None:
         await self.server.wait_answering()
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name,
-                "url": public_url(self.server.base_url)}
+        return {**super().status(), **self.server.status(), "model": self.model_name}
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                          temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
         """As ``WhisperService.transcribe``; ``min_window_s`` is the local encoder's and does not apply."""
         check_audio(audio, self.settings)
-        if self.state != "unreachable":
-            await self.wait_ready(self.settings.ready_wait_seconds)
+        await self.wait_usable(self.settings.ready_wait_seconds)
         wav = pcm_to_wav(float_to_pcm16(audio), WHISPER_RATE)
         options: dict[str, Any] = {"model": self.model_name, "file": ("speech.wav", wav, "audio/wav"),
                                    "response_format": "verbose_json", "temperature": temperature}
@@ -65,6 +61,7 @@ class RemoteSTTService(ModelService):
 
     async def close(self) -> None:
         await self.server.close()
+        self.closed()
 
 
 def _transcription(result: Any, duration: float, seconds: float) -> Transcription:
@@ -106,15 +103,13 @@ class RemoteTTSService(TTSEngine):
         return self.settings.tts_model
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "backend": self.engine, "model": self.model_name,
-                "url": public_url(self.server.base_url)}
+        return {**super().status(), **self.server.status(), "model": self.model_name}
 
     async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         """PCM at ``sample_rate`` as the server sends it; the first audio before the whole text is spoken when
         the server streams (a GemmaVoice API does)."""
         text = self.check_text(text)
-        if self.state != "unreachable":
-            await self.wait_ready(self.settings.ready_wait_seconds)
+        await self.wait_usable(self.settings.ready_wait_seconds)
         body = {"model": self.settings.tts_model, "input": text, "response_format": "pcm"}
         if voice or self.settings.tts_voice:
             body["voice"] = voice or self.settings.tts_voice
@@ -140,7 +135,7 @@ class RemoteTTSService(TTSEngine):
         response = await self.server.client.send(request, stream=True)
         try:
             if response.status_code >= 400:
-                detail = (await response.aread())[:300].decode("utf-8", "replace")
+                detail = self.server.scrub((await response.aread())[:300].decode("utf-8", "replace"))
                 raise ServerFailed(f"{self.server.describe()} answered {response.status_code}: {detail}",
                                    status_code=response.status_code)
             kind = response.headers.get("content-type", "")
@@ -157,6 +152,7 @@ class RemoteTTSService(TTSEngine):
 
     async def close(self) -> None:
         await self.server.close()
+        self.closed()
 
 
 async def _whole_samples(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

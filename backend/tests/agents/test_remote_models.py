@@ -53,7 +53,8 @@ def light_settings(llm_url: str, speech_url: str, **extra) -> Settings:
 
 @pytest.fixture(scope="module")
 def light_api(llama_server, speech_server):
-    running = start_server(light_settings(llama_server.url, speech_server.url))
+    # Room for a long story: the stream is surely still open when the reply's first audio arrives.
+    running = start_server(light_settings(llama_server.url, speech_server.url, voice_max_reply_tokens=400))
     yield running
     stop_server(running)
 
@@ -80,8 +81,8 @@ def test_a_light_api_loads_no_model_and_says_where_each_one_runs(light_api, llam
         "llm": ("remote", llama_server.url, True), "stt": ("remote", speech_server.url, True),
         "tts": ("remote", speech_server.url, True)}
     health = httpx.get(f"{light_api.url}/health", timeout=10).json()["components"]
-    assert {name: c["backend"] for name, c in health.items()} == dict.fromkeys(("llm", "stt", "tts"),
-                                                                               "openai-compatible")
+    assert {name: (c["backend"], c["engine"]) for name, c in health.items()} == dict.fromkeys(
+        ("llm", "stt", "tts"), ("remote", "openai-compatible"))
     assert {name: c.get("path") for name, c in health.items()} == dict.fromkeys(("llm", "stt", "tts"))  # no file
 
 
@@ -199,6 +200,10 @@ async def test_a_server_that_dies_mid_conversation_gets_an_apology_and_the_next_
             health = httpx.get(f"{api.url}/health", timeout=10).json()["components"]["llm"]
             assert health["state"] == "unreachable" and llm_server.url in health["error"], health
             assert httpx.get(f"{api.url}/health/ready", timeout=10).status_code == 503
+            # A conversation that starts now (a LiveKit job's get_services) neither reloads nor waits for it.
+            api.call(asyncio.wait_for(api.services.start(), 1))
+            api.call(asyncio.wait_for(api.services.llm.wait_usable(600), 1))
+            assert api.services.llm.state == "unreachable"
 
             llm_server.restart()
             await until(lambda: api.services.llm.state == "ready", 20, "the server noticed back")
@@ -213,14 +218,14 @@ async def test_a_server_that_dies_mid_conversation_gets_an_apology_and_the_next_
 
 @pytest.fixture(scope="module")
 def double():
-    with MisbehavingChatServer(slow_seconds=1.5) as server:
+    with MisbehavingChatServer(slow_seconds=4.0) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def double_api(double, speech_server):
     running = start_server(light_settings(double.url, speech_server.url, remote_retries=2,
-                                          remote_read_timeout_s=2.0, llm_first_token_timeout_s=5.0))
+                                          remote_read_timeout_s=6.0, llm_first_token_timeout_s=8.0))
     yield running
     stop_server(running)
 
@@ -267,7 +272,7 @@ def test_a_stream_that_stalls_ends_within_the_read_timeout(double, double_api):
     finally:
         double.reset("ok")
     assert response.status_code == 503 and response.json()["error"]["code"] == "model_server_unavailable"
-    assert took < 15, took  # REMOTE_READ_TIMEOUT_S=2: nothing hangs (a loose bound, not a benchmark)
+    assert took < 20, took  # REMOTE_READ_TIMEOUT_S=6: nothing hangs (a loose bound, not a benchmark)
 
 
 async def test_one_slow_server_response_does_not_hold_other_sessions_back(double, double_api):

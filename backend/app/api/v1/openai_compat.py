@@ -40,7 +40,7 @@ async def list_models(services: ServicesDep):
 
 
 def _model(service, kind: str, plugin: str, created: int) -> dict:
-    server = getattr(service, "server", None) or getattr(getattr(service, "backend", None), "server", None)
+    server = service.server
     entry = {"id": service.model_name, "object": "model", "created": created, "owned_by": "gemmavoice",
              "kind": kind, "engine": service.engine, "livekit_plugin": plugin,
              "backend": "remote" if server is not None else "embedded", "ready": service.state == "ready"}
@@ -64,6 +64,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = None
+    # llama.cpp servers' extension, which a light worker sends (VOICE_REPEAT_PENALTY)
+    repeat_penalty: float = Field(1.0, ge=1.0, le=2.0)
     n: int = Field(1, ge=1, le=1)
 
 
@@ -73,7 +75,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep):
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     params = GenerationParams(
         max_tokens=body.max_completion_tokens or body.max_tokens or services.settings.llm_default_max_tokens,
-        temperature=body.temperature, top_p=body.top_p, stop=stop, seed=body.seed)
+        temperature=body.temperature, top_p=body.top_p, stop=stop, seed=body.seed,
+        repeat_penalty=body.repeat_penalty)
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), services.llm.model_name
 
     if not body.stream:

@@ -249,7 +249,7 @@ class LlamaCppBackend:
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.engine, "model": self.model_name, "path": self.model_path,
+        return {"backend": "embedded", "engine": self.engine, "model": self.model_name, "path": self.model_path,
                 "instances": self.settings.llm_instances, "active": self._active, "waiting": self._waiting,
                 "state_cache": self._states.status() if self._states else None}
 

@@ -20,7 +20,7 @@ from app.config.settings import Settings
 from app.services.base import ModelService
 from app.services.llm.gate import LLMGate
 from app.services.llm.types import ChatMessage, GenerationParams, Usage
-from app.services.remote import ModelServer, ServerFailed, public_url
+from app.services.remote import ModelServer, ServerFailed
 
 log = logging.getLogger("app.services.llm")
 
@@ -38,9 +38,7 @@ class OpenAICompatibleBackend:
         assert settings.llm_base_url
         self.settings = settings
         self.server = ModelServer(service, "LLM server", settings.llm_base_url, settings.llm_api_key, settings)
-        # The SDK's own retries are off: first tries are retried by ModelServer, once for all three services.
-        self.client = openai.AsyncOpenAI(base_url=self.server.base_url, api_key=self.server.api_key or "none",
-                                         http_client=self.server.client, max_retries=0)
+        self.client = self.server.openai()
         self.model_name = settings.llm_model or "default"
         self.active = 0  # replies streaming from the server now
 
@@ -63,8 +61,8 @@ class OpenAICompatibleBackend:
         return None  # nothing is kept here between requests
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.engine, "model": self.model_name, "url": public_url(self.server.base_url),
-                "served_models": self.server.models, "active": self.active}
+        return {**self.server.status(), "model": self.model_name, "served_models": self.server.models,
+                "active": self.active}
 
     def _request(self, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -103,22 +101,26 @@ class OpenAICompatibleBackend:
             await stream.close()  # also on a barge-in: the server sees its client go and stops
 
     async def _open(self, body: dict[str, Any]):
-        """The stream, and its first chunk that carries text (or ends the reply), within the first-token timeout."""
-        stream = await self.client.chat.completions.create(**body)
+        """The stream, and its first chunk that carries text (or ends the reply), within the first-token timeout
+        (which covers a server that queues the request before it answers at all)."""
         timeout = self.settings.llm_first_token_timeout_s
+        stream = None
         try:
             async with asyncio.timeout(timeout):
+                stream = await self.client.chat.completions.create(**body)
                 async for chunk in stream:
                     if chunk.choices and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason):
                         return stream, chunk
                     if chunk.usage is not None:
                         return stream, chunk
         except TimeoutError:
-            await stream.close()
+            if stream is not None:
+                await stream.close()
             raise ServerFailed(f"{self.server.describe()} sent no token within {timeout:g} s "
                                "(LLM_FIRST_TOKEN_TIMEOUT_S)") from None
         except BaseException:
-            await stream.close()
+            if stream is not None:
+                await stream.close()
             raise
         await stream.close()
         raise ServerFailed(f"{self.server.describe()} ended the stream before any text")

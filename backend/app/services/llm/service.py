@@ -66,6 +66,10 @@ class LLMService(ModelService):
     def model_name(self) -> str:
         return self.backend.model_name
 
+    @property
+    def server(self):
+        return getattr(self.backend, "server", None)
+
     async def _load(self) -> None:
         await self.backend.load()
 
@@ -107,8 +111,7 @@ class LLMService(ModelService):
         text so far ends a piece the TTS will start on, so a local model waits briefly for the gate to close.
         """
         self._check(messages, params)
-        if self.state != "unreachable":  # a server that stopped answering is tried again (with retries) at once
-            await self.wait_ready(self.settings.ready_wait_seconds)
+        await self.wait_usable(self.settings.ready_wait_seconds)
         pieces = self.backend.stream(messages, params, usage if usage is not None else Usage(), gate=gate,
                                      pause_after=pause_after)
         async with contextlib.aclosing(pieces):
@@ -121,6 +124,6 @@ class LLMService(ModelService):
         return "".join(pieces).strip(), usage
 
     async def close(self) -> None:
-        """Stops queued work, waits (briefly) for running generation, and frees the models."""
+        """Stops queued work, waits (briefly) for running generation, and frees a local model."""
         await self.backend.close()
-        self.state = "closed"
+        self.closed()
