@@ -75,7 +75,8 @@ class Settings(BaseSettings):
 
     # A model server of your own (OpenAI-compatible: vLLM, llama.cpp's llama-server, Ollama's /v1, another
     # GemmaVoice API). Set, every chat completion streams from LLM_BASE_URL and no GGUF is loaded; the LLM_*
-    # settings above are then unused. LLM_MODEL is the model name that server knows (empty: the first it lists).
+    # settings above are then unused but LLM_N_CTX (the server's context) and LLM_REQUEST_TIMEOUT (a whole reply).
+    # LLM_MODEL is the model name that server knows (empty: the first it lists).
     llm_base_url: Optional[str] = None
     llm_api_key: Optional[SecretStr] = None
     llm_model: Optional[str] = None

@@ -211,6 +211,26 @@ async def test_a_server_that_dies_mid_conversation_gets_an_apology_and_the_next_
             answer = (await client.wait_for("response_end", 3, timeout=60))[2]
             assert answer["text"] and "sorry" not in answer["text"].lower(), answer
             assert len(client.of("error")) == 1
+
+            # Now it dies in the middle of a reply: what was said stands, the client is told, and the
+            # session goes on once the server is back.
+            await client.send({"type": "config", "instructions": STORYTELLER})
+            await client.wait_for("config", 2)
+            heard = len(client.audio_times)
+            await client.send({"type": "text", "text": "Tell me a long story about a dragon."})
+            await until(lambda: len(client.audio_times) > heard, 60, "the story's first audio")
+            llm_server.kill()
+            error = (await client.wait_for("error", 2, timeout=30))[1]
+            assert error["code"] == "model_server_unavailable" and llm_server.url in error["message"], error
+            cut = (await client.wait_for("response_end", 4, timeout=30))[3]
+            assert cut["text"] and "sorry" not in cut["text"].lower(), cut  # the story so far, no apology on top
+            assert api.services.llm.status()["active"] == 0
+            llm_server.restart()
+            await client.send({"type": "config", "instructions": "Answer in one short sentence."})
+            await client.wait_for("config", 3)
+            await client.send({"type": "text", "text": "What colour is grass?"})
+            last = (await client.wait_for("response_end", 5, timeout=60))[4]
+            assert last["text"] and "sorry" not in last["text"].lower(), last
         finally:
             await client.close()
             stop_server(api)

@@ -86,6 +86,8 @@ class OpenAICompatibleBackend:
         started = time.perf_counter()
         stream, first = await self.server.first_try(lambda: self._open(self._request(messages, params)))
         usage.first_token_s = time.perf_counter() - started
+        # A server that trickles (a token every few seconds, each within the read timeout) still ends in time.
+        deadline = started + self.settings.llm_request_timeout
         self.active += 1
         try:
             for piece in self._pieces(first, usage):
@@ -94,6 +96,9 @@ class OpenAICompatibleBackend:
                 async for chunk in stream:
                     for piece in self._pieces(chunk, usage):
                         yield piece
+                    if time.perf_counter() > deadline:
+                        raise ServerFailed(f"{self.server.describe()} did not finish the reply within "
+                                           f"{self.settings.llm_request_timeout:g} s (LLM_REQUEST_TIMEOUT)")
             except (openai.APIError, ValueError, KeyError, TypeError) as exc:  # after output: no retry
                 raise self.server.failure(exc) from exc
         finally:
