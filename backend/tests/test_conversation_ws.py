@@ -274,6 +274,8 @@ async def test_vanishing_client_leaves_no_work_behind(server):
     async for message in ws:
         if isinstance(message, bytes):
             break  # the reply is speaking: now vanish
+    live = {f"websocket-writer-{sid}" for sid in server.app.state.voice_conversations}
+    assert live and set(server.call(_session_tasks())) == live  # what is looked for below exists while it runs
     ws.transport.abort()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (llm.status()["active"] or server.app.state.voice_conversations):
@@ -285,7 +287,7 @@ async def test_vanishing_client_leaves_no_work_behind(server):
 
 
 async def _session_tasks():
-    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("ws-writer-")]
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("websocket-writer-")]
 
 
 async def test_sessions_run_side_by_side(server):

@@ -73,6 +73,16 @@ def test_speech_mp3_and_wav(sdk):
     assert wav[:4] == b"RIFF"
 
 
+def test_speech_speed_is_how_fast_it_is_spoken(sdk):
+    def seconds(speed: float) -> float:
+        pcm = sdk.audio.speech.create(model="tts-1", voice="alloy", input="The quick brown fox jumps over the lazy dog.",
+                                      response_format="pcm", speed=speed).read()
+        return len(pcm) / 2 / 22050
+
+    normal, fast, slow = seconds(1.0), seconds(2.0), seconds(0.5)
+    assert fast < 0.7 * normal and slow > 1.5 * normal, (normal, fast, slow)
+
+
 def test_speech_unsupported_format_is_a_clear_error(sdk):
     with pytest.raises(openai.BadRequestError) as err:
         sdk.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="aac")

@@ -110,8 +110,8 @@ def test_key_never_reaches_the_server_log(tmp_path):
     with uvicorn_process("0.0.0.0", {"API_KEY": key, "APP_ENV": "development"}, log_path) as (proc, port):
         assert wait_for_exit_or_live(proc, port), log_path.read_text()
         base = f"127.0.0.1:{port}"
-        # llama.cpp points the process's stdout/stderr at /dev/null while it loads a model (verbose=False), so
-        # log lines written meanwhile are lost: wait for the models first.
+        # The probes below are judged by the log lines they cause: wait for the models first, so that no
+        # line of the loading models' falls among them.
         deadline = time.monotonic() + 180
         while httpx.get(f"http://{base}/health/ready").status_code != 200:
             assert time.monotonic() < deadline, "models did not load"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
@@ -16,6 +17,7 @@ _DONE = object()
 
 class LocalTTSService(TTSEngine):
     engine = "local-piper"
+    speaks_at_speeds = True
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -46,18 +48,21 @@ class LocalTTSService(TTSEngine):
     def status(self) -> dict[str, Any]:
         return {**super().status(), "voice": self.voice_name}
 
-    async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
         text = self.check_text(text)
         await self.wait_ready(self.settings.ready_wait_seconds)
+        synthesis = self._synthesis
+        if speed != 1.0:  # piper's length scale: how long each phoneme lasts
+            synthesis = dataclasses.replace(synthesis, length_scale=self.voice.config.length_scale / speed)
         first = True
-        async for pcm in self._sentences(text):
+        async for pcm in self._sentences(text, synthesis):
             if first:  # piper opens with 20-60 ms of silence: a listener would wait that much longer for the voice
                 pcm, first = trim_leading_silence(pcm, self.sample_rate), False
             yield pcm
 
-    async def _sentences(self, text: str) -> AsyncIterator[bytes]:
+    async def _sentences(self, text: str, synthesis=None) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        sentences = iter(self.voice.synthesize(text, self._synthesis))
+        sentences = iter(self.voice.synthesize(text, synthesis or self._synthesis))
         # Piper yields one chunk per sentence: step it one sentence per executor call, so a long
         # text interleaves with other requests and stops as soon as the caller stops reading.
         while True:

@@ -89,6 +89,7 @@ def _field(segment: Any, name: str, default: Any) -> Any:
 class RemoteTTSService(TTSEngine):
     engine = "openai-compatible"
     sample_rate = OPENAI_PCM_RATE
+    speaks_at_speeds = True  # OpenAI's `speed`, passed on
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
@@ -105,12 +106,14 @@ class RemoteTTSService(TTSEngine):
     def status(self) -> dict[str, Any]:
         return {**super().status(), **self.server.status(), "model": self.model_name}
 
-    async def stream(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
         """PCM at ``sample_rate`` as the server sends it; the first audio before the whole text is spoken when
         the server streams (a GemmaVoice API does)."""
         text = self.check_text(text)
         await self.wait_usable(self.settings.ready_wait_seconds)
         body = {"model": self.settings.tts_model, "input": text, "response_format": "pcm"}
+        if speed != 1.0:
+            body["speed"] = speed
         if voice or self.settings.tts_voice:
             body["voice"] = voice or self.settings.tts_voice
         response, body_pieces, first = await self.server.first_try(lambda: self._first_audio(body))

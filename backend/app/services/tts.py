@@ -17,6 +17,7 @@ class TTSEngine(ModelService):
     component = "tts"
     engine = "base"
     sample_rate = 22050
+    speaks_at_speeds = False  # whether stream() takes speed= (OpenAI's `speed`: 1.0 normal, 2.0 twice as fast)
 
     def __init__(self, settings: Settings):
         super().__init__()

@@ -5,7 +5,7 @@ a LiveKit room (``app.agents.voice_agent``). This module only moves audio and ev
 PCM from binary frames into the session (``SocketMicrophone``), reply audio out as binary frames on
 the client's playback clock (``SocketSpeaker``), the reply's words in step with its audio (the
 framework's ``TranscriptSynchronizer``), and the session's events as the protocol's JSON events
-(README, "Real-time voice").
+(README, "The voice WebSocket").
 
 Turns the protocol has beyond an open microphone map onto the same session: a typed turn, a whole
 recorded utterance (``audio``) and push-to-talk (``vad: false`` then ``end_turn``) are transcribed

@@ -141,8 +141,14 @@ async def audio_speech(body: AudioSpeechRequest, services: ServicesDep):
                        f"response_format {body.response_format!r} is not supported: use mp3, wav or pcm")
     # OpenAI voice names (alloy, nova, ...) mean nothing to our engines: only known voices pass through.
     voice = body.voice if body.voice in services.tts.voices() else None
+    options = {"voice": voice}
+    if body.speed != 1.0:
+        if not services.tts.speaks_at_speeds:
+            raise APIError(400, "unsupported_speed", f"speed is not supported by the {services.tts.engine} engine: "
+                                                     "leave it at 1.0")
+        options["speed"] = body.speed
     if body.response_format in STREAMED_FORMATS:  # streamed as synthesized: a client hears the start sooner
-        return await speech_stream(services, body.input, voice, body.response_format)
-    audio, _ = await speech_bytes(services, body.input, voice, body.response_format)
+        return await speech_stream(services, body.input, body.response_format, **options)
+    audio, _ = await speech_bytes(services, body.input, body.response_format, **options)
     return Response(audio, media_type=AUDIO_MEDIA_TYPES[body.response_format],
                     headers={"X-Sample-Rate": str(services.tts.sample_rate)})

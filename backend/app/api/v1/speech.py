@@ -81,11 +81,12 @@ class SpeechRequest(BaseModel):
     stream: bool = False
 
 
-async def speech_bytes(services: Services, text: str, voice: str | None, fmt: str) -> tuple[bytes, float]:
-    """The whole utterance in ``fmt``, and its duration in seconds."""
+async def speech_bytes(services: Services, text: str, fmt: str, **options) -> tuple[bytes, float]:
+    """The whole utterance in ``fmt``, and its duration in seconds. ``options``: the engine's ``stream()``
+    keywords (voice, speed)."""
     started = time.perf_counter()
     pieces: list[bytes] = []
-    async for chunk in services.tts.stream(text, voice=voice):
+    async for chunk in services.tts.stream(text, **options):
         if not pieces:
             TTS_FIRST_AUDIO.observe(time.perf_counter() - started)
         pieces.append(chunk)
@@ -97,11 +98,11 @@ async def speech_bytes(services: Services, text: str, voice: str | None, fmt: st
 STREAMED_FORMATS = ("wav", "pcm")
 
 
-async def speech_stream(services: Services, text: str, voice: str | None, fmt: str) -> StreamingResponse:
+async def speech_stream(services: Services, text: str, fmt: str, **options) -> StreamingResponse:
     """The utterance in ``fmt`` (WAV or PCM) as it is synthesized; a failure before the first audio is a JSON
-    error, one after it ends the stream."""
+    error, one after it ends the stream. ``options``: as ``speech_bytes``."""
     rate = services.tts.sample_rate
-    chunks = await started(services.tts.stream(text, voice=voice))
+    chunks = await started(services.tts.stream(text, **options))
 
     async def audio_stream():
         # WAV streams carry an open-ended header; PCM goes out bare.
@@ -126,7 +127,7 @@ async def text_to_speech(body: SpeechRequest, request: Request, services: Servic
     rate = services.tts.sample_rate
     if body.stream and wants_audio(request):
         # mp3 is encoded whole; streams are WAV or PCM
-        return await speech_stream(services, body.text, voice, "wav" if body.format == "mp3" else body.format)
+        return await speech_stream(services, body.text, "wav" if body.format == "mp3" else body.format, voice=voice)
     if body.stream:
         pcm_chunks = await started(services.tts.stream(body.text, voice=voice))
 
@@ -144,7 +145,7 @@ async def text_to_speech(body: SpeechRequest, request: Request, services: Servic
                 await pcm_chunks.aclose()
 
         return sse_response(events())
-    audio, duration = await speech_bytes(services, body.text, voice, body.format)
+    audio, duration = await speech_bytes(services, body.text, body.format, voice=voice)
     if wants_audio(request):
         return Response(audio, media_type=AUDIO_MEDIA_TYPES[body.format], headers={"X-Sample-Rate": str(rate)})
     return {"audio_base64": base64.b64encode(audio).decode(), "format": body.format, "sample_rate": rate,
