@@ -23,6 +23,7 @@ SUITES = [
     ("bench.agent_latency", []),
     ("bench.agent_latency", ["--whisper-model", "embedded-tiny.en"]),
     ("bench.worker_memory", []),
+    ("bench.worker_memory", ["--remote"]),
     ("bench.room_latency", []),  # after agent_latency, whose result it compares with
     ("bench.answer_quality", []),  # embedded models, 12 spoken questions
     ("bench.remote_models", []),  # model servers of their own (issue 29) beside embedded, answer quality of each

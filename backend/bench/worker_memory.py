@@ -2,6 +2,10 @@
 
     cd backend && .venv/bin/python -m bench.worker_memory            # 3 conversations
     cd backend && .venv/bin/python -m bench.worker_memory --sessions 4 --output ../bench-results/x.json
+    cd backend && .venv/bin/python -m bench.worker_memory --remote   # a light worker: every model on a server
+
+``--remote`` starts the model servers first (llama-cpp-python's server for the LLM, a second GemmaVoice API for
+STT and TTS, ``bench.model_servers``) and measures a worker that loads no model and uses them.
 
 Each conversation runs the way the worker runs a job (``JobExecutorType.THREAD``): a thread of its
 own with its own event loop, the process's services through ``runtime.get_services()``, an
@@ -88,9 +92,21 @@ async def speak(text: str) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=3)
-    parser.add_argument("--output", type=Path, default=RESULTS / "worker_memory.json")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--remote", action="store_true", help="every model on a server of its own (a light worker)")
     args = parser.parse_args(argv)
+    args.output = args.output or RESULTS / ("worker_memory_remote.json" if args.remote else "worker_memory.json")
+    if not args.remote:
+        return measure(args)
+    from bench.model_servers import GemmaVoiceAPIProcess, LlamaCppServer
 
+    with LlamaCppServer() as llm, GemmaVoiceAPIProcess(env={"LLM_BASE_URL": llm.url}) as speech:
+        os.environ.update(LLM_BASE_URL=llm.url, STT_BASE_URL=speech.url, TTS_BASE_URL=speech.url)
+        get_settings.cache_clear()
+        measure(args)
+
+
+def measure(args) -> None:
     settings = get_settings()
     stages = [{"stage": "started (no models)", **memory_mb()}]
     services = runtime.prewarm_services(settings)
@@ -125,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     models = stages[1]["rss_mb"]
     report = {
         "what": "RSS/USS of one process: models loaded once, conversations as threads with their own loops",
-        "command": "cd backend && .venv/bin/python -m bench.worker_memory --sessions %d" % args.sessions,
-        "config": {"llm": services.llm.model_name, "stt": services.stt.model_name, "tts": services.tts.engine},
+        "command": "cd backend && .venv/bin/python -m bench.worker_memory --sessions %d%s"
+                   % (args.sessions, " --remote" if args.remote else ""),
+        "config": {"llm": services.llm.model_name, "stt": services.stt.model_name, "tts": services.tts.engine,
+                   "backend": "remote" if args.remote else "embedded"},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
         "stages": stages,
