@@ -115,8 +115,11 @@ class GemmaVoiceAgent(Agent):
 
 
 def apology_for(exc: APIError) -> str:
-    """What the assistant says when the language model could not answer a turn."""
+    """What the assistant says when the language model could not answer a turn (``exc``, or the error LiveKit's
+    retries gave up on: its cause)."""
     body = getattr(exc, "body", None)
+    if not isinstance(body, dict):
+        body = getattr(exc.__cause__, "body", None)
     code = body.get("code") if isinstance(body, dict) else None
     if code in ("model_server_unavailable", "model_server_error"):
         return "Sorry, I can't reach my language model right now. Please try again in a moment."

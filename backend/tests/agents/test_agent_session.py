@@ -245,3 +245,18 @@ async def test_a_model_that_never_loads_fails_the_turn_after_the_plugins_deadlin
         result = await asyncio.wait_for(session.run(user_input=QUESTION), 30)
     assert "sorry" in result.expect.next_event(type="message").event().item.text_content.lower()
     assert [e.error.message for e in errors] == ["the language model did not load within 1 s"]
+
+
+def test_the_apology_says_what_kept_the_model_from_answering():
+    """Also once LiveKit's own retries gave up on a busy server: the cause of its APIConnectionError says why."""
+    from livekit.agents import APIConnectionError
+
+    from app.agents.voice_agent import apology_for
+
+    busy = APIStatusError("busy", status_code=503, body={"code": "model_server_busy"})
+    gave_up = APIConnectionError("failed to generate LLM completion after 4 attempts")
+    gave_up.__cause__ = busy
+    assert "too busy" in apology_for(gave_up) and "too busy" in apology_for(busy)
+    away = APIStatusError("gone", status_code=503, body={"code": "model_server_unavailable"})
+    assert "can't reach my language model" in apology_for(away)
+    assert apology_for(APIConnectionError("?")) == "Sorry, something went wrong while I was answering. Please try again."
