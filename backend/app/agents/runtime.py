@@ -120,8 +120,7 @@ def prewarm_services(settings: Settings | None = None) -> Services:
 
 def models_ready() -> bool:
     """Whether the process's services exist and every model in them is ready."""
-    services = _services
-    return services is not None and services.ready
+    return models_not_ready() is None
 
 
 def models_not_ready() -> str | None:

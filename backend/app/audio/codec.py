@@ -104,10 +104,12 @@ def trim_leading_silence(pcm: bytes, sample_rate: int, *, keep_ms: float = 10.0,
 
 
 class Resampler:
-    """Streaming PCM resampler (libsoxr through livekit.rtc); identity when the rates match."""
+    """Streaming PCM resampler (libsoxr through livekit.rtc); identity when the rates match. Pieces may split a
+    sample anywhere (network chunks): a trailing odd byte waits for the next piece."""
 
     def __init__(self, src_rate: int, dst_rate: int):
         self.src_rate, self.dst_rate = src_rate, dst_rate
+        self._carry = b""
         self._inner = None
         if src_rate != dst_rate:
             from livekit import rtc
@@ -116,10 +118,11 @@ class Resampler:
                                               quality=rtc.AudioResamplerQuality.MEDIUM)
 
     def push(self, pcm: bytes) -> bytes:
-        if self._inner is None:
+        pcm = self._carry + pcm
+        whole = len(pcm) - len(pcm) % 2
+        pcm, self._carry = pcm[:whole], pcm[whole:]
+        if self._inner is None or not pcm:
             return pcm
-        if len(pcm) % 2:
-            pcm = pcm[:-1]
         return b"".join(bytes(f.data) for f in self._inner.push(bytearray(pcm)))
 
     def flush(self) -> bytes:

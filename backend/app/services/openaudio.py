@@ -142,7 +142,6 @@ class OpenAudioService(TTSEngine):
     async def _wav_to_pcm(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         head = b""
         resampler: Resampler | None = None
-        carry = b""
         async for piece in body:
             if resampler is None:
                 head += piece
@@ -157,13 +156,9 @@ class OpenAudioService(TTSEngine):
                                         "expected 16-bit mono")
                 resampler = Resampler(info.sample_rate, self.sample_rate)
                 piece = head[info.header_len:]
-            piece = carry + piece
-            usable = len(piece) - len(piece) % 2  # keep samples whole across network chunks
-            piece, carry = piece[:usable], piece[usable:]
-            if piece:
-                out = resampler.push(piece)
-                if out:
-                    yield out
+            out = resampler.push(piece)  # (it keeps samples whole across network chunks)
+            if out:
+                yield out
         if resampler is not None:
             tail = resampler.flush()
             if tail:

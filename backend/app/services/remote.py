@@ -163,11 +163,8 @@ class ModelServer:
             else:
                 self.service.mark_unreachable(reason)
 
-    def answered(self) -> None:
-        self.service.mark_answering()
-
     async def first_try(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()`` (a request up to its first output), tried again on connection failures and 5xx.
+        """``attempt()`` (a request up to its first output), tried again on connection failures, 5xx and 429.
 
         Raises ``ServerUnreachable`` or ``ServerFailed``, naming the server, once the tries are spent."""
         try:
@@ -183,7 +180,7 @@ class ModelServer:
             if connection_failed(exc) and not _timed_out(exc):  # a slow server is busy, not gone
                 self.service.mark_unreachable(str(failure))
             raise failure from exc
-        self.answered()
+        self.service.mark_answering()
         return result
 
     def failure(self, exc: BaseException) -> ServerUnreachable | ServerFailed | ServerBusy:

@@ -120,7 +120,10 @@ class RemoteTTSService(TTSEngine):
         try:
             resampler = Resampler(int(response.headers.get("x-sample-rate") or OPENAI_PCM_RATE), self.sample_rate)
             try:
-                async for piece in _whole_samples(first, body_pieces):
+                out = resampler.push(first)  # (it keeps samples whole across network chunks)
+                if out:
+                    yield out
+                async for piece in body_pieces:
                     out = resampler.push(piece)
                     if out:
                         yield out
@@ -157,15 +160,3 @@ class RemoteTTSService(TTSEngine):
         await self.server.close()
         self.closed()
 
-
-async def _whole_samples(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The body in whole 16-bit samples (network chunks split them anywhere)."""
-    carry = first
-    async for piece in rest:
-        piece = carry + piece
-        usable = len(piece) - len(piece) % 2
-        piece, carry = piece[:usable], piece[usable:]
-        if piece:
-            yield piece
-    if len(carry) >= 2:
-        yield carry[:len(carry) - len(carry) % 2]
