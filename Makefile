@@ -16,7 +16,7 @@ PORT ?= 8000
         livekit compose-up compose-down clean
 
 run: setup
-	cd backend && exec .venv/bin/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+	cd backend && HOST=$(HOST) PORT=$(PORT) exec .venv/bin/python -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 test: setup
 	bash scripts/test-all.sh
@@ -32,12 +32,13 @@ livekit-server:
 $(STAMPS):
 	mkdir -p $(STAMPS)
 
-# Debian packages: Chromium for the browser tests, PortAudio for the worker's console mode.
+# Debian packages: Chromium for the browser tests, PortAudio for the worker's console mode, Redis for the
+# LiveKit cluster tests (two nodes share one; started on loopback by the tests, never as a system service).
 system-deps: | $(STAMPS)
-	@if ! command -v chromium >/dev/null || ! ldconfig -p | grep -q libportaudio.so.2; then \
-		echo ">> installing system packages (chromium, libportaudio2)"; \
+	@if ! command -v chromium >/dev/null || ! ldconfig -p | grep -q libportaudio.so.2 || ! command -v redis-server >/dev/null; then \
+		echo ">> installing system packages (chromium, libportaudio2, redis-server)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium libportaudio2 >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium libportaudio2 redis-server >/dev/null; \
 	fi
 
 python: $(STAMPS)/python

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlparse
 
 from app.config.settings import Settings
 
@@ -112,6 +112,10 @@ def install_log_redaction(settings: Settings | None = None) -> None:
                        settings.openaudio_api_key, settings.llm_api_key, settings.stt_api_key, settings.tts_api_key):
             if secret is not None:
                 register_secret(secret.get_secret_value())
+        if settings.redis_url is not None:  # its password, and the whole URL that carries it
+            url = settings.redis_url.get_secret_value()
+            register_secret(urlparse(url).password)
+            register_secret(url)
     with _lock:
         if _installed:
             return

@@ -24,6 +24,8 @@ from app.config.settings import Settings, get_settings
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.logging_redaction import install_log_redaction
 from app.services.container import Services
+from app.services.room_keeper import RoomKeeper
+from app.services.room_store import open_room_store
 from app.startup_checks import StartupGuard
 
 log = logging.getLogger("app")
@@ -48,6 +50,19 @@ def _mount_web_client(app: FastAPI, dist: Path) -> None:
         return FileResponse(index)  # client-side routes
 
 
+async def start_room_keeper(settings: Settings) -> RoomKeeper | None:
+    """The room keeper, where there are LiveKit rooms to keep (never stops the API from serving)."""
+    if not (settings.livekit_configured and settings.livekit_keeper):
+        return None
+    try:
+        keeper = RoomKeeper(settings, await asyncio.to_thread(open_room_store, settings))
+        await keeper.start()
+    except Exception as exc:  # noqa: BLE001
+        log.error("no room keeper: rooms whose agent dies stay without one (%s)", exc)
+        return None
+    return keeper
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,9 +77,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # LiveKit beside the API (in-process agent, local server on a developer machine), when configured.
         app.state.livekit = livekit = LiveKitAlongside(settings, services)
         await livekit.start()
+        app.state.room_keeper = keeper = await start_room_keeper(settings)
         try:
             yield
         finally:
+            if keeper is not None:
+                await keeper.stop()
             await livekit.stop()
             loading.cancel()
             await services.close()
@@ -72,6 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="GemmaVoice", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted real-time voice assistant: Gemma LLM, Whisper STT, OpenAudio TTS.")
     app.state.services = services
+    app.state.room_keeper = None  # started by the lifespan where LiveKit is configured
     app.state.voice_conversations = {}  # the open WS /v1/conversation/ws and /v1/realtime conversations, by id
     install_error_handlers(app)
 
@@ -102,6 +121,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The WebSocket checks Origin and key itself, before accepting (browsers offer the key as a subprotocol).
     app.include_router(conversation.ws_router, prefix="/v1")
     app.include_router(realtime.ws_router, prefix="/v1")
+    app.include_router(livekit.webhook_router, prefix="/v1")  # signed by LiveKit, not the API key
     _mount_web_client(app, settings.web_dist_dir)
     return app
 

@@ -72,7 +72,12 @@ class RoomUser:
         self.source = rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS)
         self.agent_joined = asyncio.Event()
         self.agent_joined_at: float | None = None
-        self.agent_identity: str | None = None
+        self.agent_identity: str | None = None  # the first agent to join
+        self.agents: dict[str, float] = {}  # every agent that joined, and when
+        self.agents_left: dict[str, float] = {}  # every agent that left, and when
+        self._agents_changed = asyncio.Event()
+        self.disconnected = asyncio.Event()  # the room ended for this user (the server went away, or was left)
+        self.events: list[tuple[str, float]] = []  # the connection's reconnecting / reconnected, and when
         self.connected_at: float | None = None
         # (receive time, RMS) of each frame of the agent's audio
         self.heard: list[tuple[float, float]] = []
@@ -85,6 +90,10 @@ class RoomUser:
 
     async def connect(self, timeout: float = 10.0) -> None:
         self.room.on("participant_connected", self._on_participant)
+        self.room.on("participant_disconnected", self._on_participant_left)
+        self.room.on("disconnected", lambda reason: self.disconnected.set())
+        self.room.on("reconnecting", lambda: self.events.append(("reconnecting", time.perf_counter())))
+        self.room.on("reconnected", lambda: self.events.append(("reconnected", time.perf_counter())))
         self.room.on("track_subscribed", self._on_track)
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
         await asyncio.wait_for(self.room.connect(self.url, self.token), timeout)
@@ -112,11 +121,31 @@ class RoomUser:
         await asyncio.wait_for(self.agent_joined.wait(), timeout)
         return self.agent_joined_at - self.connected_at
 
+    async def wait_for_another_agent(self, than: str, timeout: float) -> str:
+        """The identity of the first agent other than ``than`` to be in the room, within ``timeout`` seconds."""
+        async def another() -> str:
+            while True:
+                present = [i for i in self.agents if i != than and i not in self.agents_left]
+                if present:
+                    return present[0]
+                self._agents_changed.clear()
+                await self._agents_changed.wait()
+        return await asyncio.wait_for(another(), timeout)
+
     def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
-        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not self.agent_joined.is_set():
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return
+        self.agents.setdefault(participant.identity, time.perf_counter())
+        self._agents_changed.set()
+        if not self.agent_joined.is_set():
             self.agent_identity = participant.identity
             self.agent_joined_at = time.perf_counter()
             self.agent_joined.set()
+
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self.agents_left.setdefault(participant.identity, time.perf_counter())
+            self._agents_changed.set()
 
     def _on_track(self, track: rtc.Track, publication, participant: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:

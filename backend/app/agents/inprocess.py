@@ -48,6 +48,7 @@ class LiveKitAlongside:
         self.local: LocalLiveKit | None = None
         self.server = None  # the AgentServer, once started
         self.registered = asyncio.Event()
+        self._taken_jobs = False  # the worker has told the server it takes jobs
         self._started = asyncio.Event()  # the worker's run() is past its set-up
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
@@ -91,7 +92,8 @@ class LiveKitAlongside:
                      "(PATH or LIVEKIT_SERVER_BIN). %s", INSTALL_HINT)
             return
         try:
-            self.local = await LocalLiveKit.start(binary)
+            # Its webhooks come to this API's room keeper (PORT must be the port the API listens on).
+            self.local = await LocalLiveKit.start(binary, webhook_urls=[self.settings.livekit_webhook_target])
         except (LocalServerError, OSError) as exc:
             log.error("LiveKit mode is off: %s", exc)
             return
@@ -108,13 +110,25 @@ class LiveKitAlongside:
         loop = asyncio.get_running_loop()
         self._adopted = runtime.adopt(self.services, loop)
         self._saved_env = {name: os.environ.get(name) for name in _WORKER_ENV}
-        self.server = build_server(self.settings, in_process=True)
+        self.server = build_server(self.settings, in_process=True, on_load=self._on_load)
         self.server.on("worker_started", self._started.set)
         self.server.on("worker_registered", self._on_registered)
         self._task = loop.create_task(self._run(self.server), name="livekit-agent-worker")
         self._probe = loop.create_task(self._probe_server(), name="livekit-agent-probe")
         log.info("LiveKit agent worker starting in this process: agent %r, LiveKit at %s",
                  self.settings.livekit_agent_name, self.settings.livekit_url)
+
+    def _on_load(self, load: float) -> None:
+        if load < self.settings.livekit_worker_load_threshold and self.registered.is_set():
+            self._taken_jobs = True
+
+    def agent_status(self) -> dict | None:
+        """Whether LiveKit rooms get an agent from this process: it has told the server it takes jobs (what
+        readiness waits for: a user who joined before then got no agent at once); None when no worker runs here.
+        Busy later (every slot taken) it stays ready: the room keeper brings an agent once a slot is free."""
+        if self.server is None:
+            return None
+        return {"state": "ready" if self._taken_jobs else "starting", "ready": self._taken_jobs}
 
     def _on_registered(self, worker_id: str, server_info) -> None:
         self.registered.set()

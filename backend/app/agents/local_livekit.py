@@ -15,6 +15,7 @@ its own signal handler expects: SIGTERM, then a second one (forced), then SIGKIL
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -67,8 +68,19 @@ def _free_port(kind: int) -> int:
         return s.getsockname()[1]
 
 
-def loopback_config(port: int, udp_port: int) -> str:
-    """The server's YAML config with every listener and every announced address on 127.0.0.1."""
+def loopback_config(port: int, udp_port: int, *, redis: "RedisAddress | None" = None,
+                    webhook: tuple[str, list[str]] | None = None) -> str:
+    """The server's YAML config with every listener and every announced address on 127.0.0.1.
+
+    ``redis``: the Redis that nodes of one cluster share (rooms, routing, agent workers). ``webhook``: (the API key
+    that signs them, the URLs) of the server's webhooks."""
+    extra = ""
+    if redis is not None:
+        extra += f"redis:\n  address: {redis.address}\n" + (f"  password: {json.dumps(redis.password)}\n"
+                                                              if redis.password else "")
+    if webhook is not None:
+        key, urls = webhook
+        extra += f"webhook:\n  api_key: {key}\n  urls: {json.dumps(urls)}\n"
     return (f"port: {port}\n"
             "rtc:\n"
             "  tcp_port: 0\n"  # no ICE over TCP: its listener ignores --bind
@@ -78,7 +90,13 @@ def loopback_config(port: int, udp_port: int) -> str:
             "  enable_loopback_candidate: true\n"
             "  ips:\n"
             f"    includes: [{HOST}/32]\n"
-            "logging:\n  level: info\n")
+            "logging:\n  level: info\n" + extra)
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    address: str  # host:port
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -94,17 +112,24 @@ class LocalLiveKit:
         return self.workdir / "livekit-server.log"
 
     @classmethod
-    async def start(cls, binary: Path, *, ready_timeout: float = READY_TIMEOUT_S) -> "LocalLiveKit":
-        """Start the server and wait until it answers; raises LocalServerError with its log if it doesn't."""
-        port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-        api_key = "API" + secrets.token_hex(8)
-        api_secret = secrets.token_urlsafe(32)  # 43 characters; the server wants 32 or more
+    async def start(cls, binary: Path, *, ready_timeout: float = READY_TIMEOUT_S, port: int | None = None,
+                    keys: tuple[str, str] | None = None, redis: RedisAddress | None = None,
+                    webhook_urls: list[str] | None = None) -> "LocalLiveKit":
+        """Start the server and wait until it answers; raises LocalServerError with its log if it doesn't.
+
+        ``port`` (default: a free one) and ``keys`` (default: made now): a node that restarts keeps both. ``redis``:
+        a node of the cluster that shares it. ``webhook_urls``: where the server posts its webhooks, signed with
+        its key."""
+        port, udp_port = port or _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+        # 43 characters for a made secret; the server wants 32 or more
+        api_key, api_secret = keys or ("API" + secrets.token_hex(8), secrets.token_urlsafe(32))
         workdir = Path(tempfile.mkdtemp(prefix="gemmavoice-livekit-"))
         env = {
             **os.environ,
             # The server's own environment variables (its --keys and --config-body flags).
             "LIVEKIT_KEYS": f"{api_key}: {api_secret}",
-            "LIVEKIT_CONFIG": loopback_config(port, udp_port),
+            "LIVEKIT_CONFIG": loopback_config(port, udp_port, redis=redis,
+                                              webhook=(api_key, webhook_urls) if webhook_urls else None),
         }
         with open(workdir / "livekit-server.log", "wb") as out:
             process = await asyncio.create_subprocess_exec(

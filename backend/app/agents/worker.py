@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess,
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from app.agents import runtime
+from app.agents.room_memory import RoomMemory
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings, get_settings
@@ -111,6 +113,14 @@ def worker_load(server: AgentServer, *, settings: Settings) -> float:
     return settings.livekit_worker_load_threshold * min(1.0, busy / settings.livekit_worker_max_jobs)
 
 
+def _reported_load(server: AgentServer, *, settings: Settings,
+                   on_load: Callable[[float], None] | None) -> float:
+    load = worker_load(server, settings=settings)
+    if on_load is not None:
+        on_load(load)
+    return load
+
+
 _last_reason: list[str | None] = [None]
 
 
@@ -140,9 +150,11 @@ def health_port(port: int) -> int:
     return port
 
 
-def build_server(settings: Settings, *, in_process: bool = False) -> AgentServer:
+def build_server(settings: Settings, *, in_process: bool = False,
+                 on_load: Callable[[float], None] | None = None) -> AgentServer:
     """The worker. ``in_process``: inside the API (health on a loopback port of its own, never gives up
-    reaching LiveKit); otherwise the standalone ``python -m app.agents.worker``."""
+    reaching LiveKit); otherwise the standalone ``python -m app.agents.worker``. ``on_load``: told each load
+    the worker reports (the framework sends it to the server as it is computed)."""
     secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
     # The framework preloads its local end-of-turn model (~250 MB) into every worker; the sessions here use
     # silero's VAD and no end-of-turn model unless asked (create_agent_session(turn_detector=True) loads it).
@@ -155,7 +167,7 @@ def build_server(settings: Settings, *, in_process: bool = False) -> AgentServer
         ws_url=settings.livekit_url, api_key=settings.livekit_api_key, api_secret=secret,
         # Jobs are threads of this process and share its models.
         job_executor_type=JobExecutorType.THREAD,
-        setup_fnc=prewarm, load_fnc=functools.partial(worker_load, settings=settings),
+        setup_fnc=prewarm, load_fnc=functools.partial(_reported_load, settings=settings, on_load=on_load),
         # The same in `dev` and `start`: the load itself says when the worker is full.
         load_threshold=settings.livekit_worker_load_threshold,
         # A warm job thread per slot (they cost a thread and an event loop, no models).
@@ -170,18 +182,33 @@ def build_server(settings: Settings, *, in_process: bool = False) -> AgentServer
 
 # The functions below run in the job threads, each on an event loop of its own.
 
+def agent_identity(agent_name: str, job_id: str) -> str:
+    """The agent's identity in the room (the room keeper knows its agents by the prefix)."""
+    return f"agent-{agent_name}-{job_id}"
+
+
 async def on_request(request: JobRequest, *, agent_name: str) -> None:
-    await request.accept(name=agent_name, identity=f"agent-{agent_name}-{request.id}")
+    await request.accept(name=agent_name, identity=agent_identity(agent_name, request.id))
 
 
 async def entrypoint(ctx: JobContext) -> None:
     services = await runtime.get_services()  # the process's models, usable from this job's loop
     settings = services.settings
+    # The room's conversation so far (a worker before this one died, the user rejoined), and its lease.
+    memory = RoomMemory(settings, ctx.job.room.name, agent_identity(settings.livekit_agent_name, ctx.job.id))
+    chat_ctx = await memory.join()
+    if chat_ctx is None:  # a second dispatch (the room keeper and the user's token at once): one agent is enough
+        log.info("room %s already has its agent: this job leaves", ctx.job.room.name)
+        ctx.shutdown(reason="the room already has its agent")
+        return
+    ctx.add_shutdown_callback(memory.leave)
     options = job_options(ctx.job.metadata, settings)
     session = create_agent_session(services, voice=options.get("voice"))
+    memory.attach(session)
     # The user left (or the session failed): end the job, which frees its slot.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
-    await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings),
+    await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings,
+                                        chat_ctx=chat_ctx),
                         room=ctx.room, room_options=room_options())
 
 

@@ -38,10 +38,19 @@ def _components(services, detailed: bool) -> dict:
     return {name: _status(svc, detailed) for name, svc in services.components.items()}
 
 
+def _livekit_agent(request: Request) -> dict | None:
+    """The in-process LiveKit agent's status, where the API runs one (``make run``): part of readiness."""
+    livekit = getattr(request.app.state, "livekit", None)
+    return livekit.agent_status() if livekit is not None else None
+
+
 @router.get("/health/ready")
 async def ready(request: Request, services: ServicesDep):
     components = _components(services, _detailed(request, services))
     ok = services.ready
+    if (agent := _livekit_agent(request)) is not None:  # LiveKit mode is served from here: ready once it can be
+        components["livekit_agent"] = agent
+        ok = ok and agent["ready"]
     return JSONResponse({"status": "ready" if ok else "not_ready", "components": components},
                         status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 

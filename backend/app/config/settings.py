@@ -206,16 +206,29 @@ class Settings(BaseSettings):
     # the API starts one on loopback with generated keys, plus the in-process agent.
     livekit_local_server: bool = True
     livekit_server_bin: Optional[Path] = None
+    # The room keeper (app.services.room_keeper): the API watches LiveKit rooms and sends an agent into any room
+    # with a user and none (a worker died, no worker had room when it started). Off only if something else does.
+    livekit_keeper: bool = True
+    # Where the local server (make run) posts its webhooks; default: this API on loopback (HOST-independent).
+    livekit_webhook_url: Optional[str] = None
+
+    # --- rooms' conversations (app.services.room_store) ----------------------------------------------------
+    # Redis shared by every API replica and worker (redis://:password@host:6379/0); unset: an SQLite file that
+    # the processes of one machine share.
+    redis_url: Optional[SecretStr] = None
+    room_store_path: Path = BACKEND_DIR / ".data" / "rooms.sqlite"
+    room_history_max_items: int = Field(200, ge=2)  # messages kept per room (the model reads fewer)
+    room_history_ttl_s: int = Field(86400, ge=60)  # a room whose end was never heard of: forgotten after this
 
     @field_validator("api_key", "admin_api_key", "openaudio_api_key", "livekit_api_secret", "llm_api_key",
-                     "stt_api_key", "tts_api_key", mode="before")
+                     "stt_api_key", "tts_api_key", "redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if value in ("", None) else value
 
     @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url", "llm_base_url",
                      "llm_model", "stt_base_url", "tts_base_url", "tts_voice",
-                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", mode="before")
+                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", "livekit_webhook_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -277,6 +290,11 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def livekit_webhook_target(self) -> str:
+        """Where a local livekit-server sends its webhooks."""
+        return self.livekit_webhook_url or f"http://127.0.0.1:{self.port}/v1/livekit/webhook"
 
     @property
     def livekit_configured(self) -> bool:

@@ -38,7 +38,9 @@ def chat_messages(chat_ctx: llm.ChatContext) -> list[ChatMessage]:
         for call in message.get("tool_calls") or []:
             fn = call["function"]
             text = f"{text}\n[called {fn['name']}({fn['arguments']})]".strip()
-        if text.strip():
+        # Spaces around a message mean nothing, but change the prompt's tokens (a leading space on a question
+        # was enough to change the embedded model's answer from the one its history gave).
+        if text := text.strip():
             messages.append(ChatMessage(role=role, content=text))
     return messages
 

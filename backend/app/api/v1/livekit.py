@@ -1,7 +1,8 @@
-"""LiveKit token endpoints: ``/v1/livekit/status``, ``/token``, ``/agent-token``.
+"""LiveKit endpoints: ``/v1/livekit/status``, ``/token``, ``/agent-token``, and the server's ``/webhook``.
 
 ``/token`` takes the user API key like every /v1 route; the identity it puts in the token is always made by the
 server. ``/agent-token`` takes only ``ADMIN_API_KEY`` (never the user key) and is refused when none is set.
+``/webhook`` takes no API key: LiveKit signs each call with its API secret, and the room keeper verifies it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from app.api.deps import SettingsDep, admin_key_ok
 from app.api.errors import APIError
 from app.config.settings import Settings
 from app.services.livekit_tokens import IssuedToken, TokenRequestError, agent_token, user_token
+from app.services.room_keeper import WebhookRefused
 
 router = APIRouter(prefix="/livekit", tags=["livekit"])
+webhook_router = APIRouter(prefix="/livekit", tags=["livekit"])
 
 
 class TokenRequest(BaseModel):
@@ -88,3 +91,18 @@ async def agent_token_route(body: AgentTokenRequest, request: Request, settings:
                        {"WWW-Authenticate": "Bearer"})
     return _respond(lambda: agent_token(settings, room_name=body.room_name, identity=body.participant_identity,
                                         ttl=body.ttl))
+
+
+@webhook_router.post("/webhook", include_in_schema=False)
+async def webhook(request: Request):
+    """LiveKit's webhooks (its ``webhook.urls``): unsigned, wrongly signed, stale and replayed calls are refused."""
+    keeper = getattr(request.app.state, "room_keeper", None)
+    if keeper is None:
+        raise APIError(503, "livekit_not_configured", "no room keeper runs here (LiveKit is not configured, or "
+                       "LIVEKIT_KEEPER is off)")
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        event = await keeper.receive(body, request.headers.get("Authorization"))
+    except WebhookRefused as exc:
+        raise APIError(exc.status, exc.code, str(exc)) from None
+    return {"received": event.event}
