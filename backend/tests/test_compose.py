@@ -57,9 +57,9 @@ TOOL_DIR = Path(__file__).resolve().parent / "compose_config"
 TOOL_SOURCES = ("go.mod", "go.sum", "main.go")
 TOOL_BUILDS = REPO / ".build" / "compose-config"
 
-PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio", "worker-light"}
+PROMISED_SERVICES = {"livekit", "redis", "backend", "worker", "frontend", "openaudio", "worker-light", "livekit-2"}
 # The services a plain `docker compose up` leaves out, and the profile that adds each.
-OPT_IN = {"openaudio": "openaudio", "worker-light": "light-workers"}
+OPT_IN = {"openaudio": "openaudio", "worker-light": "light-workers", "livekit-2": "cluster"}
 APP_SERVICES = ("backend", "worker")
 LIGHT_WORKER, LIGHT_PROFILE = "worker-light", OPT_IN["worker-light"]
 # The model servers a light worker uses: (base URL, key) settings for each model.
@@ -228,7 +228,11 @@ def test_compose_loads_with_only_the_required_secrets(compose):
     for name in APP_SERVICES:
         env = env_of(services[name])
         assert {key: env[key] for key in SECRETS} == SECRETS, name
-    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**SECRETS)
+    keys = yaml.safe_load(env_of(services["livekit"])["LIVEKIT_KEYS"])
+    # The user's pair, and the one the server signs webhooks with (livekit.yaml) and the backend verifies.
+    webhook_key = yaml.safe_load(LIVEKIT_FILE.read_text())["webhook"]["api_key"]
+    assert keys == {SECRETS["LIVEKIT_API_KEY"]: SECRETS["LIVEKIT_API_SECRET"], webhook_key: SECRETS["LIVEKIT_API_SECRET"]}
+    assert env_of(services["backend"])["LIVEKIT_WEBHOOK_API_KEY"] == webhook_key
 
 
 def test_compose_refuses_to_start_without_livekit_secrets(compose):
@@ -390,7 +394,11 @@ def test_livekit_node_ip_is_configured(compose, services, livekit_conf):
 def test_livekit_keys_come_from_the_environment(livekit_conf, services):
     assert "keys" not in livekit_conf, "API secrets don't belong in livekit.yaml"
     # "key: secret", with the space: the format the server expects.
-    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**SECRETS)
+    keys = yaml.safe_load(env_of(services["livekit"])["LIVEKIT_KEYS"])
+    # The user's pair, and the one the server signs webhooks with (livekit.yaml) and the backend verifies.
+    webhook_key = yaml.safe_load(LIVEKIT_FILE.read_text())["webhook"]["api_key"]
+    assert keys == {SECRETS["LIVEKIT_API_KEY"]: SECRETS["LIVEKIT_API_SECRET"], webhook_key: SECRETS["LIVEKIT_API_SECRET"]}
+    assert env_of(services["backend"])["LIVEKIT_WEBHOOK_API_KEY"] == webhook_key
 
 
 def test_livekit_is_not_in_dev_mode(services, livekit_conf):
@@ -418,7 +426,10 @@ def test_no_secret_is_hard_coded(compose):
     for name in (*APP_SERVICES, LIGHT_WORKER):
         env = env_of(services[name])
         assert {key: env.get(key) for key in SECRET_NAMES} == secrets, name
-    assert env_of(services["livekit"])["LIVEKIT_KEYS"] == "{LIVEKIT_API_KEY}: {LIVEKIT_API_SECRET}".format(**secrets)
+    webhook_key = yaml.safe_load(LIVEKIT_FILE.read_text())["webhook"]["api_key"]
+    for node in ("livekit", "livekit-2"):
+        assert yaml.safe_load(env_of(services[node])["LIVEKIT_KEYS"]) == {
+            secrets["LIVEKIT_API_KEY"]: secrets["LIVEKIT_API_SECRET"], webhook_key: secrets["LIVEKIT_API_SECRET"]}
 
 
 def test_no_secret_literal_in_files():
@@ -495,7 +506,8 @@ def test_app_services_reach_livekit_inside_the_network(services, livekit_conf):
 
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
-NOT_SETTINGS = {"HF_HOME", "HF_TOKEN"}  # read by huggingface_hub itself
+NOT_SETTINGS = {"HF_HOME", "HF_TOKEN",  # read by huggingface_hub itself
+                "FORWARDED_ALLOW_IPS"}  # read by uvicorn itself
 
 
 def test_app_settings_names_exist(everything):
@@ -888,3 +900,44 @@ def test_deployment_doc_exists_and_covers_the_topics():
     for topic in ("livekit cloud", "node_ip", "--scale worker", "redis", "llm_hf_repo", "whisper_model", "openaudio_url",
                   "llm_base_url", "stt_base_url", "tts_base_url", "light-workers", "--scale worker-light"):
         assert topic in text, topic
+
+
+def test_only_the_frontend_proxy_may_say_who_the_client_is(services):
+    """The API as its image starts it (the Dockerfile's command) with compose's FORWARDED_ALLOW_IPS: a client that
+    reaches port 8000 itself and sends X-Forwarded-For is still counted by its own address in the rate limits.
+    The same header from a trusted proxy is believed (each forwarded client has limits of its own). Before the
+    fix the image trusted '*', and the spoofing client below was never limited."""
+    import httpx
+    from helpers import free_port
+
+    cmd = yaml.safe_load(dockerfile(BACKEND_DOCKERFILE).stages["runtime"].values("CMD")[-1])
+    trusted_proxy = env_of(services["backend"])["FORWARDED_ALLOW_IPS"]
+    assert trusted_proxy == services["frontend"]["networks"]["default"]["ipv4_address"]
+
+    def statuses(forwarded_allow_ips: str) -> list[int]:
+        port = free_port()
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOST": "127.0.0.1",
+               "PORT": str(port), "APP_ENV": "test", "FORWARDED_ALLOW_IPS": forwarded_allow_ips,
+               "RATE_LIMIT_TOKENS": "2/minute", "LIVEKIT_URL": "", "LIVEKIT_LOCAL_SERVER": "false"}
+        proc = subprocess.Popen(cmd, cwd=REPO / "backend", env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    httpx.get(f"{base}/health/live", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    assert proc.poll() is None, "the API exited"
+                    __import__("time").sleep(0.1)
+            # Each request claims to come from another client.
+            return [httpx.post(f"{base}/v1/livekit/token", json={}, timeout=10,
+                               headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(4)]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+    from_a_stranger = statuses(trusted_proxy)  # this test's 127.0.0.1 is not the proxy
+    from_the_proxy = statuses("127.0.0.1")  # this test's 127.0.0.1 is the proxy
+    assert from_a_stranger[:2] != [429, 429] and from_a_stranger[2:] == [429, 429], from_a_stranger
+    assert 429 not in from_the_proxy, from_the_proxy

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     livekit_keeper: bool = True
     # Where the local server (make run) posts its webhooks; default: this API on loopback (HOST-independent).
     livekit_webhook_url: Optional[str] = None
+    # The key name LiveKit signs webhooks with (its `webhook.api_key`), with LIVEKIT_API_SECRET; default
+    # LIVEKIT_API_KEY. Compose uses a pair of its own, so that livekit.yaml names no key of the user's.
+    livekit_webhook_api_key: Optional[str] = None
 
     # --- rooms' conversations (app.services.room_store) ----------------------------------------------------
     # Redis shared by every API replica and worker (redis://:password@host:6379/0); unset: an SQLite file that
@@ -228,7 +231,7 @@ class Settings(BaseSettings):
 
     @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url", "llm_base_url",
                      "llm_model", "stt_base_url", "tts_base_url", "tts_voice",
-                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", "livekit_webhook_url", mode="before")
+                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", "livekit_webhook_url", "livekit_webhook_api_key", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

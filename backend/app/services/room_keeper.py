@@ -56,7 +56,8 @@ class RoomKeeper:
         self.settings, self.store = settings, store
         self.agent_prefix = f"agent-{settings.livekit_agent_name}-"
         secret = settings.livekit_api_secret.get_secret_value()
-        self._receiver = api.WebhookReceiver(api.TokenVerifier(settings.livekit_api_key, secret))
+        signer = settings.livekit_webhook_api_key or settings.livekit_api_key
+        self._receiver = api.WebhookReceiver(api.TokenVerifier(signer, secret))
         self._lkapi: api.LiveKitAPI | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
