@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -48,7 +49,7 @@ class LiveKitAlongside:
         self.local: LocalLiveKit | None = None
         self.server = None  # the AgentServer, once started
         self.registered = asyncio.Event()
-        self._taken_jobs = False  # the worker has told the server it takes jobs
+        self._room_since: float | None = None  # when the registered worker first had room for a job
         self._started = asyncio.Event()  # the worker's run() is past its set-up
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
@@ -119,16 +120,23 @@ class LiveKitAlongside:
                  self.settings.livekit_agent_name, self.settings.livekit_url)
 
     def _on_load(self, load: float) -> None:
-        if load < self.settings.livekit_worker_load_threshold and self.registered.is_set():
-            self._taken_jobs = True
+        # Called from the framework's executor every 0.5 s; the server hears the status every 2.5 s.
+        if self._room_since is None and load < self.settings.livekit_worker_load_threshold \
+                and self.registered.is_set():
+            self._room_since = time.monotonic()
 
     def agent_status(self) -> dict | None:
-        """Whether LiveKit rooms get an agent from this process: it has told the server it takes jobs (what
+        """Whether LiveKit rooms get an agent from this process: the server has been told it takes jobs (what
         readiness waits for: a user who joined before then got no agent at once); None when no worker runs here.
-        Busy later (every slot taken) it stays ready: the room keeper brings an agent once a slot is free."""
+        The framework tells the server the worker's status every UPDATE_STATUS_INTERVAL, so that is the time
+        after the worker first had room. Busy later (every slot taken) it stays ready: the room keeper brings
+        an agent once a slot is free."""
         if self.server is None:
             return None
-        return {"state": "ready" if self._taken_jobs else "starting", "ready": self._taken_jobs}
+        from livekit.agents.worker import UPDATE_STATUS_INTERVAL  # loaded already: the worker runs
+
+        ready = self._room_since is not None and time.monotonic() - self._room_since > UPDATE_STATUS_INTERVAL
+        return {"state": "ready" if ready else "starting", "ready": ready}
 
     def _on_registered(self, worker_id: str, server_info) -> None:
         self.registered.set()

@@ -136,8 +136,8 @@ class RoomKeeper:
                 await asyncio.wait_for(self._wake.wait(), SWEEP_S)
 
     async def sweep(self) -> None:
-        rooms = {room.name for room in (await self._lkapi.room.list_rooms(api.ListRoomsRequest())).rooms
-                 if room.num_participants}
+        # Every room: a room's num_participants is refreshed by the server only now and then.
+        rooms = {room.name for room in (await self._lkapi.room.list_rooms(api.ListRoomsRequest())).rooms}
         rooms |= self._soon
         self._soon = set()
         for gone in set(self._bare_since) - rooms:

@@ -189,11 +189,13 @@ async def test_make_run_starts_livekit_and_its_in_process_agent_answers_in_a_roo
                 assert proc.poll() is None, log_path.read_text()
                 with contextlib.suppress(httpx.HTTPError):
                     return (await client.get("/health/ready")).status_code == 200
+            # Ready means LiveKit mode can serve: a user who joins at once gets the agent (before issue 30 the API
+            # was ready ~3 s before its agent took jobs, and such a user never got one).
             await until(ready, 180, "the API ready")
-            await until(lambda: "marking as available" in log_path.read_text(), 30,
-                             f"the in-process agent available: {log_path.read_text()[-3000:]}")
+            readiness = (await client.get("/health/ready")).json()
             status = (await client.get("/v1/livekit/status")).json()
             issued = (await client.post("/v1/livekit/token", json={})).json()
+        assert readiness["components"]["livekit_agent"] == {"state": "ready", "ready": True}, readiness
         assert status["configured"] and status["url"].startswith("ws://127.0.0.1:"), status
         user = RoomUser(issued["url"], issued["token"])
         await user.connect()
