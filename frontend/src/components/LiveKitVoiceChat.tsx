@@ -3,11 +3,12 @@ import {
   RoomAudioRenderer,
   RoomContext,
   StartAudio,
+  useConnectionState,
   useLocalParticipant,
   useTranscriptions,
   useVoiceAssistant,
 } from '@livekit/components-react';
-import { Room, RoomEvent } from 'livekit-client';
+import { ConnectionState, DisconnectReason, Room, RoomEvent } from 'livekit-client';
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { describeError } from '../api/errors';
 import type { LiveKitStatus } from '../api/types';
@@ -20,7 +21,7 @@ type Phase =
   | { kind: 'loading' }
   | { kind: 'unavailable'; message: string }
   | { kind: 'not-configured' }
-  | { kind: 'idle'; status: LiveKitStatus; agentMissing?: string }
+  | { kind: 'idle'; status: LiveKitStatus; agentMissing?: string; lost?: { roomName: string; message: string } }
   | { kind: 'connecting'; status: LiveKitStatus }
   | { kind: 'connected'; status: LiveKitStatus; room: Room; roomName: string };
 
@@ -65,15 +66,16 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
   }, [client]);
 
   const connect = useCallback(
-    async (status: LiveKitStatus) => {
+    async (status: LiveKitStatus, roomName?: string) => {
       setError(null);
       setLastTranscript([]);
       setPhase({ kind: 'connecting', status });
       const room = new Room({ adaptiveStream: true, dynacast: true, ...PRE_CONNECT_ROOM_OPTIONS });
       roomRef.current = room;
       try {
-        // No room name: every request gets a fresh room, and with it a new dispatch of the agent.
-        const token = await client.liveKitToken({});
+        // No room name: a fresh room, and with it a new dispatch of the agent. A room name: back into the room
+        // whose connection was lost, where the agent goes on from the conversation so far.
+        const token = await client.liveKitToken(roomName ? { room_name: roomName } : {});
         const url = token.url || status.url;
         if (!url) throw new Error('The server gave no LiveKit URL.');
         // Start the microphone while connecting: with the pre-connect buffer, what the user says
@@ -84,9 +86,20 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
             throw new Error(`Cannot reach the LiveKit server at ${url}: ${describeError(err)}`);
           }),
         ]);
-        // (A room left because the agent never came is already idle, with the reason: keep it.)
-        room.once(RoomEvent.Disconnected, () =>
-          setPhase((current) => (current.kind === 'idle' ? current : { kind: 'idle', status })),
+        // (A room left because the agent never came is already idle, with the reason: keep it.) A room the
+        // server ended (it restarted, or the connection could not be resumed) can be rejoined by its name.
+        room.once(RoomEvent.Disconnected, (reason?: DisconnectReason) =>
+          setPhase((current) => {
+            if (current.kind === 'idle') return current;
+            if (reason === undefined || reason === DisconnectReason.CLIENT_INITIATED) return { kind: 'idle', status };
+            const lost = {
+              roomName: token.room_name,
+              message:
+                'The connection to the LiveKit server was lost and could not be resumed. Rejoin to carry on: ' +
+                'the assistant remembers the conversation.',
+            };
+            return { kind: 'idle', status, lost };
+          }),
         );
         setPhase({ kind: 'connected', status, room, roomName: token.room_name });
       } catch (err) {
@@ -149,8 +162,18 @@ export function LiveKitVoiceChat({ agentTimeoutMs = AGENT_JOIN_TIMEOUT_MS }: { a
               <ErrorMessage title="No agent" message={phase.agentMissing} />
             </div>
           )}
+          {phase.kind === 'idle' && phase.lost && (
+            <div data-testid="livekit-connection-lost">
+              <ErrorMessage title="Connection lost" message={phase.lost.message} />
+            </div>
+          )}
           {lastTranscript.length > 0 && <ChatTranscript entries={lastTranscript} emptyText="" />}
           <div className="actions">
+            {phase.kind === 'idle' && phase.lost && (
+              <button type="button" onClick={() => void connect(phase.status, phase.lost?.roomName)}>
+                Rejoin the conversation
+              </button>
+            )}
             <button type="button" disabled={phase.kind === 'connecting'} onClick={() => void connect(phase.status)}>
               {phase.kind === 'connecting'
                 ? 'Connecting…'
@@ -200,7 +223,8 @@ interface LiveKitSessionProps {
 
 function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing, onTranscript }: LiveKitSessionProps) {
   const { state, audioTrack } = useVoiceAssistant();
-  const missing = useAgentArrival(state, agentTimeoutMs);
+  const { problem: missing, reconnecting } = useAgentArrival(state, agentTimeoutMs);
+  const connection = useConnectionState();
   const reported = useRef(false);
   useEffect(() => {
     if (missing && !reported.current) {
@@ -248,6 +272,17 @@ function LiveKitSession({ roomName, agentTimeoutMs, onDisconnect, onAgentMissing
           Disconnect
         </button>
       </div>
+      {connection === ConnectionState.Reconnecting ? (
+        <p className="notice" role="status" data-testid="livekit-reconnecting">
+          The connection to the LiveKit server was interrupted: reconnecting…
+        </p>
+      ) : (
+        reconnecting && (
+          <p className="notice" role="status" data-testid="livekit-agent-reconnecting">
+            The assistant is reconnecting… It keeps the conversation so far.
+          </p>
+        )
+      )}
       <BarVisualizer state={state} track={audioTrack} barCount={7} className="agent-visualizer" />
       <ChatTranscript entries={entries} emptyText="Say something: the agent's replies and the transcript show up here." />
     </div>

@@ -2,19 +2,27 @@ import { useEffect, useRef, useState } from 'react';
 
 /**
  * How long a LiveKit room waits for the agent before the page gives up. Dispatch normally takes a
- * second or two; LiveKit sends a room to an agent worker only once, when the room starts, so a room
- * that got no agent by now will not get one, and trying again in a new room is the way out.
+ * second or two, and the server's room keeper sends another agent within a few seconds when one dies
+ * or when no worker had room as the room started; a room that got none by now is not likely to.
  */
 export const AGENT_JOIN_TIMEOUT_MS = 20_000;
 
 /** The states (of useVoiceAssistant) in which the agent has not joined, or not finished starting. */
 const WAITING = new Set(['connecting', 'pre-connect-buffering', 'initializing']);
 
+export interface AgentArrival {
+  /** Why the conversation cannot go on without a new room, or null while it can. */
+  problem: string | null;
+  /** The agent was here and is gone, and another is on its way (the conversation is kept). */
+  reconnecting: boolean;
+}
+
 /**
- * Why the conversation cannot go on without a new room, or null while it can: the agent failed, or
- * did not join (or come back) within `timeoutMs`.
+ * Whether the agent is here: `problem` once it failed, or did not join (or come back) within
+ * `timeoutMs`; `reconnecting` while one that had joined is away (a worker died: the server sends
+ * another into the same room, with the conversation so far).
  */
-export function useAgentArrival(state: string, timeoutMs: number = AGENT_JOIN_TIMEOUT_MS): string | null {
+export function useAgentArrival(state: string, timeoutMs: number = AGENT_JOIN_TIMEOUT_MS): AgentArrival {
   const waiting = WAITING.has(state);
   const [timedOut, setTimedOut] = useState(false);
   const joined = useRef(false);
@@ -30,15 +38,16 @@ export function useAgentArrival(state: string, timeoutMs: number = AGENT_JOIN_TI
   const seconds = Math.round(timeoutMs / 1000);
   const within = `within ${seconds} second${seconds === 1 ? '' : 's'}`;
   if (state === 'failed') {
-    return 'The agent failed to start in this room. Try again: a new room gets a new agent.';
+    return { problem: 'The agent failed to start in this room. Try again: a new room gets a new agent.', reconnecting: false };
   }
-  if (!waiting || !timedOut) return null;
+  if (!waiting || !timedOut) return { problem: null, reconnecting: waiting && joined.current };
   if (joined.current) {
-    return `The agent left the conversation and did not come back ${within}.`;
+    return { problem: `The agent left the conversation and did not come back ${within}.`, reconnecting: false };
   }
-  return (
-    `No agent joined ${within}. The agent worker may be stopped, still loading its ` +
-    'models, or busy with other conversations. LiveKit asks a worker only once, when the room starts, ' +
-    'so trying again opens a new room.'
-  );
+  return {
+    problem:
+      `No agent joined ${within}. The agent worker may be stopped, still loading its ` +
+      'models, or busy with other conversations. Try again in a new room.',
+    reconnecting: false,
+  };
 }

@@ -1,6 +1,6 @@
 import { act, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
-import { Room } from 'livekit-client';
+import { ConnectionState, DisconnectReason, Room, RoomEvent } from 'livekit-client';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LiveKitVoiceChat } from '../../src/components/LiveKitVoiceChat';
 import { installFakeFetch, jsonResponse } from '../doubles/fetch';
@@ -111,6 +111,41 @@ describe('LiveKitVoiceChat', () => {
     await userEvent.click(screen.getByRole('button', { name: 'Disconnect' }));
     expect(room.callsOf('disconnect')).toHaveLength(1);
     expect(await screen.findByRole('button', { name: 'Start conversation' })).toBeEnabled();
+  });
+
+  it('says so when the server ends the connection, and rejoins the same room on request', async () => {
+    const fetch = configuredServer();
+    const { room } = await startConversation();
+    await finishConnecting(room);
+
+    // The LiveKit node went away: the SDK could not resume, and the room ended for this page.
+    await act(async () => {
+      room.state = ConnectionState.Disconnected;
+      room.emit(RoomEvent.Disconnected, DisconnectReason.SERVER_SHUTDOWN);
+    });
+    expect(await screen.findByTestId('livekit-connection-lost')).toHaveTextContent(/remembers the conversation/);
+    await userEvent.click(screen.getByRole('button', { name: 'Rejoin the conversation' }));
+    await vi.waitFor(() => expect(RecordingRooms.instances).toHaveLength(2));
+    const tokenCalls = fetch.mock.calls.filter(([input]) => String(input).endsWith('/v1/livekit/token'));
+    expect(JSON.parse(String(tokenCalls.at(-1)?.[1]?.body))).toEqual({ room_name: 'gemma-voice-room-4f2a' });
+  });
+
+  it('shows that the connection is being resumed while the SDK reconnects', async () => {
+    configuredServer();
+    const { room } = await startConversation();
+    await finishConnecting(room);
+    expect(screen.queryByTestId('livekit-reconnecting')).not.toBeInTheDocument();
+
+    await act(async () => {
+      room.state = ConnectionState.Reconnecting;
+      room.emit(RoomEvent.ConnectionStateChanged, ConnectionState.Reconnecting);
+    });
+    expect(await screen.findByTestId('livekit-reconnecting')).toHaveTextContent(/reconnecting/);
+    await act(async () => {
+      room.state = ConnectionState.Connected;
+      room.emit(RoomEvent.ConnectionStateChanged, ConnectionState.Connected);
+    });
+    await vi.waitFor(() => expect(screen.queryByTestId('livekit-reconnecting')).not.toBeInTheDocument());
   });
 
   it('leaves the room when the page leaves LiveKit mode', async () => {

@@ -13,10 +13,10 @@ describe('useAgentArrival', () => {
   it('gives up on an agent that never joins after the timeout, with a readable reason', () => {
     const { result } = arrival('connecting');
     act(() => vi.advanceTimersByTime(AGENT_JOIN_TIMEOUT_MS - 100));
-    expect(result.current).toBeNull();
+    expect(result.current.problem).toBeNull();
     act(() => vi.advanceTimersByTime(200));
-    expect(result.current).toMatch(/^No agent joined within 20 seconds\./);
-    expect(result.current).toMatch(/trying again opens a new room/);
+    expect(result.current.problem).toMatch(/^No agent joined within 20 seconds\./);
+    expect(result.current.problem).toMatch(/Try again in a new room/);
   });
 
   it('counts the whole wait, through pre-connect buffering and initializing', () => {
@@ -25,9 +25,9 @@ describe('useAgentArrival', () => {
     rerender({ state: 'pre-connect-buffering' });
     act(() => vi.advanceTimersByTime(300));
     rerender({ state: 'initializing' });
-    expect(result.current).toBeNull();
+    expect(result.current.problem).toBeNull();
     act(() => vi.advanceTimersByTime(200));
-    expect(result.current).toMatch(/^No agent joined within 1 second/);
+    expect(result.current.problem).toMatch(/^No agent joined within 1 second/);
   });
 
   it('is content once the agent listens, however long the conversation goes on', () => {
@@ -37,18 +37,35 @@ describe('useAgentArrival', () => {
     act(() => vi.advanceTimersByTime(60_000));
     rerender({ state: 'speaking' });
     act(() => vi.advanceTimersByTime(60_000));
-    expect(result.current).toBeNull();
+    expect(result.current.problem).toBeNull();
   });
 
   it('notices an agent that left and did not come back', () => {
     const { result, rerender } = arrival('listening', 1000);
     rerender({ state: 'connecting' });
     act(() => vi.advanceTimersByTime(1100));
-    expect(result.current).toBe('The agent left the conversation and did not come back within 1 second.');
+    expect(result.current.problem).toBe('The agent left the conversation and did not come back within 1 second.');
+  });
+
+  it('says the assistant is reconnecting while an agent that had joined is away, and stops when it is back', () => {
+    const { result, rerender } = arrival('listening', 20_000);
+    expect(result.current.reconnecting).toBe(false);
+    rerender({ state: 'connecting' });
+    expect(result.current).toEqual({ problem: null, reconnecting: true });
+    act(() => vi.advanceTimersByTime(3000));
+    rerender({ state: 'initializing' });
+    expect(result.current).toEqual({ problem: null, reconnecting: true });
+    rerender({ state: 'listening' });
+    expect(result.current).toEqual({ problem: null, reconnecting: false });
+  });
+
+  it('is not reconnecting before the first agent came', () => {
+    const { result } = arrival('connecting', 1000);
+    expect(result.current).toEqual({ problem: null, reconnecting: false });
   });
 
   it("shows the agent's failed state at once", () => {
     const { result } = arrival('failed');
-    expect(result.current).toMatch(/^The agent failed to start/);
+    expect(result.current.problem).toMatch(/^The agent failed to start/);
   });
 });
