@@ -1,10 +1,13 @@
 """A LiveKit cluster on one machine, the way livekit-server's own multi-node tests run one: a Redis on
 loopback with a password (Debian's ``redis-server``), and two ``livekit-server`` nodes on other ports
-that share it and one set of keys. The cluster tests and ``bench.cluster_recovery`` use it:
+that share it and one set of keys; and agent workers registered with its nodes. The cluster tests and
+``bench.cluster_recovery`` use it:
 
     async with LiveKitCluster.start(binary, webhook_urls=[...]) as cluster:
         cluster.nodes[0].url, cluster.nodes[1].url, cluster.redis.url
-        await cluster.restart(0)   # node A stops and comes back on its port
+        workers = WorkerPool(cluster, voice_env)
+        await workers.ready()      # worker "a" on node A, "b" on node B, idle and known to the server
+        await cluster.restart(1)   # node B stops and comes back on its port
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.agents.local_livekit import HOST, LocalLiveKit, RedisAddress
+from bench.livekit_room import WorkerProcess, worker_env
 
 REDIS_BINARY = "redis-server"
 INSTALL_HINT = "Debian's redis-server package: `make setup` installs it (apt-get install redis-server)."
@@ -130,3 +134,57 @@ class LiveKitCluster:
         self.nodes[index] = await LocalLiveKit.start(self.binary, port=port, keys=(old.api_key, old.api_secret),
                                                      redis=self.redis.address, webhook_urls=self.webhook_urls)
         return self.nodes[index]
+
+
+class WorkerPool:
+    """One worker per node (``a`` on node A, ``b`` on node B), ``python -m app.agents.worker start`` as users run
+    it, with ``max_jobs`` conversations each and the cluster's Redis for rooms' conversations; ``ready()`` replaces
+    one that was killed or drained."""
+
+    def __init__(self, cluster: LiveKitCluster, env: dict[str, str], *, max_jobs: int = 1) -> None:
+        self.cluster, self.env, self.max_jobs = cluster, env, max_jobs
+        self.running: dict[str, WorkerProcess] = {}
+
+    def start(self, name: str) -> WorkerProcess:
+        node = self.cluster.nodes[0 if name == "a" else 1]
+        worker = WorkerProcess(worker_env(
+            LIVEKIT_URL=node.url, LIVEKIT_API_KEY=self.cluster.api_key, LIVEKIT_API_SECRET=self.cluster.api_secret,
+            LIVEKIT_WORKER_PORT=str(_free_port()), LIVEKIT_WORKER_MAX_JOBS=str(self.max_jobs),
+            REDIS_URL=self.cluster.redis.url, **self.env))
+        self.running[name] = worker
+        return worker
+
+    async def ready(self, timeout: float = 180) -> dict[str, WorkerProcess]:
+        """Both workers running, idle, and known to the server as taking jobs."""
+        for name in ("a", "b"):
+            if name not in self.running or self.running[name].proc.poll() is not None:
+                if name in self.running:
+                    self.running[name].kill()
+                self.start(name)
+        deadline = time.monotonic() + timeout
+        for worker in self.running.values():
+            while not await asyncio.to_thread(_idle, worker):
+                if worker.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"a worker did not become idle; its log ends:\n{worker.messages[-20:]}")
+                await asyncio.sleep(0.2)
+            await asyncio.to_thread(worker.wait_for, "registered worker", 30)
+        await asyncio.sleep(2.6)  # one status report (every 2.5 s) since they became idle: the server knows it
+        return self.running
+
+    def holding(self) -> tuple[str, WorkerProcess]:
+        """The one worker with a conversation, and its name."""
+        busy = [(n, w) for n, w in self.running.items() if w.proc.poll() is None and w.info().get("active_jobs", 0)]
+        if len(busy) != 1:
+            raise RuntimeError(f"not one busy worker: {[(n, w.info()) for n, w in self.running.items()]}")
+        return busy[0]
+
+    def close(self) -> None:
+        for worker in self.running.values():
+            worker.kill()
+
+
+def _idle(worker: WorkerProcess) -> bool:
+    try:
+        return worker.idle()
+    except Exception:  # noqa: BLE001 - its health endpoint is not up yet
+        return False

@@ -73,8 +73,8 @@ class RoomUser:
         self.agent_joined = asyncio.Event()
         self.agent_joined_at: float | None = None
         self.agent_identity: str | None = None  # the first agent to join
-        self.agents: dict[str, float] = {}  # every agent that joined, and when
-        self.agents_left: dict[str, float] = {}  # every agent that left, and when
+        self.agents: dict[str, float] = {}  # every agent that joined, and when it first did
+        self.agents_left: dict[str, float] = {}  # every agent that left (and has not come back), and when
         self._agents_changed = asyncio.Event()
         self.disconnected = asyncio.Event()  # the room ended for this user (the server went away, or was left)
         self.events: list[tuple[str, float]] = []  # the connection's reconnecting / reconnected, and when
@@ -121,8 +121,8 @@ class RoomUser:
         await asyncio.wait_for(self.agent_joined.wait(), timeout)
         return self.agent_joined_at - self.connected_at
 
-    async def wait_for_another_agent(self, than: str, timeout: float) -> str:
-        """The identity of the first agent other than ``than`` to be in the room, within ``timeout`` seconds."""
+    async def wait_for_another_agent(self, than: str | None, timeout: float) -> str:
+        """The identity of the first agent other than ``than`` (None: any) in the room, within ``timeout`` seconds."""
         async def another() -> str:
             while True:
                 present = [i for i in self.agents if i != than and i not in self.agents_left]
@@ -136,6 +136,7 @@ class RoomUser:
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             return
         self.agents.setdefault(participant.identity, time.perf_counter())
+        self.agents_left.pop(participant.identity, None)  # back (its connection was resumed)
         self._agents_changed.set()
         if not self.agent_joined.is_set():
             self.agent_identity = participant.identity
@@ -248,6 +249,21 @@ class RoomUser:
                     return last_voiced
             return last_voiced if time.perf_counter() - last_voiced >= quiet_s else None
         return await self._until(found, timeout, f"the agent not quiet for {quiet_s} s")
+
+    async def ask(self, pcm: bytes, rate: int, agent: str | None = None, timeout: float = 30.0) -> tuple[float, str]:
+        """Says a clip and waits for the agent's whole reply: (seconds from the clip's last voiced frame to the first
+        frame of the agent's voice, the reply's transcript). ``agent``: whose transcript (default the first agent)."""
+        agent = agent or self.agent_identity
+        before = len(self.texts(agent))
+        said = await self.say(pcm, rate)
+        first = await self.agent_voice_after(said.end, timeout)
+        await self.agent_quiet_after(first, quiet_s=1.0, timeout=timeout)
+        deadline = time.perf_counter() + 10
+        while len(self.texts(agent)) <= before:
+            if time.perf_counter() > deadline:
+                raise TimeoutError("no transcript of the agent's reply within 10 s")
+            await asyncio.sleep(0.05)
+        return first - said.end, " ".join(self.texts(agent)[before:])
 
     def voiced_seconds(self, start: float, end: float) -> float:
         """How much of the agent's audio between ``start`` and ``end`` was voice."""

@@ -30,6 +30,7 @@ class _StoreThread:
     def __init__(self, store: RoomStore) -> None:
         self.store = store
         self.held: dict[str, str] = {}  # room -> holder
+        self.on_lost: dict[str, Callable[[], None]] = {}  # room -> what to do when another holder took it
         self._work: queue.Queue[Callable[[], None]] = queue.Queue()
         self._last_error: str | None = None
         threading.Thread(target=self._run, name="room-store", daemon=True).start()
@@ -62,7 +63,9 @@ class _StoreThread:
                 if work is not None:
                     work()
                 for room, holder in list(self.held.items()):
-                    self.store.renew(room, holder)
+                    if not self.store.renew(room, holder) and self.held.pop(room, None) is not None:
+                        log.warning("room %s was given to another agent (this one was not in it): leaving", room)
+                        self.on_lost.pop(room, lambda: None)()
                 self._last_error = None
             except RoomStoreError as exc:
                 if str(exc) != self._last_error:  # once per new trouble, not twice a second
@@ -111,8 +114,12 @@ class RoomMemory:
             log.info("room %s: going on from %d earlier messages", self.room, len(turns))
         return chat_ctx
 
-    def attach(self, session: AgentSession) -> None:
+    def attach(self, session: AgentSession, on_lost: Callable[[], None]) -> None:
+        """Turns go to the store as they complete; ``on_lost`` runs (on the session's loop) if the room keeper gave
+        the room to another agent, because this one was not in it (its LiveKit node went away)."""
         session.on("conversation_item_added", self._item_added)
+        loop = asyncio.get_running_loop()
+        self._thread.on_lost[self.room] = lambda: loop.call_soon_threadsafe(on_lost)
 
     def _item_added(self, ev: ConversationItemAddedEvent) -> None:
         item = ev.item
@@ -125,6 +132,7 @@ class RoomMemory:
 
     async def leave(self) -> None:
         """The job ends on purpose (the user left, the session closed): the room is let go."""
+        self._thread.on_lost.pop(self.room, None)
         if self._thread.held.pop(self.room, None) is None:
             return
         store, room, identity = self._thread.store, self.room, self.identity

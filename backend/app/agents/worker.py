@@ -204,7 +204,7 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(memory.leave)
     options = job_options(ctx.job.metadata, settings)
     session = create_agent_session(services, voice=options.get("voice"))
-    memory.attach(session)
+    memory.attach(session, on_lost=lambda: ctx.shutdown(reason="the room was given to another agent"))
     # The user left (or the session failed): end the job, which frees its slot.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings,

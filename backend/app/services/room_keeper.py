@@ -40,6 +40,13 @@ FIRST_AGENT_GRACE_S = 1.0
 # nodes, the node that claims the job may offer it to a worker that filled up since its last load report
 # (every 2.5 s), and no other is tried. A second agent that a retry brings leaves at once: the lease is taken.
 DISPATCH_RETRY_S = 1.0
+# While no worker takes the room (all busy, none running), the retries slow down to one per this many seconds.
+DISPATCH_RETRY_MAX_S = 10.0
+# A room's holder (its agent's job is alive) that is not in the room this long is replaced: its LiveKit node went
+# away and the room was made anew elsewhere (the holder takes the lease before it joins, and joins in well under it).
+HOLDER_ABSENT_S = 4.0
+# How often a held room is checked for its holder (besides when a webhook says someone came or went).
+PRESENCE_CHECK_S = 5.0
 # A webhook older than this, or seen before, is refused (a replay).
 WEBHOOK_MAX_AGE_S = 300
 _PEOPLE = (ParticipantInfo.Kind.STANDARD, ParticipantInfo.Kind.SIP)
@@ -63,6 +70,9 @@ class RoomKeeper:
         self._wake = asyncio.Event()
         self._soon: set[str] = set()  # rooms a webhook asked about
         self._bare_since: dict[str, float] = {}  # rooms with a user and no agent, since when
+        self._attempts: dict[str, int] = {}  # dispatches into a room since it last had its agent
+        self._presence_checked: dict[str, float] = {}  # when each held room was last checked for its holder
+        self._absent_since: dict[str, float] = {}  # held rooms whose holder is not in them, since when
         self._last_error: str | None = None
         self.dispatched = 0  # explicit dispatches made (for /health and the tests)
 
@@ -138,19 +148,32 @@ class RoomKeeper:
     async def sweep(self) -> None:
         # Every room: a room's num_participants is refreshed by the server only now and then.
         rooms = {room.name for room in (await self._lkapi.room.list_rooms(api.ListRoomsRequest())).rooms}
-        rooms |= self._soon
-        self._soon = set()
+        asked, self._soon = self._soon, set()
+        rooms |= asked
         for gone in set(self._bare_since) - rooms:
             del self._bare_since[gone]
+        for gone in set(self._attempts) - rooms:
+            del self._attempts[gone]
+        for table in (self._presence_checked, self._absent_since):
+            for gone in set(table) - rooms:
+                del table[gone]
         for room in rooms:
-            await self.check(room)
+            await self.check(room, asked=room in asked)
 
-    async def check(self, room: str) -> str:
-        """Looks at one room and mends it if it must; returns what it found (for logs and tests)."""
+    async def check(self, room: str, *, asked: bool = False) -> str:
+        """Looks at one room and mends it if it must; returns what it found (for logs and tests). ``asked``: a
+        webhook said something happened in it."""
         lease = await asyncio.to_thread(self.store.lease, room)
+        now = time.monotonic()
         if lease == "held":
             self._bare_since.pop(room, None)
-            return "held"
+            self._attempts.pop(room, None)
+            due = asked or room in self._absent_since or \
+                now - self._presence_checked.get(room, 0.0) >= PRESENCE_CHECK_S
+            if not due:
+                return "held"
+            self._presence_checked[room] = now
+            return await self._check_holder(room, now)
         try:
             listed = await self._lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
         except api.TwirpError as exc:
@@ -172,7 +195,6 @@ class RoomKeeper:
             return "lapsed"
         if agents:
             return "agent"  # one that keeps no lease here (a worker with another store, or one just joining)
-        now = time.monotonic()
         since = self._bare_since.setdefault(room, now)
         if now - since < FIRST_AGENT_GRACE_S:
             self._soon.add(room)
@@ -180,8 +202,34 @@ class RoomKeeper:
         await self._dispatch(room, "a user is there with no agent")
         return "bare"
 
+    async def _check_holder(self, room: str, now: float) -> str:
+        """A held room: is its holder in it? One that stays away (its node went away, and the room was made anew on
+        another) loses the lease, and the next check sends another agent."""
+        holder = await asyncio.to_thread(self.store.holder, room)
+        try:
+            listed = await self._lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+        except api.TwirpError as exc:
+            if exc.code == "not_found":
+                return "gone"
+            raise
+        identities = {p.identity for p in listed.participants}
+        if holder is None or holder in identities or not any(p.kind in _PEOPLE for p in listed.participants):
+            self._absent_since.pop(room, None)
+            return "held"
+        since = self._absent_since.setdefault(room, now)
+        if now - since < HOLDER_ABSENT_S:
+            return "held"
+        del self._absent_since[room]
+        await asyncio.to_thread(self.store.evict, room, holder)
+        log.info("room %s: its agent %s is not in it: another is sent", room, holder)
+        self._soon.add(room)
+        self._wake.set()
+        return "absent"
+
     async def _dispatch(self, room: str, why: str) -> None:
-        if not await asyncio.to_thread(self.store.claim, f"dispatch:{room}", DISPATCH_RETRY_S):
+        attempts = self._attempts.get(room, 0)
+        wait_s = min(DISPATCH_RETRY_S * 2 ** max(0, attempts - 2), DISPATCH_RETRY_MAX_S)  # 1, 1, 2, 4, 8, 10 s
+        if not await asyncio.to_thread(self.store.claim, f"dispatch:{room}", wait_s):
             return  # dispatched a moment ago (here or by another replica): its agent is on its way
         name = self.settings.livekit_agent_name
         metadata = ""
@@ -191,4 +239,8 @@ class RoomKeeper:
         await self._lkapi.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=name, room=room, metadata=metadata))
         self.dispatched += 1
-        log.info("room %s: %s, so an agent was dispatched into it", room, why)
+        self._attempts[room] = attempts + 1
+        if attempts == 0:
+            log.info("room %s: %s, so an agent was dispatched into it", room, why)
+        elif attempts in (3, 10) or attempts % 50 == 0:
+            log.warning("room %s: still no agent after %d dispatches (no worker with room?)", room, attempts + 1)

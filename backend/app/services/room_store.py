@@ -74,8 +74,18 @@ class RoomStore(ABC):
         """``holder`` (an agent's identity) takes ``room`` if no one else holds it now; False if someone does."""
 
     @abstractmethod
-    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> None:
-        """``holder`` holds ``room`` for ``ttl_s`` more seconds."""
+    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> bool:
+        """``holder`` holds ``room`` for ``ttl_s`` more seconds; False if its lease ended meanwhile (evicted, or run
+        out): then it no longer holds the room, and its agent should leave."""
+
+    @abstractmethod
+    def holder(self, room: str) -> str | None:
+        """Who holds ``room`` now."""
+
+    @abstractmethod
+    def evict(self, room: str, holder: str) -> None:
+        """Ends ``holder``'s lease as if it had stopped renewing (``lapsed``): its agent is alive but not in the
+        room (its node went away), so another takes the room, and this one leaves at its next renewal."""
 
     @abstractmethod
     def lease(self, room: str) -> str:
@@ -141,6 +151,8 @@ class RedisRoomStore(RoomStore):
     _ACQUIRE = ("if redis.call('exists', KEYS[1]) == 1 and redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
                 "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
                 "redis.call('set', KEYS[2], ARGV[1], 'EX', ARGV[3]) return 1")
+    _RENEW = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+              "redis.call('pexpire', KEYS[1], ARGV[2]) redis.call('expire', KEYS[2], ARGV[3]) return 1")
     _RELEASE = ("if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[1], KEYS[2]) end return 0")
 
     def _lease_keys(self, room: str) -> tuple[str, str]:
@@ -150,8 +162,17 @@ class RedisRoomStore(RoomStore):
         return bool(self._do(lambda: self._redis.eval(self._ACQUIRE, 2, *self._lease_keys(room), holder,
                                                       int(ttl_s * 1000), self.ttl_s)))
 
-    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> None:
-        self.acquire(room, holder, ttl_s)
+    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> bool:
+        return bool(self._do(lambda: self._redis.eval(self._RENEW, 2, *self._lease_keys(room), holder,
+                                                      int(ttl_s * 1000), self.ttl_s)))
+
+    def holder(self, room: str) -> str | None:
+        return self._do(self._redis.get, self._lease_keys(room)[0])
+
+    def evict(self, room: str, holder: str) -> None:
+        self._do(lambda: self._redis.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end return 0",
+            1, self._lease_keys(room)[0], holder))
 
     def lease(self, room: str) -> str:
         holder_key, held_key = self._lease_keys(room)
@@ -233,8 +254,21 @@ class SQLiteRoomStore(RoomStore):
                   "OR leases.until <= ?", room, holder, now + ttl_s, now)
         return self._run("SELECT holder FROM leases WHERE room = ?", room) == [(holder,)]
 
-    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> None:
-        self.acquire(room, holder, ttl_s)
+    def renew(self, room: str, holder: str, ttl_s: float = LEASE_TTL_S) -> bool:
+        now = time.time()
+        try:
+            done = self._db().execute("UPDATE leases SET until = ? WHERE room = ? AND holder = ? AND until > ?",
+                                      (now + ttl_s, room, holder, now))
+        except sqlite3.Error as exc:
+            raise RoomStoreError(f"the room store ({self.where}) failed: {exc}") from None
+        return done.rowcount == 1
+
+    def holder(self, room: str) -> str | None:
+        rows = self._run("SELECT holder FROM leases WHERE room = ? AND until > ?", room, time.time())
+        return rows[0][0] if rows else None
+
+    def evict(self, room: str, holder: str) -> None:
+        self._run("UPDATE leases SET until = 0 WHERE room = ? AND holder = ?", room, holder)
 
     def lease(self, room: str) -> str:
         rows = self._run("SELECT until FROM leases WHERE room = ?", room)
