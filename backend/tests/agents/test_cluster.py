@@ -25,6 +25,7 @@ from livekit import api
 from app.agents.local_livekit import LocalLiveKit, LocalServerError, RedisAddress
 from app.config.settings import Settings
 from app.services.livekit_tokens import user_token
+from app.services.room_store import RedisRoomStore
 from bench.cluster import LiveKitCluster, WorkerPool
 from bench.livekit_room import RoomUser
 from bench.model_servers import GemmaVoiceAPIProcess
@@ -128,6 +129,12 @@ async def test_a_killed_worker_is_replaced_within_seconds_and_the_conversation_g
         back_s = asyncio.get_running_loop().time() - killed_at
         assert first_agent in user.agents_left  # the dead agent's participant is gone too, not lingering
         reply = await ask(user, second_agent, speech[ASK])
+        room = user.room.name
+        store = RedisRoomStore(cluster.redis.url, max_items=10, max_chars=100, ttl_s=60)
+        assert [t.role for t in store.history(room)] == ["user", "assistant"] * 2, store.history(room)
+    # The user left: the room ends (LiveKit's room_finished webhook), and its conversation is deleted.
+    await until(lambda: asyncio.to_thread(lambda: not store.history(room) and store.lease(room) == "none"), 30,
+                "the room's history deleted once it ended")
     print(f"agent back {back_s * 1000:.0f} ms after SIGKILL of worker {name}; it answered {reply!r}")
     assert "elephant" in words(reply), reply
 
