@@ -27,6 +27,7 @@ SUITES = [
     ("bench.room_latency", []),  # after agent_latency, whose result it compares with
     ("bench.answer_quality", []),  # embedded models, 12 spoken questions
     ("bench.remote_models", []),  # model servers of their own (issue 29) beside embedded, answer quality of each
+    ("bench.cluster_recovery", []),  # a LiveKit cluster through SIGKILL, SIGTERM and a node restart (issue 30)
 ]
 
 
