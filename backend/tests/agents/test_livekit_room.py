@@ -176,7 +176,7 @@ async def test_make_run_starts_livekit_and_its_in_process_agent_answers_in_a_roo
     """The API as ``make run`` starts it (development, no LIVEKIT_URL): it starts the livekit-server that
     ``make livekit-server`` built, with keys of its own, and its in-process agent takes the room's job."""
     port = free_port()
-    env = worker_env(APP_ENV="development", LOG_LEVEL="INFO", **voice_env())
+    env = worker_env(APP_ENV="development", LOG_LEVEL="INFO", PORT=str(port), **voice_env())  # PORT: its webhooks
     log_path = tmp_path / "api.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
@@ -221,3 +221,5 @@ async def test_make_run_starts_livekit_and_its_in_process_agent_answers_in_a_roo
     text = log_path.read_text()
     assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
     assert "stopped livekit-server" in text and "LiveKit agent worker stopped" in text
+    # The local server's webhooks reach the API's room keeper, signed with the keys made for the run.
+    assert '"POST /v1/livekit/webhook HTTP/1.1" 200' in text, text[-3000:]
