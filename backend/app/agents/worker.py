@@ -35,6 +35,7 @@ from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings, get_settings
 from app.logging_redaction import install_log_redaction
+from app.services.livekit_tokens import agent_identity
 
 log = logging.getLogger("app.agents.worker")
 
@@ -181,11 +182,6 @@ def build_server(settings: Settings, *, in_process: bool = False,
 
 
 # The functions below run in the job threads, each on an event loop of its own.
-
-def agent_identity(agent_name: str, job_id: str) -> str:
-    """The agent's identity in the room (the room keeper knows its agents by the prefix)."""
-    return f"agent-{agent_name}-{job_id}"
-
 
 async def on_request(request: JobRequest, *, agent_name: str) -> None:
     await request.accept(name=agent_name, identity=agent_identity(agent_name, request.id))

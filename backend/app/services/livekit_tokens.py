@@ -43,6 +43,12 @@ class IssuedToken:
     expires_at: datetime
 
 
+def agent_identity(agent_name: str, suffix: str) -> str:
+    """An agent's identity in a room: ``agent-<LIVEKIT_AGENT_NAME>-<job id, or what the operator chose>``. The room
+    keeper knows the agents of its name by that prefix."""
+    return f"agent-{agent_name}-{suffix}"
+
+
 def _check_name(kind: str, value: str) -> str:
     if not NAME_PATTERN.match(value):
         raise TokenRequestError(f"{kind} must be 1-128 characters of letters, digits and _ - . : @")
@@ -102,8 +108,8 @@ def agent_token(settings: Settings, *, room_name: str, identity: str | None = No
 
     Only for the operator (ADMIN_API_KEY): the route checks that. The identity is always ``agent-...``."""
     room = _check_name("room_name", room_name)
-    identity = f"agent-{settings.livekit_agent_name}-" + (
-        _check_name("participant_identity", identity) if identity else secrets.token_hex(4))
+    identity = agent_identity(settings.livekit_agent_name,
+                              _check_name("participant_identity", identity) if identity else secrets.token_hex(4))
     lifetime = _ttl(settings, ttl)
     grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
                              can_publish_data=True, agent=True)

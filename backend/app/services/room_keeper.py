@@ -29,6 +29,7 @@ from livekit import api
 from livekit.protocol.models import ParticipantInfo
 
 from app.config.settings import Settings
+from app.services.livekit_tokens import agent_identity
 from app.services.room_store import RoomStore
 
 log = logging.getLogger("app.services.room_keeper")
@@ -61,7 +62,7 @@ class WebhookRefused(Exception):
 class RoomKeeper:
     def __init__(self, settings: Settings, store: RoomStore) -> None:
         self.settings, self.store = settings, store
-        self.agent_prefix = f"agent-{settings.livekit_agent_name}-"
+        self.agent_prefix = agent_identity(settings.livekit_agent_name, "")
         secret = settings.livekit_api_secret.get_secret_value()
         signer = settings.livekit_webhook_api_key or settings.livekit_api_key
         self._receiver = api.WebhookReceiver(api.TokenVerifier(signer, secret))
