@@ -48,6 +48,9 @@ DISPATCH_RETRY_MAX_S = 10.0
 HOLDER_ABSENT_S = 4.0
 # How often a held room is checked for its holder (besides when a webhook says someone came or went).
 PRESENCE_CHECK_S = 5.0
+# A room that ended is forgotten this long after, unless it starts again meanwhile: a LiveKit node going away ends
+# its rooms, and their users rejoin them by name (on another node) with the conversation.
+FORGET_AFTER_S = 10.0
 # A webhook older than this, or seen before, is refused (a replay).
 WEBHOOK_MAX_AGE_S = 300
 _PEOPLE = (ParticipantInfo.Kind.STANDARD, ParticipantInfo.Kind.SIP)
@@ -73,6 +76,7 @@ class RoomKeeper:
         self._bare_since: dict[str, float] = {}  # rooms with a user and no agent, since when
         self._attempts: dict[str, int] = {}  # dispatches into a room since it last had its agent
         self._presence_checked: dict[str, float] = {}  # when each held room was last checked for its holder
+        self._finished: dict[str, float] = {}  # rooms that ended, when: forgotten after FORGET_AFTER_S
         self._absent_since: dict[str, float] = {}  # held rooms whose holder is not in them, since when
         self._last_error: str | None = None
         self.dispatched = 0  # explicit dispatches made (for /health and the tests)
@@ -120,8 +124,7 @@ class RoomKeeper:
         if event.event == "room_finished":
             self._soon.discard(room)
             self._bare_since.pop(room, None)
-            await asyncio.to_thread(self.store.forget, room)
-            log.info("room %s ended: its conversation is forgotten", room)
+            self._finished[room] = time.monotonic()
             return
         if event.event in ("room_started", "participant_joined", "participant_left",
                            "participant_connection_aborted"):
@@ -158,8 +161,19 @@ class RoomKeeper:
         for table in (self._presence_checked, self._absent_since):
             for gone in set(table) - rooms:
                 del table[gone]
+        await self._forget_ended(rooms)
         for room in rooms:
             await self.check(room, asked=room in asked)
+
+    async def _forget_ended(self, rooms: set[str]) -> None:
+        now = time.monotonic()
+        for room, ended in list(self._finished.items()):
+            if room in rooms:  # it started again (rejoined by name): its conversation goes on
+                del self._finished[room]
+            elif now - ended >= FORGET_AFTER_S:
+                await asyncio.to_thread(self.store.forget, room)
+                del self._finished[room]
+                log.info("room %s ended: its conversation is forgotten", room)
 
     async def check(self, room: str, *, asked: bool = False) -> str:
         """Looks at one room and mends it if it must; returns what it found (for logs and tests). ``asked``: a

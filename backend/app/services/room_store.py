@@ -3,7 +3,8 @@
 - **History**: each completed turn (who said what), appended by the agent as the turn ends; an agent that
   joins the room later (a worker died, the user rejoined) starts from it. Bounded (the last
   ``ROOM_HISTORY_MAX_ITEMS`` messages, each cut to ``MAX_TEXT_CHARS``) and deleted when the room ends
-  (the ``room_finished`` webhook), or after ``ROOM_HISTORY_TTL_S`` without a turn if that never comes.
+  (the ``room_finished`` webhook; the keeper waits ``FORGET_AFTER_S`` for a rejoin), or after
+  ``ROOM_HISTORY_TTL_S`` without a turn if that never comes.
 - **Lease**: the agent that holds the room renews it every ``LEASE_RENEW_S``. A worker killed with SIGKILL
   stops renewing; its participant lingers in the room for ~20 s (the server waits for it to reconnect), but
   its lease is gone within ``LEASE_TTL_S``, which is how the room keeper knows to send another agent.
