@@ -50,6 +50,7 @@ class LiveKitAlongside:
         self.server = None  # the AgentServer, once started
         self.registered = asyncio.Event()
         self._room_since: float | None = None  # when the registered worker first had room for a job
+        self._unreachable = False  # the probe found no LiveKit server at LIVEKIT_URL
         self._started = asyncio.Event()  # the worker's run() is past its set-up
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
@@ -130,13 +131,16 @@ class LiveKitAlongside:
         readiness waits for: a user who joined before then got no agent at once); None when no worker runs here.
         The framework tells the server the worker's status every UPDATE_STATUS_INTERVAL, so that is the time
         after the worker first had room. Busy later (every slot taken) it stays ready: the room keeper brings
-        an agent once a slot is free."""
+        an agent once a slot is free. ``unreachable``: the server could not be reached (readiness does not wait
+        for it then: the API serves all else, and the agent keeps trying)."""
         if self.server is None:
             return None
         from livekit.agents.worker import UPDATE_STATUS_INTERVAL  # loaded already: the worker runs
 
         ready = self._room_since is not None and time.monotonic() - self._room_since > UPDATE_STATUS_INTERVAL
-        return {"state": "ready" if ready else "starting", "ready": ready}
+        state = "ready" if ready else "unreachable" if self._unreachable and not self.registered.is_set() \
+            else "starting"
+        return {"state": state, "ready": ready}
 
     def _on_registered(self, worker_id: str, server_info) -> None:
         self.registered.set()
@@ -158,6 +162,7 @@ class LiveKitAlongside:
             async with httpx.AsyncClient(timeout=3.0) as client:
                 await client.get(f"{scheme}://{url.netloc}/")
         except httpx.HTTPError as exc:
+            self._unreachable = True
             log.warning("the LiveKit agent cannot reach the LiveKit server at %s (%s: %s); LiveKit rooms get "
                         "no agent until it can. It keeps trying in the background.",
                         self.settings.livekit_url, type(exc).__name__, exc)

@@ -50,7 +50,8 @@ async def ready(request: Request, services: ServicesDep):
     ok = services.ready
     if (agent := _livekit_agent(request)) is not None:  # LiveKit mode is served from here: ready once it can be
         components["livekit_agent"] = agent
-        ok = ok and agent["ready"]
+        # (A LiveKit server that can't be reached doesn't hold the rest of the API back: the agent keeps trying.)
+        ok = ok and (agent["ready"] or agent["state"] == "unreachable")
     return JSONResponse({"status": "ready" if ok else "not_ready", "components": components},
                         status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"})
 
