@@ -252,18 +252,22 @@ class RoomUser:
 
     async def ask(self, pcm: bytes, rate: int, agent: str | None = None, timeout: float = 30.0) -> tuple[float, str]:
         """Says a clip and waits for the agent's whole reply: (seconds from the clip's last voiced frame to the first
-        frame of the agent's voice, the reply's transcript). ``agent``: whose transcript (default the first agent)."""
-        agent = agent or self.agent_identity
-        before = len(self.texts(agent))
+        frame of the agent's voice, the reply's transcript). ``agent``: whose transcript (default: any agent's, the
+        one that answers)."""
+        def replies() -> list[str]:
+            if agent is not None:
+                return self.texts(agent)
+            return [t.text for t in self.transcripts if t.final and t.identity in self.agents]
+        before = len(replies())
         said = await self.say(pcm, rate)
         first = await self.agent_voice_after(said.end, timeout)
         await self.agent_quiet_after(first, quiet_s=1.0, timeout=timeout)
         deadline = time.perf_counter() + 10
-        while len(self.texts(agent)) <= before:
+        while len(replies()) <= before:
             if time.perf_counter() > deadline:
                 raise TimeoutError("no transcript of the agent's reply within 10 s")
             await asyncio.sleep(0.05)
-        return first - said.end, " ".join(self.texts(agent)[before:])
+        return first - said.end, " ".join(replies()[before:])
 
     def voiced_seconds(self, start: float, end: float) -> float:
         """How much of the agent's audio between ``start`` and ``end`` was voice."""

@@ -203,6 +203,9 @@ async def entrypoint(ctx: JobContext) -> None:
     memory.attach(session, on_lost=lambda: ctx.shutdown(reason="the room was given to another agent"))
     # The user left (or the session failed): end the job, which frees its slot.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    # A connection made anew after its LiveKit node went away (the room is a new one of the same name): this agent
+    # was seen staying there without hearing the user. It leaves; the room keeper sends a fresh one, with the history.
+    ctx.room.on("reconnected", lambda: ctx.shutdown(reason="its connection to LiveKit was made anew"))
     await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings,
                                         chat_ctx=chat_ctx),
                         room=ctx.room, room_options=room_options())

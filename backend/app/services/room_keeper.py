@@ -76,7 +76,7 @@ class RoomKeeper:
         self._bare_since: dict[str, float] = {}  # rooms with a user and no agent, since when
         self._attempts: dict[str, int] = {}  # dispatches into a room since it last had its agent
         self._presence_checked: dict[str, float] = {}  # when each held room was last checked for its holder
-        self._finished: dict[str, float] = {}  # rooms that ended, when: forgotten after FORGET_AFTER_S
+        self._finished: dict[str, float] = {}  # rooms that ended (monotonic time): forgotten after FORGET_AFTER_S
         self._absent_since: dict[str, float] = {}  # held rooms whose holder is not in them, since when
         self._last_error: str | None = None
         self.dispatched = 0  # explicit dispatches made (for /health and the tests)
@@ -125,7 +125,11 @@ class RoomKeeper:
             self._soon.discard(room)
             self._bare_since.pop(room, None)
             self._finished[room] = time.monotonic()
+            log.info("room %s ended: its conversation is forgotten in %.0f s unless it starts again", room,
+                     FORGET_AFTER_S)
             return
+        if event.event == "room_started" and self._finished.pop(room, None) is not None:
+            log.info("room %s started again: its conversation goes on", room)
         if event.event in ("room_started", "participant_joined", "participant_left",
                            "participant_connection_aborted"):
             self._soon.add(room)
@@ -168,9 +172,7 @@ class RoomKeeper:
     async def _forget_ended(self, rooms: set[str]) -> None:
         now = time.monotonic()
         for room, ended in list(self._finished.items()):
-            if room in rooms:  # it started again (rejoined by name): its conversation goes on
-                del self._finished[room]
-            elif now - ended >= FORGET_AFTER_S:
+            if now - ended >= FORGET_AFTER_S:
                 await asyncio.to_thread(self.store.forget, room)
                 del self._finished[room]
                 log.info("room %s ended: its conversation is forgotten", room)
@@ -189,14 +191,11 @@ class RoomKeeper:
                 return "held"
             self._presence_checked[room] = now
             return await self._check_holder(room, now)
-        try:
-            listed = await self._lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
-        except api.TwirpError as exc:
-            if exc.code == "not_found":
-                return "gone"
-            raise
-        people = [p for p in listed.participants if p.kind in _PEOPLE]
-        agents = [p for p in listed.participants if p.identity.startswith(self.agent_prefix)]
+        participants = await self._participants(room)
+        if participants is None:
+            return "gone"
+        people = [p for p in participants if p.kind in _PEOPLE]
+        agents = [p for p in participants if p.identity.startswith(self.agent_prefix)]
         if not people:
             return "empty"
         if lease == "lapsed":
@@ -217,18 +216,24 @@ class RoomKeeper:
         await self._dispatch(room, "a user is there with no agent")
         return "bare"
 
+    async def _participants(self, room: str) -> list[ParticipantInfo] | None:
+        """Who is in ``room``; None if the room is gone."""
+        try:
+            return list((await self._lkapi.room.list_participants(api.ListParticipantsRequest(room=room))).participants)
+        except api.TwirpError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+
     async def _check_holder(self, room: str, now: float) -> str:
         """A held room: is its holder in it? One that stays away (its node went away, and the room was made anew on
         another) loses the lease, and the next check sends another agent."""
         holder = await asyncio.to_thread(self.store.holder, room)
-        try:
-            listed = await self._lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
-        except api.TwirpError as exc:
-            if exc.code == "not_found":
-                return "gone"
-            raise
-        identities = {p.identity for p in listed.participants}
-        if holder is None or holder in identities or not any(p.kind in _PEOPLE for p in listed.participants):
+        participants = await self._participants(room)
+        if participants is None:
+            return "gone"
+        if holder is None or holder in {p.identity for p in participants} or \
+                not any(p.kind in _PEOPLE for p in participants):
             self._absent_since.pop(room, None)
             return "held"
         since = self._absent_since.setdefault(room, now)

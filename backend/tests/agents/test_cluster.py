@@ -35,6 +35,7 @@ REPLY_S = 30.0
 BACK_S = 5.0  # the issue's bound: an agent from another worker in the room within 5 s of a SIGKILL
 # Told before the fault, asked after it. Without the history the embedded model names the lion.
 FACT = "My favorite animal is the elephant."
+NODE_DOWN_S = 15.0
 ASK = "What is my favorite animal?"
 
 
@@ -133,7 +134,8 @@ async def test_a_killed_worker_is_replaced_within_seconds_and_the_conversation_g
         store = RedisRoomStore(cluster.redis.url, max_items=10, max_chars=100, ttl_s=60)
         assert [t.role for t in store.history(room)] == ["user", "assistant"] * 2, store.history(room)
     # The user left: the room ends (LiveKit's room_finished webhook), and its conversation is deleted.
-    await until(lambda: asyncio.to_thread(lambda: not store.history(room) and store.lease(room) == "none"), 30,
+    # (LiveKit closes an emptied room up to its departure timeout, 20 s, later; the keeper waits FORGET_AFTER_S more.)
+    await until(lambda: asyncio.to_thread(lambda: not store.history(room) and store.lease(room) == "none"), 60,
                 "the room's history deleted once it ended")
     print(f"agent back {back_s * 1000:.0f} ms after SIGKILL of worker {name}; it answered {reply!r}")
     assert "elephant" in words(reply), reply
@@ -173,9 +175,8 @@ async def test_sigterm_drains_the_conversation_and_new_rooms_go_to_the_other_wor
 
 
 async def test_a_node_restart_the_workers_come_back_and_the_user_keeps_the_conversation(cluster, workers, speech):
-    """Node B restarts (SIGTERM, back on its port). Its worker registers again; the user's SDK reconnects to it
-    (a full reconnect: a new room of the same name), or, if it can't, the user rejoins by the room's name. An
-    agent comes, and it knows what was said before."""
+    """Node B restarts (SIGTERM, back on its port). Its worker registers again; the user rejoins the room by its
+    name, as the page offers to. An agent comes, and it knows what was said before."""
     await workers.ready()
     worker_b = workers.running["b"]
     async with user_on(cluster, 1) as user:  # the room lives on node B
@@ -184,24 +185,19 @@ async def test_a_node_restart_the_workers_come_back_and_the_user_keeps_the_conve
         await ask(user, first_agent, speech[FACT])
         registered = len(worker_b.messages)
         loop = asyncio.get_running_loop()
-        await cluster.restart(1)
+        # Down long enough that the SDK gives up resuming (a short restart, where it sometimes resumes into the new
+        # room, is left out: see the closing note of issue 30).
+        await cluster.restart(1, down_s=NODE_DOWN_S)
         up_at = loop.time()
         # The worker registered with node B is back with it.
         await asyncio.to_thread(worker_b.wait_for, "registered worker", 10, after=registered)
         worker_back_s = loop.time() - up_at
-        await until(lambda: user.disconnected.is_set() or any(e == "reconnected" for e, _ in user.events),
-                    20, "the user's connection reconnected, or ended")
-        if not user.disconnected.is_set():
-            # The agent reconnected too (the same one, its conversation in memory), or another came with the history.
-            agent = await user.wait_for_another_agent(None, timeout=10)
-            reply = await ask(user, agent, speech[ASK])
-            how = "reconnected"
-    if user.disconnected.is_set():
-        async with user_on(cluster, 1, room_name=room) as rejoined:
-            await rejoined.wait_for_agent(10)
-            reply = await ask(rejoined, rejoined.agent_identity, speech[ASK])
-            how = "rejoined"
-    print(f"the worker registered again {worker_back_s:.1f} s after node B was back; the user {how}: {reply!r}")
+        await asyncio.wait_for(user.disconnected.wait(), 30)  # the page says the connection was lost
+    # The page's "Rejoin the conversation": a token for the same room.
+    async with user_on(cluster, 1, room_name=room) as rejoined:
+        await rejoined.wait_for_agent(15)
+        reply = (await rejoined.ask(*speech[ASK], timeout=REPLY_S))[1]  # whichever agent answers
+    print(f"the worker registered again {worker_back_s:.1f} s after node B was back; the user rejoined: {reply!r}")
     assert worker_back_s < 10
     assert "elephant" in words(reply), reply
 
