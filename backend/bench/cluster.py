@@ -24,16 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.agents.local_livekit import HOST, LocalLiveKit, RedisAddress
+from bench.common import free_port
 from bench.livekit_room import WorkerProcess, worker_env
 
 REDIS_BINARY = "redis-server"
 INSTALL_HINT = "Debian's redis-server package: `make setup` installs it (apt-get install redis-server)."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -58,7 +53,7 @@ class LocalRedis:
         binary = shutil.which(REDIS_BINARY)
         if binary is None:
             raise RuntimeError(f"no {REDIS_BINARY} on PATH. {INSTALL_HINT}")
-        port, password = port or _free_port(), secrets.token_urlsafe(24)
+        port, password = port or free_port(), secrets.token_urlsafe(24)
         config = (f"bind {HOST}\nport {port}\nrequirepass {password}\nsave \"\"\nappendonly no\n"
                   "protected-mode yes\ndaemonize no\nloglevel warning\n")
         process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -149,7 +144,7 @@ class WorkerPool:
         node = self.cluster.nodes[0 if name == "a" else 1]
         worker = WorkerProcess(worker_env(
             LIVEKIT_URL=node.url, LIVEKIT_API_KEY=self.cluster.api_key, LIVEKIT_API_SECRET=self.cluster.api_secret,
-            LIVEKIT_WORKER_PORT=str(_free_port()), LIVEKIT_WORKER_MAX_JOBS=str(self.max_jobs),
+            LIVEKIT_WORKER_PORT=str(free_port()), LIVEKIT_WORKER_MAX_JOBS=str(self.max_jobs),
             REDIS_URL=self.cluster.redis.url, **self.env))
         self.running[name] = worker
         return worker

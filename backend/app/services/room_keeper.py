@@ -79,7 +79,6 @@ class RoomKeeper:
         self._finished: dict[str, float] = {}  # rooms that ended (monotonic time): forgotten after FORGET_AFTER_S
         self._absent_since: dict[str, float] = {}  # held rooms whose holder is not in them, since when
         self._last_error: str | None = None
-        self.dispatched = 0  # explicit dispatches made (for /health and the tests)
 
     # -- life
 
@@ -258,7 +257,6 @@ class RoomKeeper:
             metadata = next((d.metadata for d in earlier if d.agent_name == name and d.metadata), "")
         await self._lkapi.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=name, room=room, metadata=metadata))
-        self.dispatched += 1
         self._attempts[room] = attempts + 1
         if attempts == 0:
             log.info("room %s: %s, so an agent was dispatched into it", room, why)
