@@ -6,9 +6,11 @@ A module of its own because each test folder has a conftest.py and both share th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -104,3 +106,19 @@ def encode_as(wav: bytes, container: str, codec: str, rate: int = 48000) -> byte
 
 def words(text: str) -> set[str]:
     return {w.strip(".,?!'\"").lower() for w in text.split()}
+
+
+async def until(condition: Callable[[], object], timeout: float, what: str | Callable[[], str]):
+    """The one wait of the tests: polls ``condition`` (a function, or one that returns an awaitable) until it
+    gives something true, and returns that; fails after ``timeout`` seconds, saying ``what`` (or what
+    ``what()`` says then) was waited for. Tests wait for an event with it, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(0.02)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
-from helpers import TEST_VOICE, free_port
+from helpers import TEST_VOICE, free_port, until  # noqa: F401 - until: the agent tests import it from here too
 from livekit import rtc
 
 from app.agents.local_livekit import LocalLiveKit
@@ -25,21 +23,6 @@ async def transcribe(services: Services, audio: rtc.AudioFrame) -> str:
 
 def rms(audio: rtc.AudioFrame) -> float:
     return float(np.sqrt(np.mean(np.frombuffer(audio.data, dtype="<i2").astype(np.float32) ** 2)))
-
-
-
-async def until(condition: Callable[[], object], timeout: float, what: str):
-    """Polls ``condition`` (a function, or one that returns an awaitable) until it gives something true,
-    and returns that; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def voice_env() -> dict[str, str]:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from helpers import QUESTION_WORDS
+from helpers import QUESTION_WORDS, until
 
 from app.agents import runtime
 from app.agents.runtime import OnLoop
@@ -75,7 +75,8 @@ async def test_closing_a_stream_from_another_loop_stops_the_generation(services)
         return usage
 
     usage, = await asyncio.to_thread(on_threads, 1, job)
-    await asyncio.sleep(0.3)  # the model's thread sees the cancellation between two tokens
+    # The model's thread sees the cancellation between two tokens; the model is free once that thread ended.
+    await until(lambda: services.llm.status()["active"] == 0, 60, "the model's thread to end")
     assert usage.finish_reason == "cancelled" and usage.completion_tokens < 20, usage
 
 
@@ -96,7 +97,7 @@ async def test_cancelling_a_job_cancels_its_call_on_the_services_loop(services):
 
     async def job(i: int) -> None:
         call = asyncio.create_task(view.wait())
-        await asyncio.sleep(0.3)
+        await until(started.is_set, 10, "the call to run on the services' loop")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -150,7 +151,8 @@ async def test_settling_waits_on_each_load_and_names_those_still_loading_at_its_
     starts = [asyncio.ensure_future(c.start()) for c in services.components.values()]
     try:
         settling = asyncio.ensure_future(runtime.wait_settled(services, timeout=2.0))
-        await asyncio.sleep(0.3)
+        await until(lambda: services.llm.state == "failed", 10, "the LLM's load to fail")
+        assert not settling.done()  # one load ended (failed): the others are still waited for
         loaded.finish.set()
         # The LLM's load failed (settled too), the TTS's ended; the STT's never does.
         with pytest.raises(TimeoutError, match=r"^the models did not finish loading within 2 s: stt \(loading\)$"):
