@@ -1,11 +1,11 @@
 import { useEffect, useState } from 'react';
+import { RadioGroup } from './components/RadioGroup';
 import { ServerStatus } from './components/ServerStatus';
 import { SettingsPanel } from './components/SettingsPanel';
 import { SpeechToTextPanel } from './components/SpeechToTextPanel';
 import { TextGenerationPanel } from './components/TextGenerationPanel';
 import { TextToSpeechPanel } from './components/TextToSpeechPanel';
 import { VoiceChatPanel } from './components/VoiceChatPanel';
-import { moveWithArrowKeys } from './components/arrowKeys';
 
 export const TABS = [
   { id: 'generate', label: 'Text generation', Panel: TextGenerationPanel },
@@ -58,35 +58,14 @@ export function App() {
 
       {settingsOpen && <SettingsPanel onClose={() => setSettingsOpen(false)} />}
 
-      <nav
-        className="tabs"
+      <RadioGroup
         role="tablist"
-        aria-label="Features"
-        onKeyDown={(event) =>
-          moveWithArrowKeys(
-            event,
-            TABS.map((t) => t.id),
-            tab,
-            select,
-          )
-        }
-      >
-        {TABS.map(({ id, label }) => (
-          <button
-            key={id}
-            id={`tab-${id}`}
-            type="button"
-            role="tab"
-            aria-selected={tab === id}
-            aria-controls={`panel-${id}`}
-            tabIndex={tab === id ? 0 : -1}
-            className={tab === id ? 'active' : ''}
-            onClick={() => select(id)}
-          >
-            {label}
-          </button>
-        ))}
-      </nav>
+        className="tabs"
+        label="Features"
+        options={TABS.map(({ id, label }) => ({ value: id, label, id: `tab-${id}`, controls: `panel-${id}` }))}
+        value={tab}
+        onChange={select}
+      />
 
       {/* Panels stay mounted so a voice session or a stream survives switching tabs. */}
       {TABS.map(({ id, Panel }) => (

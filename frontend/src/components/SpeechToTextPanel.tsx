@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { describeError } from '../api/errors';
 import type { TranscriptionResult } from '../api/types';
+import { useBusyTask } from '../hooks/useBusyTask';
 import { ErrorMessage } from './ErrorMessage';
 import { useApiClient } from './SettingsContext';
 
@@ -24,9 +25,8 @@ export function SpeechToTextPanel() {
   const [previewUrl, setPreviewUrl] = useState<string | null>(null);
   const [language, setLanguage] = useState('');
   const [result, setResult] = useState<TranscriptionResult | null>(null);
-  const [busy, setBusy] = useState(false);
   const [recording, setRecording] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, setError, run } = useBusyTask();
   const recorderRef = useRef<MediaRecorder | null>(null);
   const fileInputRef = useRef<HTMLInputElement>(null);
 
@@ -76,16 +76,10 @@ export function SpeechToTextPanel() {
   const transcribe = async (event: FormEvent) => {
     event.preventDefault();
     if (!audio) return;
-    setBusy(true);
-    setError(null);
     setResult(null);
-    try {
-      setResult(await client.speechToText({ file: audio, filename: audio.name, language: language || undefined }));
-    } catch (err) {
-      setError(describeError(err));
-    } finally {
-      setBusy(false);
-    }
+    await run(async (signal) => {
+      setResult(await client.speechToText({ file: audio, filename: audio.name, language: language || undefined }, signal));
+    });
   };
 
   return (

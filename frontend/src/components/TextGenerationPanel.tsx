@@ -1,6 +1,6 @@
-import { useRef, useState, type FormEvent } from 'react';
-import { describeError } from '../api/errors';
+import { useState, type FormEvent } from 'react';
 import type { TokenUsage } from '../api/sse';
+import { useBusyTask } from '../hooks/useBusyTask';
 import { Announcer } from './Announcer';
 import { ErrorMessage } from './ErrorMessage';
 import { useApiClient } from './SettingsContext';
@@ -15,47 +15,39 @@ export function TextGenerationPanel() {
   const [output, setOutput] = useState('');
   const [usage, setUsage] = useState<TokenUsage | null>(null);
   const [elapsedMs, setElapsedMs] = useState<number | null>(null);
-  const [streaming, setStreaming] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy: streaming, error, setError, run, cancel } = useBusyTask();
   const [generation, setGeneration] = useState(0); // which reply the output is, for the announcer
-  const abortRef = useRef<AbortController | null>(null);
 
   const generate = async (event: FormEvent) => {
     event.preventDefault();
     if (!prompt.trim() || streaming) return;
-    const controller = new AbortController();
-    abortRef.current = controller;
-    setStreaming(true);
     setGeneration((n) => n + 1);
-    setError(null);
     setOutput('');
     setUsage(null);
     setElapsedMs(null);
-    const started = performance.now();
-    let streamed = '';
-    try {
-      const request = {
-        prompt,
-        max_tokens: maxTokens,
-        temperature,
-        ...(system.trim() ? { system: system.trim() } : {}),
-      };
-      for await (const item of client.generateStream(request, controller.signal)) {
-        if (item.kind === 'token') {
-          streamed += item.text;
-          setOutput(streamed);
-        } else if (item.kind === 'done') {
-          if (!streamed && item.text) setOutput(item.text);
-          setUsage(item.usage ?? null);
+    await run(async (signal) => {
+      const started = performance.now();
+      let streamed = '';
+      try {
+        const request = {
+          prompt,
+          max_tokens: maxTokens,
+          temperature,
+          ...(system.trim() ? { system: system.trim() } : {}),
+        };
+        for await (const item of client.generateStream(request, signal)) {
+          if (item.kind === 'token') {
+            streamed += item.text;
+            setOutput(streamed);
+          } else if (item.kind === 'done') {
+            if (!streamed && item.text) setOutput(item.text);
+            setUsage(item.usage ?? null);
+          }
         }
+      } finally {
+        setElapsedMs(performance.now() - started);
       }
-    } catch (err) {
-      if (!controller.signal.aborted) setError(describeError(err));
-    } finally {
-      setElapsedMs(performance.now() - started);
-      setStreaming(false);
-      abortRef.current = null;
-    }
+    });
   };
 
   return (
@@ -109,7 +101,7 @@ export function TextGenerationPanel() {
             {streaming ? 'Generating…' : 'Generate'}
           </button>
           {streaming && (
-            <button type="button" className="secondary" onClick={() => abortRef.current?.abort()}>
+            <button type="button" className="secondary" onClick={cancel}>
               Stop
             </button>
           )}

@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { describeError } from '../api/errors';
+import { useBusyTask } from '../hooks/useBusyTask';
 import { ErrorMessage } from './ErrorMessage';
 import { useApiClient } from './SettingsContext';
 
@@ -9,8 +9,7 @@ export function TextToSpeechPanel() {
   const [text, setText] = useState('Hello! I am GemmaVoice, your self-hosted voice assistant.');
   const [voice, setVoice] = useState('');
   const [audio, setAudio] = useState<{ url: string; size: number; ms: number } | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, setError, run } = useBusyTask();
 
   useEffect(() => () => {
     if (audio) URL.revokeObjectURL(audio.url);
@@ -19,17 +18,11 @@ export function TextToSpeechPanel() {
   const synthesize = async (event: FormEvent) => {
     event.preventDefault();
     if (!text.trim()) return;
-    setBusy(true);
-    setError(null);
-    const started = performance.now();
-    try {
-      const blob = await client.textToSpeech({ text, voice: voice.trim() || undefined, format: 'wav' });
+    await run(async (signal) => {
+      const started = performance.now();
+      const blob = await client.textToSpeech({ text, voice: voice.trim() || undefined, format: 'wav' }, signal);
       setAudio({ url: URL.createObjectURL(blob), size: blob.size, ms: performance.now() - started });
-    } catch (err) {
-      setError(describeError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

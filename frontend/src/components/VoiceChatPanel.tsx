@@ -1,6 +1,6 @@
 import { lazy, Suspense, useState } from 'react';
+import { RadioGroup, type RadioOption } from './RadioGroup';
 import { WebSocketVoiceChat } from './WebSocketVoiceChat';
-import { moveWithArrowKeys } from './arrowKeys';
 
 // livekit-client is most of the bundle: load it only when LiveKit mode is chosen.
 const LiveKitVoiceChat = lazy(() => import('./LiveKitVoiceChat').then((m) => ({ default: m.LiveKitVoiceChat })));
@@ -9,7 +9,7 @@ export type ConnectionMode = 'websocket' | 'livekit';
 
 const MODE_STORAGE_KEY = 'gemmavoice.voiceMode';
 
-const MODES: { value: ConnectionMode; label: string }[] = [
+const MODES: RadioOption<ConnectionMode>[] = [
   { value: 'websocket', label: 'WebSocket' },
   { value: 'livekit', label: 'LiveKit' },
 ];
@@ -39,33 +39,7 @@ export function VoiceChatPanel() {
     <section className="card" aria-labelledby="voice-title">
       <div className="card-header">
         <h2 id="voice-title">Voice chat</h2>
-        <div
-          className="segmented"
-          role="radiogroup"
-          aria-label="Connection mode"
-          onKeyDown={(event) =>
-            moveWithArrowKeys(
-              event,
-              MODES.map((m) => m.value),
-              mode,
-              choose,
-            )
-          }
-        >
-          {MODES.map(({ value, label }) => (
-            <button
-              key={value}
-              type="button"
-              role="radio"
-              aria-checked={mode === value}
-              tabIndex={mode === value ? 0 : -1}
-              className={mode === value ? 'active' : ''}
-              onClick={() => choose(value)}
-            >
-              {label}
-            </button>
-          ))}
-        </div>
+        <RadioGroup className="segmented" label="Connection mode" options={MODES} value={mode} onChange={choose} />
       </div>
       {mode === 'websocket' ? (
         <WebSocketVoiceChat />

@@ -6,8 +6,8 @@ import type { AgentState } from '../hooks/voiceChatState';
 import { ChatTranscript } from './ChatTranscript';
 import { ErrorMessage } from './ErrorMessage';
 import { LevelMeter } from './LevelMeter';
+import { RadioGroup, type RadioOption } from './RadioGroup';
 import { useApiClient } from './SettingsContext';
-import { moveWithArrowKeys } from './arrowKeys';
 
 const STATE_LABELS: Record<AgentState, string> = {
   idle: 'Not connected',
@@ -16,10 +16,10 @@ const STATE_LABELS: Record<AgentState, string> = {
   speaking: 'Speaking',
 };
 
-const TURN_MODES = [
-  ['vad', 'Hands-free'],
-  ['push-to-talk', 'Push-to-talk'],
-] as const satisfies readonly (readonly [TurnMode, string])[];
+const TURN_MODES: RadioOption<TurnMode>[] = [
+  { value: 'vad', label: 'Hands-free' },
+  { value: 'push-to-talk', label: 'Push-to-talk' },
+];
 
 const ACRONYMS = new Set(['stt', 'llm', 'tts', 'vad']);
 
@@ -64,34 +64,14 @@ export function WebSocketVoiceChat() {
   return (
     <div className="voice-chat">
       <div className="toolbar">
-        <div
+        <RadioGroup
           className="segmented small"
-          role="radiogroup"
-          aria-label="Turn taking"
-          onKeyDown={(event) =>
-            moveWithArrowKeys(
-              event,
-              TURN_MODES.map(([value]) => value),
-              turnMode,
-              setTurnMode,
-            )
-          }
-        >
-          {TURN_MODES.map(([value, label]) => (
-            <button
-              key={value}
-              type="button"
-              role="radio"
-              aria-checked={turnMode === value}
-              tabIndex={turnMode === value ? 0 : -1}
-              className={turnMode === value ? 'active' : ''}
-              disabled={active}
-              onClick={() => setTurnMode(value)}
-            >
-              {label}
-            </button>
-          ))}
-        </div>
+          label="Turn taking"
+          options={TURN_MODES}
+          value={turnMode}
+          onChange={setTurnMode}
+          disabled={active}
+        />
         <span
           className={`state-pill state-${state.agent}${state.userSpeaking ? ' user-speaking' : ''}`}
           data-testid="agent-state"
