@@ -88,17 +88,18 @@ def bench_stt(url: str, settings: Settings, clips: list[bytes]) -> dict:
     """
     from faster_whisper import WhisperModel, decode_audio
 
-    from app.services.whisper import lean_whisper_model_class, encoder_window_frames
+    from app.services.whisper import encoder_window_frames, lean_whisper_call
 
     where = resolve_whisper(settings)
     options = dict(device="cpu", compute_type=settings.whisper_compute_type, cpu_threads=settings.whisper_threads)
-    stock, lean = WhisperModel(where, **options), lean_whisper_model_class()(where, **options)
+    stock = WhisperModel(where, **options)
 
-    def direct(model, clip: bytes) -> float:
+    def direct(clip: bytes, lean: bool) -> float:
         started = time.perf_counter()
         audio = decode_audio(io.BytesIO(clip))
-        if model is lean:
-            lean.window_frames = encoder_window_frames(len(audio), settings.whisper_min_window_s)
+        model = stock
+        if lean:  # the service's call on the same loaded model
+            model = lean_whisper_call(stock, encoder_window_frames(len(audio), settings.whisper_min_window_s))
         segments, _ = model.transcribe(audio, beam_size=settings.whisper_beam_size, condition_on_previous_text=False)
         "".join(s.text for s in segments)
         return time.perf_counter() - started
@@ -110,13 +111,13 @@ def bench_stt(url: str, settings: Settings, clips: list[bytes]) -> dict:
         r.raise_for_status()
         return time.perf_counter() - started
 
-    direct(stock, clips[0]), direct(lean, clips[0]), api(clips[0])  # warm-up
+    direct(clips[0], False), direct(clips[0], True), api(clips[0])  # warm-up
     stock_times, lean_times, api_times = [], [], []
     for clip in clips:
-        stock_times.append(direct(stock, clip))
-        lean_times.append(direct(lean, clip))
+        stock_times.append(direct(clip, False))
+        lean_times.append(direct(clip, True))
         api_times.append(api(clip))
-    del stock, lean
+    del stock
     stock_med, lean_med, api_med = (float(np.median(t)) for t in (stock_times, lean_times, api_times))
     return {"api_ms": summary([t * 1000 for t in api_times]),
             "direct_same_model_ms": summary([t * 1000 for t in lean_times]),

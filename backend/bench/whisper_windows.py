@@ -17,7 +17,7 @@ import time
 from app.audio.codec import WHISPER_RATE, pcm16_to_float, resample_pcm
 from app.config.settings import Settings
 from app.services.local_tts import LocalTTSService
-from app.services.whisper import WhisperService, encoder_window_frames, looks_repeated
+from app.services.whisper import WhisperService, looks_repeated
 from bench.common import UTTERANCES, machine, save, summary
 
 MORE = [
@@ -55,9 +55,8 @@ async def run() -> dict:
         for window_s in WINDOWS_S:
             times, differ, loops = [], [], 0
             for i, audio in enumerate(clips):
-                window = encoder_window_frames(len(audio), window_s)
                 started = time.perf_counter()
-                result, _ = whisper._decode(audio, window, language, None, 0.0, None)  # without the loop guard
+                result = await whisper.transcribe(audio, language=language, min_window_s=window_s, loop_guard=False)
                 times.append(time.perf_counter() - started)
                 if window_s == WINDOWS_S[0]:
                     stock.append(words(result.text))

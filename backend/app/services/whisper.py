@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -27,28 +28,39 @@ STOCK_WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
 MAX_TOKENS_PER_SECOND = 8
 
 
-def lean_whisper_model_class():
-    """faster-whisper's WhisperModel with two changes that matter for short utterances on a CPU.
+def lean_whisper_call(model, window_frames: int):
+    """One transcription on the shared faster-whisper ``model``, with two changes that matter for short
+    utterances on a CPU.
 
     1. The encoder, most of a short clip's cost, runs over a window just long enough for the clip
-       (``window_frames``, set per call) rather than over the clip padded to 30 s. CTranslate2 takes
-       the shorter input as it is. Much shorter windows make the decoder repeat itself; 7.5 s gives the
-       same words as 30 s on the 24 benchmark clips (docs/benchmarks.md) at a quarter of the cost, and
-       the service checks each result for a loop (``looks_repeated``) and redoes it with 30 s.
+       (``window_frames``) rather than over the clip padded to 30 s. CTranslate2 takes the shorter input as
+       it is. Much shorter windows make the decoder repeat itself; 7.5 s gives the same words as 30 s on the
+       24 benchmark clips (docs/benchmarks.md) at a quarter of the cost, and the service checks each result
+       for a loop (``looks_repeated``) and redoes it with 30 s.
     2. With ``language=None``, faster-whisper encodes the first window once to detect the language and
        again to decode it; here the detection's encoder output is reused (the two inputs differ only
        in the clip's last 10 ms frame).
+
+    The returned object is a ``WhisperModel`` that shares the loaded parts (the CTranslate2 model, tokenizer,
+    feature extractor) with ``model`` but holds this call's state (the window, the detection's output) itself:
+    two calls run on the model at once (a dropped run goes on beside the live one), and neither may see the
+    other's window or encoder output. It overrides faster-whisper's public ``detect_language`` and ``encode``,
+    relying on ``transcribe`` calling them in that order (faster-whisper 1.2, pinned in pyproject.toml;
+    tests/test_whisper_service.py checks it).
     """
-    from faster_whisper import WhisperModel
+    return _lean_call_class()(model, window_frames)
 
-    class LeanWhisperModel(WhisperModel):
-        window_frames: int | None = None
-        _detecting = False
-        _from_detection = None
 
-        def transcribe(self, *args, **kwargs):
+@functools.cache
+def _lean_call_class():
+    from faster_whisper import WhisperModel  # imported when a model loads, not with this module
+
+    class LeanWhisperCall(WhisperModel):
+        def __init__(self, shared: WhisperModel, window: int):  # no loading: the shared model's parts
+            self.__dict__.update(shared.__dict__)
+            self.window_frames = window
+            self._detecting = False
             self._from_detection = None
-            return super().transcribe(*args, **kwargs)
 
         def detect_language(self, *args, **kwargs):
             self._detecting, self._from_detection = True, None
@@ -61,14 +73,14 @@ def lean_whisper_model_class():
             if self._from_detection is not None:  # the first window, already encoded for detection
                 output, self._from_detection = self._from_detection, None
                 return output
-            if self.window_frames is not None and features.shape[-1] > self.window_frames:
+            if features.shape[-1] > self.window_frames:
                 features = features[..., :self.window_frames]
             output = super().encode(features)
             if self._detecting:
                 self._from_detection = output
             return output
 
-    return LeanWhisperModel
+    return LeanWhisperCall
 
 
 def looks_repeated(text: str) -> bool:
@@ -102,8 +114,10 @@ class WhisperService(ModelService):
 
     async def _load(self) -> None:
         where = await asyncio.to_thread(resolve_whisper, self.settings)
+        from faster_whisper import WhisperModel
+
         self.model = await asyncio.to_thread(
-            lean_whisper_model_class(), where, device=self.settings.whisper_device,
+            WhisperModel, where, device=self.settings.whisper_device,
             compute_type=self.settings.whisper_compute_type, cpu_threads=self.settings.whisper_threads,
             num_workers=2, download_root=str(self.settings.models_dir / "whisper"),
         )
@@ -116,13 +130,14 @@ class WhisperService(ModelService):
         return {**super().status(), "model": self.model_name}
 
     def _run(self, audio: np.ndarray, language: str | None, prompt: str | None, temperature: float,
-             abandoned: threading.Event | None, min_window_s: float | None = None) -> Transcription:
+             abandoned: threading.Event | None, min_window_s: float | None = None,
+             loop_guard: bool = True) -> Transcription:
         started = time.perf_counter()
         window = encoder_window_frames(len(audio), min_window_s or self.settings.whisper_min_window_s)
         result, capped = self._decode(audio, window, language, prompt, temperature, abandoned)
         if abandoned is not None and abandoned.is_set():
             return result
-        if window < STOCK_WINDOW_FRAMES and (capped or looks_repeated(result.text)):
+        if loop_guard and window < STOCK_WINDOW_FRAMES and (capped or looks_repeated(result.text)):
             log.info("stt: %r looks like a decoding loop with a %d s window; again with 30 s",
                      result.text[:80], window // FRAMES_PER_SECOND)
             result, _ = self._decode(audio, STOCK_WINDOW_FRAMES, language, prompt, temperature, abandoned)
@@ -134,10 +149,9 @@ class WhisperService(ModelService):
         """The transcription, and whether it ran into the token cap that stops a decoding loop."""
         # Always with timestamp tokens: they cost ~30 ms a clip, and with them the short window stopped
         # making the decoder loop ("Yes. Yes.") on the benchmark clips (bench.whisper_windows).
-        self.model.window_frames = window
         duration = len(audio) / WHISPER_RATE
         cap = int(duration * MAX_TOKENS_PER_SECOND) + 16
-        segments_iter, info = self.model.transcribe(
+        segments_iter, info = lean_whisper_call(self.model, window).transcribe(
             audio, language=language, initial_prompt=prompt, temperature=temperature,
             beam_size=self.settings.whisper_beam_size, condition_on_previous_text=False,
             without_timestamps=False, vad_filter=False, max_new_tokens=cap,
@@ -156,9 +170,12 @@ class WhisperService(ModelService):
                              duration=round(duration, 3), segments=segments), text_tokens >= cap
 
     async def transcribe(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                         temperature: float = 0.0, min_window_s: float | None = None) -> Transcription:
+                         temperature: float = 0.0, min_window_s: float | None = None,
+                         loop_guard: bool = True) -> Transcription:
         """``audio``: float32 mono at 16 kHz. ``min_window_s``: the shortest encoder window for this call
-        (default ``WHISPER_MIN_WINDOW_S``); shorter is faster and less sure of the words."""
+        (default ``WHISPER_MIN_WINDOW_S``); shorter is faster and less sure of the words. ``loop_guard``: redo a
+        transcript that looks like a decoding loop with the full 30 s window (off only to measure how often
+        a window makes loops: bench.whisper_windows)."""
         check_audio(audio, self.settings)
         await self.wait_ready(self.settings.ready_wait_seconds)
         abandoned = threading.Event()
@@ -166,7 +183,7 @@ class WhisperService(ModelService):
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run, audio, language or None, prompt or None, temperature, abandoned,
-                    min_window_s)
+                    min_window_s, loop_guard)
             except asyncio.CancelledError:
                 abandoned.set()  # the lock is released now; the thread stops at its next segment
                 raise
