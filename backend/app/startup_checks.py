@@ -4,10 +4,12 @@
 - Without ``API_KEY`` (development, test), the server must listen on a loopback address only.
 
 The check runs at the ASGI ``lifespan.startup`` event, before the models load. The address is the one the
-server really binds: under uvicorn (``make run``, ``uvicorn app.main:app --host ...``, ``python -m app``) it is
-read from the configuration of the uvicorn server running the lifespan; under another ASGI server it falls back
-to the ``HOST`` setting. A refusal
-is reported with ``lifespan.startup.failed``: uvicorn logs the message and exits with status 3.
+server binds: under the uvicorn command line (``make run``, ``uvicorn app.main:app --host ...``, ``python -m
+uvicorn ...``, and the worker processes its ``--workers`` and ``--reload`` start) it is read from that command
+line, parsed by uvicorn's own (public) click command, ``UVICORN_*`` environment variables included. Otherwise
+(``python -m app``, which passes ``HOST`` to ``uvicorn.run``; a program embedding uvicorn; another ASGI server)
+it is the ``HOST`` setting, which such a program must bind. A refusal is reported with
+``lifespan.startup.failed``: uvicorn logs the message and exits with status 3.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from pathlib import Path
+from typing import Any
 
 from app.config.settings import Settings
 
@@ -36,32 +40,32 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def _uvicorn_config():
-    """The uvicorn ``Config`` running this lifespan: found on the await chain (uvicorn's ``LifespanOn.main`` has it as
-    ``self.config``), whatever middleware or framework wraps ``receive`` in between."""
-    try:
-        from uvicorn.config import Config
-    except ImportError:  # pragma: no cover - uvicorn is a dependency
+def uvicorn_command_line(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """The options of the uvicorn command line this process runs, by name (``host``, ``uds``, ``fd``...); None
+    when it is not uvicorn's command line. The worker processes uvicorn spawns (``--workers``, ``--reload``)
+    get their parent's ``sys.argv``, so they find the same command line."""
+    argv = sys.argv if argv is None else argv
+    if not argv:
         return None
-    frame = sys._getframe(1)
-    while frame is not None:
-        config = getattr(frame.f_locals.get("self"), "config", None)
-        if isinstance(config, Config):
-            return config
-        frame = frame.f_back
-    return None
+    program = Path(argv[0])
+    if not (program.stem == "uvicorn" or (program.name == "__main__.py" and program.parent.name == "uvicorn")):
+        return None
+    from uvicorn import main as uvicorn_cli  # the click command behind the `uvicorn` program
+
+    with uvicorn_cli.make_context("uvicorn", list(argv[1:]), resilient_parsing=True) as context:
+        return dict(context.params)
 
 
-def bound_host(settings: Settings) -> str | None:
-    """The host the server binds: uvicorn's own config when uvicorn runs the lifespan, else ``HOST``.
+def bound_host(settings: Settings, argv: list[str] | None = None) -> str | None:
+    """The host the server binds: the uvicorn command line's when uvicorn's command line runs, else ``HOST``.
 
     None for a Unix socket or an inherited file descriptor (not reachable over the network by itself)."""
-    config = _uvicorn_config()
-    if config is None:
+    options = uvicorn_command_line(argv)
+    if options is None:
         return settings.host
-    if config.uds or config.fd is not None:
+    if options.get("uds") or options.get("fd") is not None:
         return None
-    return str(config.host)
+    return str(options.get("host"))
 
 
 def startup_problem(settings: Settings, host: str | None) -> str | None:

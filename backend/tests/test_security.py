@@ -27,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from app.config.settings import Settings
 from app.logging_redaction import install_log_redaction, redact, register_secret
 from app.main import create_app
-from app.startup_checks import is_loopback, startup_problem
+from app.startup_checks import bound_host, is_loopback, startup_problem
 
 BACKEND = Path(__file__).resolve().parents[1]
 SECRET_ENV = ("API_KEY", "ADMIN_API_KEY", "APP_ENV", "HOST", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
@@ -99,6 +99,24 @@ def test_startup_rules():
     assert "production" in startup_problem(prod, "127.0.0.1")
     assert startup_problem(keyed, "0.0.0.0") is None
     assert is_loopback("127.0.0.2") and is_loopback("[::1]") and not is_loopback("0.0.0.0")
+
+
+def test_the_bound_host_is_read_from_uvicorns_command_line(monkeypatch):
+    """`uvicorn ...` and `python -m uvicorn ...` (and the workers they spawn, which inherit sys.argv) bind what their
+    command line says, parsed by uvicorn's own click command; anything else binds HOST."""
+    monkeypatch.delenv("UVICORN_HOST", raising=False)
+    settings = Settings(_env_file=None, host="127.0.0.1")
+    uvicorn_main = str(Path(uvicorn.__file__).with_name("__main__.py"))
+    assert bound_host(settings, ["/srv/.venv/bin/uvicorn", "app.main:app", "--host", "0.0.0.0"]) == "0.0.0.0"
+    assert bound_host(settings, [uvicorn_main, "app.main:app", "--port", "80", "--host=::"]) == "::"
+    assert bound_host(settings, [uvicorn_main, "app.main:app"]) == "127.0.0.1"  # uvicorn's default
+    assert bound_host(settings, [uvicorn_main, "app.main:app", "--uds", "/tmp/api.sock"]) is None
+    assert bound_host(settings, [uvicorn_main, "app.main:app", "--fd", "3"]) is None
+    monkeypatch.setenv("UVICORN_HOST", "0.0.0.0")  # uvicorn's command line reads it too
+    assert bound_host(settings, ["/usr/local/bin/uvicorn", "app.main:app"]) == "0.0.0.0"
+    # python -m app passes HOST to uvicorn.run; other programs bind what HOST says
+    assert bound_host(settings, ["/srv/backend/app/__main__.py"]) == "127.0.0.1"
+    assert bound_host(Settings(_env_file=None, host="0.0.0.0"), ["/usr/bin/gunicorn", "app.main:app"]) == "0.0.0.0"
 
 
 def test_key_never_reaches_the_server_log(tmp_path):
