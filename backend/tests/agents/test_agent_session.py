@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from agent_helpers import transcribe, until
 from helpers import QUESTION, QUESTION_WORDS, TEST_VOICE, words
 from livekit import rtc
@@ -18,6 +19,7 @@ from app.agents.plugins import GemmaLLM, OpenAudioTTS, WhisperSTT
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.vad import load_vad
 from app.config.settings import Settings
+from app.services.base import ServiceUnavailable
 from app.services.container import Services
 from app.voice.sentences import SentenceChunker
 from bench.offline_io import ClipMicrophone, RecordingSpeaker
@@ -25,6 +27,12 @@ from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 def messages(session, role: str):
     return [item for item in session.history.items if item.type == "message" and item.role == role]
+
+
+def heard_s(speaker: RecordingSpeaker, segment) -> float:
+    """Seconds of ``segment`` the speaker has played by now (on its clock: ``speed`` times real time)."""
+    unheard = max(0.0, segment.ends_at - asyncio.get_running_loop().time()) * speaker.speed
+    return segment.duration - unheard
 
 
 async def test_text_turn_with_no_arguments(services):
@@ -83,7 +91,7 @@ async def test_user_speech_interrupts_the_reply_on_its_first_words(services):
         mic.play(story_request, services.tts.sample_rate)
         await until(lambda: speaker.segments, 120, "the reply to start")
         # Let a few words play first: a reply cut before any of it was heard leaves nothing in the history.
-        await asyncio.sleep(1.0)
+        await until(lambda: heard_s(speaker, speaker.segments[0]) >= 1.0, 60, "a second of the reply played")
         paused_at.clear()
         clip = mic.play(over, services.tts.sample_rate)  # the user talks over the agent
         await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
@@ -125,12 +133,15 @@ async def test_a_reply_started_on_an_early_guess_waits_for_the_user_to_finish(se
         await until(lambda: speaker.segments and speaker.segments[0].interrupted is not None, 120,
                     "the reply to be spoken")
         await until(lambda: messages(session, "assistant"), 30, "the reply in the history")
-        await asyncio.sleep(1.0)  # a second reply, if one were coming
+        # A second reply to the question, if one were coming, is queued by now: a typed turn's reply comes after it.
+        await session.run(user_input="Thank you.")
 
     assert any("legs" in words(p) and "spider" not in words(p) for p in preflights), preflights  # the early guess
-    [user] = messages(session, "user")
-    assert QUESTION_WORDS <= words(user.text_content)
-    assert len(speaker.segments) == 1 and len(messages(session, "assistant")) == 1
+    user, thanks = messages(session, "user")
+    assert QUESTION_WORDS <= words(user.text_content) and thanks.text_content == "Thank you."
+    turns = [(item.role, item.text_content) for item in session.history.items if item.type == "message"]
+    assert [role for role, _ in turns] == ["user", "assistant", "user", "assistant"], turns  # one answer each
+    assert len(speaker.segments) == 2, turns
     assert speaker.segments[0].first_frame_at > clip.speech_ended_at
 
 
@@ -167,6 +178,28 @@ async def test_the_voice_starts_on_the_token_that_ends_the_first_piece(services,
     assert first == [events[first_tts][1]] and written == needed, events[:first_tts + 2]
 
 
+def counting_waits(services: Services) -> dict[str, int]:
+    """How many times a call has begun to wait for each of ``services``' models (counted from now)."""
+    waits = dict.fromkeys(services.components, 0)
+    for name, component in services.components.items():
+        async def wait_ready(timeout: float, _name=name, _wait=component.wait_ready) -> None:
+            waits[_name] += 1
+            await _wait(timeout)
+
+        component.wait_ready = wait_ready
+    return waits
+
+
+async def a_request_gave_up(services: Services) -> None:
+    """A REST request for each model, begun now, has given up waiting for it (``ready_wait_seconds``): any call
+    that began to wait before it with no more patience than a REST request has given up too."""
+    async def one(component) -> None:
+        with pytest.raises(ServiceUnavailable, match="still loading"):
+            await component.wait_ready(services.settings.ready_wait_seconds)
+
+    await asyncio.gather(*(one(c) for c in services.components.values()))
+
+
 def unloaded_services(**settings) -> Services:
     """Services of their own (real models) that nobody has started loading. A REST request waits
     ``ready_wait_seconds`` for a loading model; here that is 0.1 s, so a plugin that relied on that wait
@@ -183,6 +216,7 @@ async def test_a_turn_that_comes_before_the_models_have_loaded_waits_for_them(se
     pcm, rate = question_pcm
     session = create_agent_session(fresh)
     session.output.audio = speaker = RecordingSpeaker(speed=4.0)
+    waits = counting_waits(fresh)
     try:
         async with session:
             await session.start(GemmaVoiceAgent(settings=fresh.settings))
@@ -195,7 +229,10 @@ async def test_a_turn_that_comes_before_the_models_have_loaded_waits_for_them(se
                 WhisperSTT(services=fresh, language="en").recognize(
                     rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2), conn_options=once),
                 OpenAudioTTS(services=fresh).synthesize("Spiders have eight legs.", conn_options=once).collect())
-            await asyncio.sleep(1.0)  # the calls are under way, and no model has even begun to load
+            # The calls are under way: the turn and the LLM call wait for the LLM, the others for theirs...
+            await until(lambda: waits["llm"] >= 2 and waits["stt"] and waits["tts"], 30,
+                        lambda: f"the calls to wait for the models: {waits}")
+            await a_request_gave_up(fresh)  # ...longer than a REST request would
             assert not calls.done(), calls.exception()
             assert {c.state for c in fresh.components.values()} == {"idle"}
             await fresh.start()
@@ -220,10 +257,12 @@ async def test_a_turn_on_a_model_that_fails_to_load_ends_in_a_clear_error_and_an
     errors = []
     session = create_agent_session(fresh)
     session.on("error", lambda ev: errors.append(ev.error))
+    waits = counting_waits(fresh)
     async with session:
         await session.start(GemmaVoiceAgent(settings=fresh.settings))
         turn = asyncio.ensure_future(session.run(user_input=QUESTION))
-        await asyncio.sleep(1.0)  # the turn waits for the model
+        await until(lambda: waits["llm"], 30, "the turn to wait for the model")
+        await a_request_gave_up(fresh)  # the turn waits longer than a REST request would
         assert not turn.done() and not errors, errors
         await fresh.llm.start()
         assert fresh.llm.state == "failed"
