@@ -9,14 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Callable
+
 import httpx
 import numpy as np
+import pytest
 
 from app.config.settings import Settings
 from app.models import resolve_llm
 from app.services.llm import ChatMessage, GenerationParams, LLMService, Usage
 from app.services.llm.kv_cache import common_prefix
-from app.services.llm.llama_model import _Instance
+from app.services.llm.llama_model import LLAMA_CPP_VERSION, _Instance
 
 BACKEND = Path(__file__).resolve().parents[1]
 LONG = {"prompt": "Write a very long story about a dragon who learns to cook.", "max_tokens": 200,
@@ -78,9 +81,17 @@ def test_a_conversation_gets_its_context_back_after_another_used_the_model(serve
     assert llm.status()["state_cache"]["hits"] == hits + 1
 
 
-def test_a_restored_state_continues_exactly_as_the_original():
+@pytest.fixture(scope="module")
+def instance():
+    """The embedded model, loaded by itself (no service around it)."""
     settings = Settings(app_env="test", _env_file=None)
     inst = _Instance(resolve_llm(settings), settings)
+    yield inst
+    inst.close()
+
+
+def rainbow(inst: _Instance) -> tuple[list[int], Callable[[], str]]:
+    """A prompt's tokens, and its greedy continuation (24 tokens) from whatever the KV cache holds."""
     prompt, _ = inst.render([ChatMessage("system", "You are a patient teacher."),
                              ChatMessage("user", "Explain what a rainbow is.")])
     tokens = inst.llama.tokenize(prompt.encode(), add_bos=False, special=True)
@@ -88,6 +99,12 @@ def test_a_restored_state_continues_exactly_as_the_original():
     def greedy() -> str:
         return inst.llama.create_completion(tokens, max_tokens=24, temperature=0.0)["choices"][0]["text"]
 
+    return tokens, greedy
+
+
+def test_a_restored_state_continues_exactly_as_the_original(instance):
+    inst = instance
+    _, greedy = rainbow(inst)
     inst.llama.reset()
     original = greedy()
     kept = inst.save()
@@ -97,6 +114,54 @@ def test_a_restored_state_continues_exactly_as_the_original():
     assert greedy() == original
     inst.llama.reset()
     assert greedy() == original  # and the same as from scratch
+
+
+def test_a_restored_state_holding_the_whole_prompt_is_read_again_before_sampling(instance):
+    """A kept state is restored without its logits (``_requires_eval``): with the prompt all in the state, the
+    next completion must still evaluate its last token rather than sample from whatever was evaluated last."""
+    inst = instance
+    tokens, greedy = rainbow(inst)
+    inst.llama.reset()
+    original = greedy()
+    inst.llama.reset()
+    inst.llama.eval(tokens)
+    kept = inst.save()
+    assert len(kept.input_ids) == len(tokens)
+    inst.llama.reset()
+    inst.llama.eval(inst.llama.tokenize(b"Something else entirely, to leave other logits behind."))
+    inst.restore(kept)
+    assert greedy() == original
+
+
+def test_llama_cpp_is_the_pinned_version():
+    """save() / restore() and the read-ahead set llama-cpp-python's bookkeeping by hand (llama_model.py)."""
+    import llama_cpp
+
+    pin = f"llama-cpp-python=={LLAMA_CPP_VERSION}"
+    assert llama_cpp.__version__ == LLAMA_CPP_VERSION, (
+        f"llama-cpp-python {llama_cpp.__version__} is installed; llama_model.py relies on the internals of "
+        f"{LLAMA_CPP_VERSION}: check them (the tests here) before moving LLAMA_CPP_VERSION and the pins")
+    assert f'"{pin}"' in (BACKEND / "pyproject.toml").read_text()
+    assert pin in (BACKEND.parent / "Makefile").read_text()
+
+
+def test_the_llama_internals_the_kv_state_relies_on(instance):
+    """What save() / restore() and the read-ahead read and write on the Llama object, as they expect it."""
+    import llama_cpp
+
+    llama = instance.llama
+    assert llama.ctx and llama_cpp.llama_state_get_size(llama.ctx) > 0  # the handle the state functions take
+    assert isinstance(llama.input_ids, np.ndarray) and llama.input_ids.dtype == np.intc
+    assert llama.input_ids.shape == (llama.n_ctx(),)
+    tokens = llama.tokenize(b"Three small words")
+    llama.reset()
+    assert llama.n_tokens == 0 and llama._requires_eval is True
+    llama.eval(tokens)
+    assert isinstance(llama.n_tokens, int) and llama.n_tokens == len(tokens)
+    assert list(llama.input_ids[:llama.n_tokens]) == tokens and llama._requires_eval is False
+    llama.n_tokens = 1  # the read-ahead's truncation: eval() reads on from there
+    llama.eval(tokens[1:])
+    assert llama.n_tokens == len(tokens) and list(llama.input_ids[:len(tokens)]) == tokens
 
 
 async def test_after_a_reply_only_the_users_next_words_are_left_to_read():
@@ -128,9 +193,11 @@ async def test_after_a_reply_only_the_users_next_words_are_left_to_read():
         held, opening, tokens = already_read(await reply(read_ahead=True))
         assert held == len(opening)
 
+        import llama_cpp
+
         def next_token_logits() -> np.ndarray:
             llama.eval(tokens[llama.n_tokens:])
-            return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).copy()
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llama.ctx), shape=(llama.n_vocab(),)).copy()
 
         continued = next_token_logits()
         llama.reset()
@@ -166,7 +233,7 @@ LOAD_WHILE_ANOTHER_THREAD_WRITES = """
 import os, threading, time
 from app.config.settings import Settings
 from app.models import resolve_llm
-from app.services.llm.llama_model import _Instance
+from app.services.llm.llama_model import LLAMA_CPP_VERSION, _Instance
 
 stop, written = threading.Event(), []
 

@@ -1,10 +1,13 @@
 """One llama.cpp model in this process (``_Instance``): loading it, its prompt format (the GGUF's chat template,
 or Gemma's turn format), tokenizing, and saving and restoring its KV state.
 
-Saving and restoring go through llama-cpp-python's private state: ``Llama._ctx.ctx`` (the context handle the
-state functions take) and ``input_ids`` / ``n_tokens`` / ``_requires_eval``. ``Llama.save_state`` /
-``load_state`` are public but copy the logits too (megabytes a turn). llama-cpp-python is pinned
-(pyproject.toml), and ``tests/test_llm_sharing.py`` checks the behaviour relied on.
+Saving and restoring take llama.cpp's state through its public C API (``llama_state_get_data`` /
+``llama_state_set_data`` on ``Llama.ctx``), but have to set the Python wrapper's bookkeeping of the evaluated
+tokens by hand: ``input_ids`` / ``n_tokens`` (public attributes, no setter) and ``_requires_eval`` (private).
+``Llama.save_state`` / ``load_state`` do all of it publicly but copy the logits too (megabytes a turn, on every
+slice and every turn). So llama-cpp-python is pinned (``LLAMA_CPP_VERSION``: pyproject.toml and the Makefile
+install it; a model loaded on another version logs an error), and ``tests/test_llm_sharing.py`` checks the
+attributes and the behaviour relied on.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from app.services.llm.types import ChatMessage
 
 log = logging.getLogger("app.services.llm")
 
+# The llama-cpp-python whose internals save() / restore() and the read-ahead rely on (see above).
+LLAMA_CPP_VERSION = "0.3.36"
+
 # Stand-ins for message texts while a chat template is rendered (private-use characters no text carries).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
@@ -46,7 +52,13 @@ class _Instance:
     """One llama.cpp model plus how to turn messages into its prompt."""
 
     def __init__(self, source: LLMSource, settings: Settings):
+        import llama_cpp
         from llama_cpp import Llama
+
+        if llama_cpp.__version__ != LLAMA_CPP_VERSION:
+            log.error("llama-cpp-python %s is installed, but this code is written against %s (`make setup` installs "
+                      "it): restored KV states may give wrong replies; tests/test_llm_sharing.py says whether they do",
+                      llama_cpp.__version__, LLAMA_CPP_VERSION)
 
         # Not verbose=False: that points the whole process's stdout and stderr (the file descriptors) at
         # /dev/null while the model loads, and every other thread's log lines of that time are lost (a worker's
@@ -79,7 +91,7 @@ class _Instance:
         """The evaluated tokens and their KV cache (llama.cpp's state: a few MB for a short chat)."""
         import llama_cpp
 
-        ctx = self.llama._ctx.ctx
+        ctx = self.llama.ctx
         buffer = (ctypes.c_uint8 * llama_cpp.llama_state_get_size(ctx))()
         used = llama_cpp.llama_state_get_data(ctx, buffer, len(buffer))
         n = self.llama.n_tokens
@@ -89,12 +101,16 @@ class _Instance:
         import llama_cpp
 
         state = (ctypes.c_uint8 * len(kept.state)).from_buffer_copy(kept.state)
-        if llama_cpp.llama_state_set_data(self.llama._ctx.ctx, state, len(kept.state)) != len(kept.state):
+        if llama_cpp.llama_state_set_data(self.llama.ctx, state, len(kept.state)) != len(kept.state):
             raise RuntimeError("llama.cpp refused the saved state")
+        # No public API sets these without restoring logits too (Llama.load_state): written as load_state writes
+        # them (llama-cpp-python 0.3.36; tests/test_llm_sharing.py checks both).
         n = len(kept.input_ids)
         self.llama.input_ids[:n] = kept.input_ids
         self.llama.n_tokens = n
-        self.llama._requires_eval = True  # the logits are not restored: the next call re-evaluates a token
+        # Private: the logits are not restored, so the next completion must re-evaluate a token before sampling,
+        # even for a prompt the state holds whole.
+        self.llama._requires_eval = True
 
     def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
         if self.formatter is None:

@@ -127,6 +127,8 @@ class _Generation:
         held = common_prefix(llama.input_ids[:llama.n_tokens], np.asarray(tokens, np.intc))
         new = tokens[held:]
         if new and len(new) <= READ_AHEAD_MAX_TOKENS and len(tokens) < self.service.settings.llm_n_ctx - 8:
+            # No public call drops evaluated tokens without sampling: like Llama.generate itself (0.3.36, pinned),
+            # mark only the common prefix as evaluated; eval() then drops the KV cache past it and reads on.
             llama.n_tokens = held
             llama.eval(new)
 
