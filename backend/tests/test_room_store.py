@@ -5,10 +5,9 @@ see the interface."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
-from helpers import free_port
+from helpers import free_port, until
 
 from app.config.settings import Settings
 from app.services.room_store import RedisRoomStore, RoomStoreError, SQLiteRoomStore, Turn, open_room_store
@@ -46,14 +45,14 @@ def test_history_keeps_the_last_turns_in_order_each_cut_to_size_and_goes_with_th
     assert store.history("room-2") == [Turn("user", "another room")]
 
 
-def test_a_lease_is_held_by_one_lapses_when_not_renewed_and_is_gone_when_released(store):
+async def test_a_lease_is_held_by_one_lapses_when_not_renewed_and_is_gone_when_released(store):
     assert store.lease("r") == "none"
     assert store.acquire("r", "agent-a", ttl_s=0.3)
     assert not store.acquire("r", "agent-b", ttl_s=0.3)  # a second dispatch: the room has its agent
     assert store.lease("r") == "held" and store.holder("r") == "agent-a"
     assert store.renew("r", "agent-a", ttl_s=0.3)
-    time.sleep(0.4)
-    assert store.lease("r") == "lapsed"  # its worker died: it stopped renewing without letting go
+    # Its worker died: it stopped renewing without letting go.
+    await until(lambda: store.lease("r") == "lapsed", 10, lambda: f"the lease to lapse; it is {store.lease('r')}")
     assert not store.renew("r", "agent-a")  # too late: it no longer holds the room
     assert store.acquire("r", "agent-b")
     store.release("r", "agent-a")  # not its lease any more: nothing happens
@@ -70,7 +69,7 @@ def test_an_evicted_holder_cannot_renew_and_another_takes_the_room(store):
     assert store.acquire("r", "agent-b") and store.holder("r") == "agent-b"
 
 
-def test_a_claim_goes_to_one_caller_of_many_at_once(store):
+async def test_a_claim_goes_to_one_caller_of_many_at_once(store):
     winners = []
 
     def claim() -> None:
@@ -83,8 +82,7 @@ def test_a_claim_goes_to_one_caller_of_many_at_once(store):
         thread.join()
     assert len(winners) == 1
     assert store.claim("dispatch:room-y", 0.2) and not store.claim("dispatch:room-y", 0.2)
-    time.sleep(0.3)
-    assert store.claim("dispatch:room-y", 0.2)
+    await until(lambda: store.claim("dispatch:room-y", 0.2), 10, "the claim to expire")
 
 
 def test_a_redis_that_cannot_be_reached_is_named_in_the_error():

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from helpers import STRICT_KEY, free_port
+from helpers import STRICT_KEY, free_port, until
 from websockets.exceptions import InvalidStatus
 
 from app.config.settings import Settings
@@ -151,7 +151,8 @@ def test_key_never_reaches_the_server_log(tmp_path):
         assert httpx.get(f"http://{base}/health", headers={"Authorization": f"Bearer {wrong}"}).status_code == 200
         assert httpx.post(f"http://{base}/v1/generate", params={"token": key},
                           headers={"Authorization": f"Bearer {wrong}"}, json={"prompt": "hi"}).status_code == 401
-        time.sleep(0.5)  # let the access log lines out
+        # The access log lines are out once the last request's is (they are written in order).
+        asyncio.run(until(lambda: "/v1/generate?token=" in log_path.read_text(), 10, "the last request's log line"))
     output = log_path.read_text()
     assert "[accepted]" in output and "/v1/conversation/ws?api_key=***" in output, output  # the lines are there
     assert "/health/live?api_key=***" in output, output
