@@ -77,19 +77,23 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # LiveKit beside the API (in-process agent, local server on a developer machine), when configured.
         app.state.livekit = livekit = LiveKitAlongside(settings, services)
         await livekit.start()
-        app.state.room_keeper = keeper = await start_room_keeper(settings)
+        # What the API serves with: ``settings``, or a copy of them pointing at the local LiveKit server.
+        app.state.settings = livekit.settings
+        app.state.room_keeper = keeper = await start_room_keeper(livekit.settings)
         try:
             yield
         finally:
             if keeper is not None:
                 await keeper.stop()
             await livekit.stop()
+            app.state.settings = settings
             loading.cancel()
             await services.close()
 
     app = FastAPI(title="GemmaVoice", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted real-time voice assistant: Gemma LLM, Whisper STT, OpenAudio TTS.")
     app.state.services = services
+    app.state.settings = settings  # LiveKit's part may be a local server's while the lifespan runs (above)
     app.state.room_keeper = None  # started by the lifespan where LiveKit is configured
     app.state.voice_conversations = {}  # the open WS /v1/conversation/ws and /v1/realtime conversations, by id
     install_error_handlers(app)

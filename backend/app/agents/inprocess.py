@@ -5,8 +5,10 @@ developer machine a local LiveKit server as well. The API's lifespan starts and 
   REST, the WebSocket and LiveKit rooms share one set of models. Its jobs run as threads of the
   API process; their models' work runs on the API's event loop (``app.agents.runtime``).
 - Zero-config (``APP_ENV=development``, no ``LIVEKIT_URL``, ``LIVEKIT_LOCAL_SERVER`` on): with a
-  ``livekit-server`` binary found, it is started on loopback with keys made for this run, the
-  process's settings point at it, and the in-process agent runs.
+  ``livekit-server`` binary found, it is started on loopback with keys made for this run, and the
+  in-process agent runs. ``LiveKitAlongside.settings`` is then a copy of the process's settings that points
+  at it (the process's own are left as they are): the API serves the token endpoint with it
+  (``app.main``), and the agent worker is given it.
 
 Neither stops the API from serving: a LiveKit server that cannot be reached is a log line, and the
 agent keeps trying to register.
@@ -35,15 +37,18 @@ log = logging.getLogger("app.agents.inprocess")
 DRAIN_TIMEOUT_S = 10.0
 # How long a worker still setting up (starting its job threads) is waited for when the API stops.
 STARTUP_TIMEOUT_S = 40.0
-# The framework exports these into the environment while its worker runs; put back as they were.
+# The worker is given its server and keys as arguments (app.agents.worker.build_server), but livekit-agents
+# (1.8.9, AgentServer.run) also exports them into os.environ, for job processes to inherit. This process is the
+# API too, whose Settings() read the environment: they are put back as they were when the worker stops.
 _WORKER_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-_LOCAL_SETTINGS = ("livekit_url", "livekit_public_url", "livekit_api_key", "livekit_api_secret")
 
 
 class LiveKitAlongside:
     """What the API runs beside itself for LiveKit; ``start()`` and ``stop()`` never raise."""
 
     def __init__(self, settings: Settings, services: Services) -> None:
+        self.given = settings
+        # The settings LiveKit is used with here: ``settings``, or while a local server runs, a copy pointing at it.
         self.settings = settings
         self.services = services
         self.local: LocalLiveKit | None = None
@@ -55,7 +60,6 @@ class LiveKitAlongside:
         self._task: asyncio.Task | None = None
         self._probe: asyncio.Task | None = None
         self._adopted = False
-        self._saved_settings: dict[str, object] = {}
         self._saved_env: dict[str, str | None] = {}
 
     @property
@@ -83,8 +87,7 @@ class LiveKitAlongside:
         finally:
             if self.local is not None:
                 await self.local.stop()
-                for name, value in self._saved_settings.items():
-                    setattr(self.settings, name, value)
+                self.settings = self.given
                 self.local = None
 
     async def _start_local_server(self) -> None:
@@ -99,12 +102,9 @@ class LiveKitAlongside:
         except (LocalServerError, OSError) as exc:
             log.error("LiveKit mode is off: %s", exc)
             return
-        # The process's one settings object: the token endpoint and the agent read these.
-        self._saved_settings = {name: getattr(self.settings, name) for name in _LOCAL_SETTINGS}
-        self.settings.livekit_url = self.local.url
-        self.settings.livekit_public_url = None
-        self.settings.livekit_api_key = self.local.api_key
-        self.settings.livekit_api_secret = SecretStr(self.local.api_secret)
+        self.settings = self.given.model_copy(update={
+            "livekit_url": self.local.url, "livekit_public_url": None, "livekit_api_key": self.local.api_key,
+            "livekit_api_secret": SecretStr(self.local.api_secret)})
 
     def _start_worker(self) -> None:
         from app.agents.worker import build_server  # imports the agents framework: only when wanted

@@ -21,7 +21,7 @@ def get_services(conn: HTTPConnection) -> Services:
 
 
 def get_settings_dep(conn: HTTPConnection) -> Settings:
-    return conn.app.state.services.settings
+    return conn.app.state.settings  # the services' settings, or a copy pointing at a local LiveKit (app.main)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -60,7 +60,7 @@ async def ready(request: Request, services: ServicesDep):
 async def health(request: Request, services: ServicesDep):
     return {"status": "ok" if services.ready else "degraded",
             "components": _components(services, _detailed(request, services)),
-            "livekit_configured": services.settings.livekit_configured}
+            "livekit_configured": request.app.state.settings.livekit_configured}
 
 
 def _one(request: Request, services, name: str) -> JSONResponse:

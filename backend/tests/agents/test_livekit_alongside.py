@@ -40,9 +40,12 @@ async def test_zero_config_starts_a_local_server_with_fresh_keys_and_the_agent_t
     local = alongside.local
     try:
         assert local is not None and local.url.startswith("ws://127.0.0.1:")
-        # The process's settings point at it: the token endpoint and the agent use them.
-        assert (settings.livekit_url, settings.livekit_api_key) == (local.url, local.api_key)
-        assert settings.livekit_api_secret.get_secret_value() == local.api_secret and settings.livekit_configured
+        # Its own copy of the settings points at it (the API's token endpoint and the agent use that copy);
+        # the process's settings are left as they were.
+        used = alongside.settings
+        assert (used.livekit_url, used.livekit_api_key) == (local.url, local.api_key)
+        assert used.livekit_api_secret.get_secret_value() == local.api_secret and used.livekit_configured
+        assert used is not settings and settings.livekit_url is None and not settings.livekit_configured
         assert len(local.api_secret) >= 32 and local.api_key != "devkey" and local.api_secret != "secret"
         command_line = " ".join(psutil.Process(local.process.pid).cmdline())
         assert local.api_secret not in command_line and "--dev" not in command_line  # others can read it
@@ -53,7 +56,7 @@ async def test_zero_config_starts_a_local_server_with_fresh_keys_and_the_agent_t
     finally:
         await alongside.stop()
     assert local.process.returncode == 0
-    assert settings.livekit_url is None and settings.livekit_api_secret is None
+    assert alongside.settings is settings and settings.livekit_url is None and settings.livekit_api_secret is None
     assert not local.workdir.exists() and alongside.server is None
 
 
@@ -143,3 +146,40 @@ def test_the_api_starts_and_stops_the_agent_with_its_lifespan(tmp_path):
             proc.wait()
     text = log_path.read_text()
     assert "LiveKit agent worker stopped" in text and "Traceback" not in text, text
+
+
+def test_zero_config_the_api_hands_out_the_local_servers_address(tmp_path, livekit_binary):
+    """``uvicorn app.main:app`` in development with no LIVEKIT_URL: the token endpoint and /health use the
+    local server's address and keys (a copy of the settings made for it), from the first request on."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(APP_ENV="development", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", PORT=str(port),
+               LIVEKIT_SERVER_BIN=str(livekit_binary), ROOM_STORE_PATH=str(tmp_path / "rooms.sqlite"))
+    log_path = tmp_path / "api.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=BACKEND, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/v1/livekit/status", timeout=3)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert status.status_code == 200 and status.json()["configured"], status.text
+        url = status.json()["url"]
+        assert url.startswith("ws://127.0.0.1:") and url != f"ws://127.0.0.1:{port}", url
+        issued = httpx.post(f"http://127.0.0.1:{port}/v1/livekit/token", json={}, timeout=10)
+        assert issued.status_code == 200 and issued.json()["url"] == url, issued.text
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["livekit_configured"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()
