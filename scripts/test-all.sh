@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: backend (pytest), web client (Vitest), browser end-to-end (Playwright + Chromium).
-# Runs all three even when one fails, then prints one closing line: "N passed, N failed, N skipped".
+# Every test: the backend's import contracts (import-linter), backend (pytest), web client (Vitest), browser
+# end-to-end (Playwright + Chromium).
+# Runs every suite even when one fails, then prints one closing line: "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
@@ -31,6 +32,11 @@ suite() {  # suite <name> <dir> <command...>
   return 0
 }
 
+# The backend's layers and import cycles (import-linter; contracts in backend/pyproject.toml): each contract counts.
+suite layers backend .venv/bin/lint-imports --no-cache
+line=$(grep -E '^Contracts: [0-9]+ kept, [0-9]+ broken' "$logs/layers.log" | tail -1)
+passed=$((passed + $(grep -Eo '[0-9]+ kept' <<<"$line" | grep -Eo '[0-9]+' || echo 0)))
+failed=$((failed + $(grep -Eo '[0-9]+ broken' <<<"$line" | grep -Eo '[0-9]+' || echo 0)))
 suite backend backend .venv/bin/python -m pytest -q -p no:cacheprovider -rs
 count "$logs/backend.log" '^[0-9]+ (passed|failed|skipped|errors?)\b.* in [0-9.]+s'
 suite frontend frontend npm test --silent

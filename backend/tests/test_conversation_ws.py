@@ -9,21 +9,27 @@ import time
 
 import pytest
 import websockets
+from pydantic import TypeAdapter, ValidationError
 
 from helpers import QUESTION_WORDS, words
 
 from app.audio.codec import decode_audio, float_to_pcm16
+from app.voice.socket_protocol import ServerEvent, event_json
+
+SERVER_EVENT = TypeAdapter(ServerEvent)
 
 FRAME = 640  # 20 ms at 16 kHz, in samples
 SILENCE = b"\0\0" * FRAME
 
 
 class VoiceClient:
-    """A scripted WebSocket voice client: sends frames, collects events and reply audio."""
+    """A scripted WebSocket voice client: sends frames, collects events and reply audio. Every event is checked
+    against the protocol's models (``app.voice.socket_protocol``): ``invalid`` lists those that are not theirs."""
 
     def __init__(self, ws):
         self.ws = ws
         self.events: list[dict] = []
+        self.invalid: list[str] = []
         self.audio = bytearray()
         self.audio_times: list[float] = []
         self.order: list[str] = []  # every message's type as it arrived, "audio" for binary frames
@@ -38,11 +44,20 @@ class VoiceClient:
                     self.order.append("audio")
                 else:
                     event = json.loads(message)
+                    self.check(event)
                     event["_t"] = time.perf_counter()
                     self.events.append(event)
                     self.order.append(event["type"])
         except websockets.ConnectionClosed:
             pass
+
+    def check(self, event: dict) -> None:
+        """The event is one of the protocol's, field for field (nothing missing, added or coerced)."""
+        try:
+            if (sent_as := event_json(SERVER_EVENT.validate_python(event))) != event:
+                self.invalid.append(f"{event.get('type')}: sent {event}, the model gives {sent_as}")
+        except ValidationError as exc:
+            self.invalid.append(f"{event.get('type')}: {str(exc)[:500]}")
 
     async def send(self, payload: dict):
         await self.ws.send(json.dumps(payload))
@@ -78,6 +93,7 @@ async def voice(server):
     client = VoiceClient(ws)
     yield client
     await client.close()
+    assert not client.invalid, client.invalid  # every event is one of the protocol's (app.voice.socket_protocol)
 
 
 async def test_ready_comes_first(voice):
@@ -175,7 +191,7 @@ def conversation(server, voice):
 
 
 def assistant_messages(conv):
-    return [m for m in conv.session.history.items if getattr(m, "role", None) == "assistant"]
+    return [m for m in conv.engine.history.items if getattr(m, "role", None) == "assistant"]
 
 
 async def reply_fully_sent(server, voice, *, unplayed_s: float, timeout: float = 90) -> float:
@@ -260,7 +276,7 @@ async def test_control_tokens_in_a_typed_turn_are_only_text(server, voice):
     await voice.send({"type": "text", "text": injection})
     end = (await voice.wait_for("response_end"))[0]
     assert not voice.of("error")
-    user = [m for m in conversation(server, voice).session.history.items if getattr(m, "role", None) == "user"]
+    user = [m for m in conversation(server, voice).engine.history.items if getattr(m, "role", None) == "user"]
     assert user[-1].text_content == injection.strip()
     assert end["text"]
 
@@ -303,6 +319,7 @@ async def test_sessions_run_side_by_side(server):
             end = (await client.wait_for("response_end", timeout=180))[0]
             assert not client.of("error"), client.of("error")
             assert client.audio_times, "no reply audio"
+            assert not client.invalid, client.invalid
             return client.audio_times[0], end["_t"]
 
     replies = await asyncio.wait_for(asyncio.gather(*(one(i) for i in (1, 2, 3))), 240)

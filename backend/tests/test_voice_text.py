@@ -1,6 +1,6 @@
 """Sentence cutting for the spoken reply."""
 
-from app.voice.sentences import SentenceChunker, speakable
+from app.agents.sentences import SentenceChunker, speakable
 
 
 def feed(chunker, text, step=3):

@@ -29,23 +29,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from livekit import rtc
-from livekit.agents import llm
-from livekit.agents.metrics import LLMMetrics
-from livekit.agents.voice.events import (ConversationItemAddedEvent, MetricsCollectedEvent, SpeechCreatedEvent,
-                                         UserStateChangedEvent)
 from starlette.websockets import WebSocket
 
-from app.agents.playout import ListenerPlayout, PlayedSegment
-from app.agents.plugins import GemmaLLM
-from app.agents.voice_agent import CUT_TRANSCRIPT_TIMEOUT_S
 from app.audio.codec import g711_decode
-from app.audio.vad import tunable_vad
+from app.engine import (AudioFrame, ChatMessage, ConversationItemAddedEvent, ListenerPlayout, LLMMetrics, MetricsCollectedEvent,
+                        PlayedSegment, SpeechCreatedEvent, UserStateChangedEvent)
 from app.services.container import Services
 from app.voice import realtime_schema as schema
 from app.voice.realtime_items import Item, Items, Response
 from app.voice.realtime_schema import FORMATS, PCM_RATE, RealtimeError, SessionConfig, new_id
-from app.voice.socket_io import FrameError, session_stt, session_tts
+from app.voice.socket_io import FrameError
 from app.voice.socket_session import VoiceSocketSession
 
 MIN_COMMIT_MS = 100  # the API's smallest committable buffer
@@ -65,7 +58,7 @@ class RealtimeSpeaker(ListenerPlayout):
     def sample_rate(self) -> int:
         return self.rate
 
-    async def _deliver(self, frame: rtc.AudioFrame) -> None:
+    async def _deliver(self, frame: AudioFrame) -> None:
         self._conversation.items.reply_audio(frame, self.segments[-1])
 
     def heard(self, segment: PlayedSegment) -> float:
@@ -89,14 +82,14 @@ class RealtimeConversation(VoiceSocketSession):
         self._speech_started_ms = 0.0
         self._stopped_item: tuple[str, float] | None = None  # (item id, seconds of speech)
         self.items = Items(self)
-        self.vad_model = tunable_vad(settings)
         voices = services.tts.voices()
         self.config = SessionConfig(
             model=model or "gemma", instructions=settings.voice_instructions,
             voice=settings.tts_default_voice or (voices[0] if voices else "default"),
             threshold=settings.vad_activation_threshold, silence_ms=settings.vad_min_silence_ms,
             temperature=settings.voice_temperature)
-        super().__init__(ws, services, session_id=new_id("sess"), speaker=RealtimeSpeaker(self), vad=self.vad_model)
+        super().__init__(ws, services, session_id=new_id("sess"), speaker=RealtimeSpeaker(self),
+                         tunable_vad=True)
 
     def session_handlers(self) -> dict[str, Callable[[Any], None]]:
         return {"user_state_changed": self._on_user_state, "speech_created": self._on_speech_created,
@@ -146,30 +139,24 @@ class RealtimeConversation(VoiceSocketSession):
     async def _session_update(self, event: schema.SessionUpdate) -> None:
         config = self.config.updated(event.session, default_instructions=self.settings.voice_instructions)
         old, self.config = self.config, config
-        if config.instructions != old.instructions:
-            await self.agent.update_instructions(config.instructions)
-        model = self.session.llm
-        if isinstance(model, GemmaLLM):
-            model.update_options(temperature=config.temperature, max_tokens=self.max_tokens(config.max_output_tokens))
-        session_tts(self.session).update_options(voice=self._engine_voice(config.voice))
         transcription = config.transcription or {}
-        session_stt(self.session).update_options(language=transcription.get("language") or "",
-                                                 prompt=transcription.get("prompt") or "")
+        await self.engine.configure(instructions=config.instructions, temperature=config.temperature,
+                                    max_tokens=self.max_tokens(config.max_output_tokens),
+                                    voice=self._engine_voice(config.voice),
+                                    language=transcription.get("language") or "",
+                                    stt_prompt=transcription.get("prompt") or "")
         if (config.threshold, config.silence_ms, config.padding_ms) != (old.threshold, old.silence_ms, old.padding_ms):
-            self.vad_model.update_options(activation_threshold=config.threshold,
-                                          deactivation_threshold=max(config.threshold - 0.15, 0.01),
-                                          min_silence_duration=config.silence_ms / 1000,
-                                          prefix_padding_duration=config.padding_ms / 1000)
+            self.engine.tune_vad(threshold=config.threshold, silence_ms=config.silence_ms, padding_ms=config.padding_ms)
         if config.input_format != old.input_format:
             self._buffer.clear()
         if config.vad != old.vad:
             self._buffer.clear()
             self._uncommitted = False
             # turn_detection null: the session hears nothing until the client commits (see _commit).
-            self.session.input.audio = self.microphone if config.vad else None
+            self.engine.listen(config.vad)
         self.speaker.rate = FORMATS[config.output_format][1]
         if self.items.active is None:
-            self.session.output.set_audio_enabled(config.audio_out)
+            self.engine.set_audio_enabled(config.audio_out)
         self.send({"type": "session.updated", "session": self._session_object()})
 
     def max_tokens(self, requested: int | str) -> int:
@@ -203,7 +190,7 @@ class RealtimeConversation(VoiceSocketSession):
             self._uncommitted = True
             step = rate * FRAME_MS // 1000 * 2
             for start in range(0, len(pcm), step):
-                self.microphone.push(pcm[start:start + step], rate)
+                self.engine.push_audio(pcm[start:start + step], rate)
             return
         if len(self._buffer) + len(pcm) > self.settings.max_audio_seconds * rate * 2:
             if not self._buffer_full:
@@ -222,10 +209,10 @@ class RealtimeConversation(VoiceSocketSession):
             # The engine's own way to end a turn now: what was said is transcribed and answered, and the user
             # item arrives like any server-VAD turn (_on_item_added). The client stopped talking: the VAD hears
             # the silence after it, so the user counts as done and the reply may start.
-            self.session.commit_user_turn(transcript_timeout=CUT_TRANSCRIPT_TIMEOUT_S)
+            self.engine.commit_user_turn()
             silence = b"\0\0" * (rate * FRAME_MS // 1000)
             for _ in range((self.config.silence_ms + 100) // FRAME_MS + 1):
-                self.microphone.push(silence, rate)
+                self.engine.push_audio(silence, rate)
             return
         pcm, self._buffer, self._buffer_full = bytes(self._buffer), bytearray(), False
         if len(pcm) / 2 / rate * 1000 < MIN_COMMIT_MS:
@@ -238,7 +225,7 @@ class RealtimeConversation(VoiceSocketSession):
     async def _clear(self, event: schema.AudioClear) -> None:
         self._buffer, self._buffer_full, self._uncommitted = bytearray(), False, False
         if self.config.vad:
-            self.session.clear_user_turn()
+            self.engine.clear_user_turn()
         self.send({"type": "input_audio_buffer.cleared"})
 
     # --- responses --------------------------------------------------------------------------------
@@ -265,7 +252,7 @@ class RealtimeConversation(VoiceSocketSession):
         self.items.announce(response)
         self.items.requested = response
         try:
-            handle = self.session.generate_reply()
+            handle = self.engine.generate_reply()
         except RuntimeError as exc:
             response.error = {"type": "server_error", "code": "response_failed", "message": str(exc)}
             self.items.finish(response)
@@ -276,25 +263,22 @@ class RealtimeConversation(VoiceSocketSession):
             self.items.track(handle, response)
 
     async def _override(self, response: Response, *, instructions: str | None, temperature: float | None) -> None:
-        """What a response.create sets for this response only, undone when it is done."""
+        """What a response.create sets for this response only, undone when it is done (``Items.finish``)."""
         config = self.config
-        model = self.session.llm
-        if isinstance(model, GemmaLLM):
-            model.update_options(max_tokens=self.max_tokens(response.max_output_tokens),
-                                 temperature=temperature if temperature is not None else config.temperature)
-            response.restore.append(lambda: model.update_options(
-                max_tokens=self.max_tokens(self.config.max_output_tokens), temperature=self.config.temperature))
-        if instructions is not None:
-            await self.agent.update_instructions(instructions or self.settings.voice_instructions)
-            response.restore.append(lambda: self.spawn(self.agent.update_instructions(self.config.instructions)))
-        if response.voice != config.voice:
-            session_tts(self.session).update_options(voice=self._engine_voice(response.voice))
-            response.restore.append(lambda: session_tts(self.session).update_options(
-                voice=self._engine_voice(self.config.voice)))
+        response.override = await self.engine.override(
+            max_tokens=self.max_tokens(response.max_output_tokens), temperature=temperature,
+            instructions=(instructions or self.settings.voice_instructions) if instructions is not None else None,
+            voice=self._engine_voice(response.voice) if response.voice != config.voice else None)
         self.speaker.rate = FORMATS[response.output_format][1]
-        response.restore.append(lambda: setattr(self.speaker, "rate", FORMATS[self.config.output_format][1]))
-        self.session.output.set_audio_enabled(response.audio_out)
-        response.restore.append(lambda: self.session.output.set_audio_enabled(self.config.audio_out))
+        self.engine.set_audio_enabled(response.audio_out)
+
+    def restore_output(self) -> None:
+        """The session's own output format and modalities, after a response that had its own."""
+        self.speaker.rate = FORMATS[self.config.output_format][1]
+        self.engine.set_audio_enabled(self.config.audio_out)
+
+    def heard(self, segment: PlayedSegment) -> float:
+        return self.speaker.heard(segment)
 
     async def _response_cancel(self, event: schema.ResponseCancel) -> None:
         response = self.items.active
@@ -335,7 +319,7 @@ class RealtimeConversation(VoiceSocketSession):
     def _on_item_added(self, ev: ConversationItemAddedEvent) -> None:
         """A user turn the engine heard (server VAD, or a commit with it on): the committed user item."""
         message = ev.item
-        if not isinstance(message, llm.ChatMessage) or message.role != "user" or message.id in self.items.by_id:
+        if not isinstance(message, ChatMessage) or message.role != "user" or message.id in self.items.by_id:
             return
         if any(item.chat_id == message.id for item in self.items.by_id.values()):
             return

@@ -2,7 +2,8 @@
 and responses, kept in step with the agent's chat context (what the model reads) and the session's speech.
 
 ``app.voice.realtime`` feeds it the client's events and the session's; this module writes the item and
-response events (``conversation.item.*``, ``response.*``) through its owner's ``send``.
+response events (``conversation.item.*``, ``response.*``) through its owner, which it knows only as a
+``RealtimeOwner`` (the few things below).
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ from __future__ import annotations
 import asyncio
 import base64
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Protocol
 
-from livekit import rtc
-from livekit.agents import llm
-from livekit.agents.voice import SpeechHandle
 
-from app.agents.playout import PlayedSegment
 from app.audio.codec import Resampler, g711_encode
+from app.engine import INTERRUPT_WAIT_S, AudioFrame, ChatMessage, Override, PlayedSegment, SpeechHandle, VoiceEngine
 from app.voice import realtime_schema as schema
-from app.voice.realtime_schema import BETA_CONTENT, BETA_FORMAT_NAMES, FORMATS, RealtimeError, format_object, new_id
-from app.voice.socket_io import INTERRUPT_WAIT_S
+from app.voice.realtime_schema import (BETA_CONTENT, BETA_FORMAT_NAMES, FORMATS, RealtimeError, SessionConfig,
+                                       format_object, new_id)
 
-if TYPE_CHECKING:
-    from app.voice.realtime import RealtimeConversation
+
+class RealtimeOwner(Protocol):
+    """What ``Items`` needs of the conversation it belongs to (``app.voice.realtime``)."""
+
+    beta: bool
+    conversation_id: str
+    config: SessionConfig
+    engine: VoiceEngine
+
+    def send(self, event: dict) -> None: ...
+    def spawn(self, coro) -> None: ...
+    def heard(self, segment: PlayedSegment) -> float: ...
+    def max_tokens(self, requested: int | str) -> int: ...
+    def restore_output(self) -> None: ...
+    def decode_audio(self, data: str, param: str) -> tuple[bytes, int]: ...
+    async def transcribe(self, pcm: bytes, rate: int, language: str | None) -> tuple[str, str | None]: ...
 
 
 class AudioEncoder:
@@ -33,7 +45,7 @@ class AudioEncoder:
         self.law, self.rate = FORMATS[fmt]
         self._resampler: Resampler | None = None
 
-    def encode(self, frame: rtc.AudioFrame) -> bytes:
+    def encode(self, frame: AudioFrame) -> bytes:
         pcm = bytes(frame.data)
         if frame.sample_rate != self.rate:  # the format changed while this reply was being spoken
             if self._resampler is None or self._resampler.src_rate != frame.sample_rate:
@@ -66,7 +78,7 @@ class Response:
     audio_seconds: float = 0.0  # sent
     truncate_ms: int | None = None
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0})
-    restore: list[Callable[[], Any]] = field(default_factory=list)
+    override: Override | None = None  # the options response.create set for this response only
     encoder: AudioEncoder | None = None
 
     @property
@@ -99,7 +111,7 @@ class Item:
 class Items:
     """The conversation's items (in order) and the responses over the session's speech."""
 
-    def __init__(self, owner: RealtimeConversation) -> None:
+    def __init__(self, owner: RealtimeOwner) -> None:
         self.owner = owner
         self.by_id: dict[str, Item] = {}
         self.order: list[str] = []  # item ids, oldest first
@@ -123,15 +135,15 @@ class Items:
     def done(self, item: Item) -> None:
         self.owner.send({"type": "conversation.item.done", "item": item.as_event(self.owner.beta)})
 
-    async def insert_chat(self, item: Item, message: llm.ChatMessage) -> None:
+    async def insert_chat(self, item: Item, message: ChatMessage) -> None:
         """Into the agent's chat context, where the item stands in the conversation."""
-        ctx = self.owner.agent.chat_ctx.copy()
+        ctx = self.owner.engine.chat_ctx.copy()
         position = self.order.index(item.id)
         anchor = next((self.by_id[i].chat_id for i in reversed(self.order[:position])
                        if self.by_id[i].chat_id and ctx.get_by_id(self.by_id[i].chat_id)), None)
         if anchor is None:
             index = next((i for i, it in enumerate(ctx.items)
-                          if not (isinstance(it, llm.ChatMessage) and it.role in ("system", "developer"))),
+                          if not (isinstance(it, ChatMessage) and it.role in ("system", "developer"))),
                          len(ctx.items))
         else:
             index = ctx.index_by_id(anchor) + 1
@@ -139,16 +151,16 @@ class Items:
             before = ctx.items[index - 1].created_at if index else ctx.items[index].created_at - 1.0
             message.created_at = (before + ctx.items[index].created_at) / 2
         ctx.items.insert(index, message)
-        await self.owner.agent.update_chat_ctx(ctx)
+        await self.owner.engine.update_chat_ctx(ctx)
         item.chat_id = message.id
 
     async def remove_chat(self, chat_id: str | None) -> None:
         if chat_id is None:
             return
-        ctx = self.owner.agent.chat_ctx.copy()
+        ctx = self.owner.engine.chat_ctx.copy()
         if ctx.get_by_id(chat_id) is not None:
             ctx.remove(chat_id)
-            await self.owner.agent.update_chat_ctx(ctx)
+            await self.owner.engine.update_chat_ctx(ctx)
 
     def apply_truncation(self, response: Response) -> None:
         """Keep, in the item and the chat context, only the words heard by ``audio_end_ms``."""
@@ -170,11 +182,11 @@ class Items:
 
     async def cut_chat(self, chat_id: str, kept: str) -> None:
         """The message in the agent's chat context keeps only ``kept``, as an interrupted reply."""
-        ctx = self.owner.agent.chat_ctx.copy()
+        ctx = self.owner.engine.chat_ctx.copy()
         message = ctx.get_by_id(chat_id)
-        if isinstance(message, llm.ChatMessage):  # a new message: the context's own items are read-only
+        if isinstance(message, ChatMessage):  # a new message: the context's own items are read-only
             ctx.items[ctx.index_by_id(chat_id)] = message.model_copy(update={"content": [kept], "interrupted": True})
-            await self.owner.agent.update_chat_ctx(ctx)
+            await self.owner.engine.update_chat_ctx(ctx)
 
     async def stop(self, response: Response) -> None:
         """Interrupt the response's speech and wait (a bounded while) until it is filed."""
@@ -220,7 +232,7 @@ class Items:
 
     def output_response(self) -> Response | None:
         """The response whose reply is playing now; announced to the client on its first output."""
-        handle = self.owner.session.current_speech
+        handle = self.owner.engine.current_speech
         response = self.responses.get(handle.id) if handle is not None else None
         if response is None or response.cancelling:
             return None
@@ -234,7 +246,7 @@ class Items:
             self.start_item(response)
         return response
 
-    def reply_audio(self, frame: rtc.AudioFrame, segment: PlayedSegment) -> None:
+    def reply_audio(self, frame: AudioFrame, segment: PlayedSegment) -> None:
         response = self.output_response()
         if response is None or not response.audio_out or response.encoder is None:
             return
@@ -254,7 +266,7 @@ class Items:
 
     def send_text(self, response: Response, text: str) -> None:
         response.transcript += text
-        heard = sum(self.owner.speaker.heard(segment) for segment in response.segments)
+        heard = sum(self.owner.heard(segment) for segment in response.segments)
         response.timeline.append((heard, len(response.transcript)))
         kind = "response.output_audio_transcript.delta" if response.audio_out else "response.output_text.delta"
         self.owner.send({"type": kind, "response_id": response.id, "item_id": response.item_id, "output_index": 0,
@@ -281,7 +293,7 @@ class Items:
         if response.item_started and item is not None:
             filed = ""
             for chat_item in (handle.chat_items if handle is not None else []):
-                if isinstance(chat_item, llm.ChatMessage) and chat_item.role == "assistant":
+                if isinstance(chat_item, ChatMessage) and chat_item.role == "assistant":
                     item.chat_id, filed = chat_item.id, chat_item.text_content or ""
             if status == "completed" and filed.startswith(response.transcript) and filed != response.transcript:
                 # The last words can reach the transcript output after the reply was filed: send them now.
@@ -305,12 +317,13 @@ class Items:
                        "item": item.as_event(self.owner.beta)})
         self.owner.send({"type": "response.done",
                    "response": self.response_object(response, status, details=details, item=item)})
-        for undo in response.restore:
-            undo()
-        if self.active is response:
+        was_active, overridden = self.active is response, response.override is not None
+        if overridden:
+            response.override.undo()
+        if was_active:
             self.active = None
-            self.owner.session.output.set_audio_enabled(self.owner.config.audio_out)
-            self.owner.speaker.rate = FORMATS[self.owner.config.output_format][1]
+        if overridden or was_active:
+            self.owner.restore_output()
 
     def response_object(self, response: Response, status: str, *, details: dict | None = None,
                          item: Item | None = None) -> dict:
@@ -365,7 +378,7 @@ class Items:
                            "usage": {"type": "duration", "seconds": round(len(pcm) / 2 / rate, 3)}})
         text = "\n".join(w for w in words if w)
         if text and item_id in self.by_id:  # (not deleted meanwhile)
-            await self.insert_chat(item, llm.ChatMessage(id=item_id, role="user", content=[text]))
+            await self.insert_chat(item, ChatMessage(id=item_id, role="user", content=[text]))
 
     async def create(self, event: schema.ItemCreate) -> None:
         raw = event.item
@@ -385,7 +398,7 @@ class Items:
         self.add(item, previous)
         text = "\n".join(raw.texts)
         if text.strip():
-            await self.insert_chat(item, llm.ChatMessage(id=item_id, role=raw.role, content=[text]))
+            await self.insert_chat(item, ChatMessage(id=item_id, role=raw.role, content=[text]))
 
     def get(self, item_id: str) -> Item:
         if item_id not in self.by_id:

@@ -412,12 +412,17 @@ class SessionConfig:
         }
 
     def beta(self, session_id: str, max_tokens: int) -> dict:
+        # The beta API's session (the SDK's openai.types.beta.realtime.Session) has no "object", and its turn
+        # detection no idle_timeout_ms (tests/realtime_events.py checks every event against the SDK's models).
+        turn_detection = self.turn_detection()
+        if turn_detection is not None:
+            del turn_detection["idle_timeout_ms"]
         return {
-            "id": session_id, "object": "realtime.session", "model": self.model,
+            "id": session_id, "model": self.model,
             "modalities": ["text", "audio"] if self.audio_out else ["text"], "instructions": self.instructions,
             "voice": self.voice, "input_audio_format": BETA_FORMAT_NAMES[self.input_format],
             "output_audio_format": BETA_FORMAT_NAMES[self.output_format], "input_audio_transcription": self.transcription,
-            "turn_detection": self.turn_detection(), "input_audio_noise_reduction": None, "tools": [],
+            "turn_detection": turn_detection, "input_audio_noise_reduction": None, "tools": [],
             "tool_choice": "auto", "temperature": self.temperature, "max_response_output_tokens": max_tokens,
             "speed": 1.0, "tracing": None,
         }

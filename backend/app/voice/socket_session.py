@@ -1,8 +1,8 @@
 """One voice session over one socket, whatever the protocol: the lifecycle every socket transport shares.
 
-``VoiceSocketSession`` wires ``GemmaVoiceAgent`` in an ``AgentSession`` to the socket (microphone in, the
-client's playback clock and the reply's words out through the framework's ``TranscriptSynchronizer``),
-runs it until the client goes, closes everything it started, dispatches the client's text frames to the
+``VoiceSocketSession`` wires a ``VoiceEngine`` (``app.engine``: ``GemmaVoiceAgent`` in an ``AgentSession``) to
+the socket (the client's audio in, the reply's audio and words out on the client's playback clock), runs it
+until the client goes, closes everything it started, dispatches the client's text frames to the
 transport's handlers, turns refused frames and failed turns into the transport's error events, and offers
 the one-shot transcription and base64 audio decoding that turns closed by the client need.
 
@@ -20,16 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentSession
-from livekit.agents.voice.events import CloseEvent, ErrorEvent
-from livekit.agents.voice.transcription import TranscriptSynchronizer
 from starlette.websockets import WebSocket
 
-from app.agents.playout import ListenerPlayout
-from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
+from app.engine import CloseEvent, ErrorEvent, ListenerPlayout, VoiceEngine
 from app.services.container import Services
-from app.voice.socket_io import FrameError, SocketMicrophone, SocketOutbox, SocketTranscript, client_frames
+from app.voice.socket_io import FrameError, SocketOutbox, client_frames
 
 log = logging.getLogger("app.voice")
 
@@ -42,24 +37,18 @@ class VoiceSocketSession:
     kind = "voice"  # names the microphone, the transcript output and the writer task
 
     def __init__(self, ws: WebSocket, services: Services, *, session_id: str, speaker: ListenerPlayout,
-                 vad: Any = None) -> None:
+                 tunable_vad: bool = False) -> None:
         self.ws = ws
         self.services = services
         self.settings = services.settings
         self.id = session_id
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
-        self.session: AgentSession = create_agent_session(services, **({"vad": vad} if vad is not None else {}))
-        self.agent = GemmaVoiceAgent(settings=self.settings)
-        self.microphone = SocketMicrophone(label=f"{self.kind}-microphone")
         self.speaker = speaker
-        self._sync = TranscriptSynchronizer(next_in_chain_audio=speaker,
-                                            next_in_chain_text=SocketTranscript(self, label=f"{self.kind}-transcript"))
-        self.session.input.audio = self.microphone
-        self.session.output.audio = self._sync.audio_output
-        self.session.output.transcription = self._sync.text_output
+        self.engine = VoiceEngine(services, name=self.kind, speaker=speaker, on_text=self.reply_text,
+                                  tunable_vad_=tunable_vad)
         for event, handler in {**self.session_handlers(), "error": self._on_error, "close": self._on_close}.items():
-            self.session.on(event, handler)
+            self.engine.on(event, handler)
 
     # --- the protocol: what a transport implements --------------------------------------------------
     def session_handlers(self) -> dict[str, Callable[[Any], None]]:
@@ -100,7 +89,7 @@ class VoiceSocketSession:
     async def run(self) -> None:
         self.outbox = SocketOutbox(self.ws, name=f"{self.kind}-writer-{self.id}")
         try:
-            await self.session.start(self.agent)
+            await self.engine.start()
             await self.started()
             async for text, data in client_frames(self.ws, lambda: self._closed):
                 if text is not None:
@@ -113,9 +102,7 @@ class VoiceSocketSession:
     async def _close(self) -> None:
         """Stop everything this conversation started: no generation or task outlives it."""
         self._closed = True
-        self.microphone.close()
-        await self.session.aclose()
-        await self._sync.aclose()
+        await self.engine.aclose()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,11 +137,7 @@ class VoiceSocketSession:
 
     async def transcribe(self, pcm: bytes, rate: int, language: str | None) -> tuple[str, str | None]:
         """The session's own STT over one whole utterance: (text, language)."""
-        frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
-        event = await self.session.stt.recognize(buffer=frame, language=language or NOT_GIVEN)
-        if not event.alternatives:
-            return "", None
-        return event.alternatives[0].text.strip(), event.alternatives[0].language
+        return await self.engine.transcribe(pcm, rate, language)
 
     # --- the session's failures -------------------------------------------------------------------------
     def _on_error(self, ev: ErrorEvent) -> None:

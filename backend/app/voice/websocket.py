@@ -15,7 +15,6 @@ with the session's own STT and answered with ``generate_reply``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -23,26 +22,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit import rtc
-from livekit.agents.voice import SpeechHandle
-from livekit.agents.voice.events import (
+from starlette.websockets import WebSocket
+
+from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
+from app.metrics import VOICE_TO_VOICE
+from app.engine import (
+    AudioFrame,
     ConversationItemAddedEvent,
+    ListenerPlayout,
     SpeechCreatedEvent,
+    SpeechHandle,
     UserInputTranscribedEvent,
     UserStateChangedEvent,
 )
-from starlette.websockets import WebSocket
-
-from app.agents.playout import ListenerPlayout
-from app.audio.codec import WHISPER_RATE, AudioError, decode_audio, float_to_pcm16
-from app.metrics import VOICE_TO_VOICE
 from app.services.container import Services
-from app.voice.socket_io import FrameError, interrupt_session, require_unicode, session_stt, session_tts
+from app.voice import socket_protocol as proto
+from app.voice.socket_io import FrameError
 from app.voice.socket_session import VoiceSocketSession
 
 log = logging.getLogger("app.voice")
-
-ALLOWED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
 class SocketSpeaker(ListenerPlayout):
@@ -53,17 +51,17 @@ class SocketSpeaker(ListenerPlayout):
         super().__init__(label="websocket-speaker", sample_rate=sample_rate)
         self._conversation = conversation
 
-    async def _deliver(self, frame: rtc.AudioFrame) -> None:
+    async def _deliver(self, frame: AudioFrame) -> None:
         self._conversation.reply_audio(bytes(frame.data))
 
     def _cleared(self) -> None:
         self._conversation.reply_stopped()
 
     def _paused(self) -> None:
-        self._conversation.send({"type": "playback", "state": "paused"})
+        self._conversation.send(proto.PlaybackEvent(state="paused"))
 
     def _resumed(self) -> None:
-        self._conversation.send({"type": "playback", "state": "resumed"})
+        self._conversation.send(proto.PlaybackEvent(state="resumed"))
 
 
 @dataclass
@@ -102,84 +100,62 @@ class SocketConversation(VoiceSocketSession):
         self._user_metrics: dict[str, Any] = {}
         super().__init__(ws, services, session_id=uuid.uuid4().hex[:12],
                          speaker=SocketSpeaker(self, services.tts.sample_rate))
-        self.agent.turn_cut_handlers.append(self._turn_cut)
+        self.engine.on_turn_cut(self._turn_cut)
 
     def session_handlers(self) -> dict[str, Callable[[Any], None]]:
         return {"user_state_changed": self._on_user_state, "user_input_transcribed": self._on_transcribed,
                 "speech_created": self._on_speech_created, "conversation_item_added": self._on_item}
 
     # --- the protocol -------------------------------------------------------------------------
-    def send(self, payload: dict) -> None:
-        self.send_json(payload)
+    def send(self, event: proto.ServerEvent) -> None:
+        """Every JSON event goes out through the protocol's models (``app.voice.socket_protocol``)."""
+        self.send_json(proto.event_json(event))
 
     def refuse(self, exc: Exception, raw: str | None = None, *, server: bool = False) -> None:
-        self.send({"type": "error", "code": getattr(exc, "code", "server_error"), "message": str(exc)})
+        self.send(proto.ErrorEvent(code=getattr(exc, "code", "server_error"), message=str(exc)))
 
     async def started(self) -> None:
-        self.send({"type": "ready", "session_id": self.id, "input_sample_rate": self.input_sample_rate,
-                   "output_sample_rate": self.services.tts.sample_rate, "vad": self.vad,
-                   "models_ready": self.services.ready})
+        self.send(proto.ReadyEvent(session_id=self.id, input_sample_rate=self.input_sample_rate,
+                                   output_sample_rate=self.services.tts.sample_rate, vad=self.vad,
+                                   models_ready=self.services.ready))
 
-    def parse(self, raw: str) -> tuple[dict, Callable[[dict], Any]]:
-        try:
-            frame = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past what json parses
-            raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"") from None
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            raise FrameError("bad_frame", "text frames must be JSON objects with a \"type\"")
-        handler = {"config": self._on_config, "text": self._on_typed, "end_turn": self._on_end_turn,
-                   "interrupt": self._on_interrupt, "audio": self._on_utterance}.get(frame["type"])
-        if handler is None:
-            raise FrameError("unknown_type", f"unknown frame type {frame['type']!r}")
-        return frame, handler
+    def parse(self, raw: str) -> tuple[Any, Callable[[Any], Any]]:
+        """The frame through the protocol's models, which refuse it (``FrameError``) with the code the client gets."""
+        frame = proto.parse_client_message(raw, max_text_chars=self.settings.max_text_chars)
+        return frame, {proto.ConfigMessage: self._on_config, proto.TextMessage: self._on_typed,
+                       proto.EndTurnMessage: self._on_end_turn, proto.InterruptMessage: self._on_interrupt,
+                       proto.AudioMessage: self._on_utterance}[type(frame)]
 
-    async def _on_config(self, frame: dict) -> None:
-        rate = frame.get("input_sample_rate", self.input_sample_rate)
-        if rate not in ALLOWED_RATES:
-            raise FrameError("bad_config", f"input_sample_rate must be one of {ALLOWED_RATES}")
-        instructions = frame.get("instructions") or self.settings.voice_instructions
-        if not isinstance(instructions, str) or len(instructions) > self.settings.max_text_chars:
-            raise FrameError("bad_config", f"instructions must be text of at most {self.settings.max_text_chars} chars")
-        require_unicode(instructions, "instructions")
-        vad = frame.get("vad", self.vad)
-        if not isinstance(vad, bool):
-            raise FrameError("bad_config", "vad must be true or false")
-        for key in ("voice", "language"):
-            if frame.get(key) is not None and not isinstance(frame[key], str):
-                raise FrameError("bad_config", f"{key} must be text")
+    async def _on_config(self, frame: proto.ConfigMessage) -> None:
+        given = frame.model_fields_set
+        rate = frame.input_sample_rate if "input_sample_rate" in given else self.input_sample_rate
+        instructions = frame.instructions or self.settings.voice_instructions
+        vad = frame.vad if "vad" in given else self.vad
         self.input_sample_rate = rate
         if vad != self.vad:
             self.vad = vad
             self._ptt.clear()
             # Push-to-talk: the session hears nothing until the user lets go (see _on_end_turn).
-            self.session.input.audio = self.microphone if vad else None
-        await self.agent.update_instructions(instructions)
-        self.language = frame.get("language") or None
-        session_stt(self.session).update_options(language=self.language or "")
-        session_tts(self.session).update_options(voice=frame.get("voice") or self.settings.tts_default_voice or "")
-        self.send({"type": "config", "input_sample_rate": rate, "vad": vad,
-                   "output_sample_rate": self.services.tts.sample_rate})
+            self.engine.listen(vad)
+        self.language = frame.language or None
+        await self.engine.configure(instructions=instructions, language=self.language or "",
+                                    voice=frame.voice or self.settings.tts_default_voice or "")
+        self.send(proto.ConfigEvent(input_sample_rate=rate, vad=vad, output_sample_rate=self.services.tts.sample_rate))
 
-    async def _on_typed(self, frame: dict) -> None:
-        text = frame.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise FrameError("empty_text", "a text turn needs non-empty \"text\"")
-        require_unicode(text, "text")
-        if len(text) > self.settings.max_text_chars:
-            raise FrameError("text_too_long", f"text turns may be at most {self.settings.max_text_chars} characters")
-        await self._answer(text.strip(), source="text")
+    async def _on_typed(self, frame: proto.TextMessage) -> None:
+        await self._answer(frame.text.strip(), source="text")
 
-    async def _on_end_turn(self, _frame: dict) -> None:
+    async def _on_end_turn(self, _frame: proto.EndTurnMessage) -> None:
         audio, self._ptt = bytes(self._ptt), bytearray()
         if not audio:
             raise FrameError("no_audio", "end_turn with no audio since the last turn")
         await self._transcribe_and_answer(audio, self.input_sample_rate, source="push_to_talk")
 
-    async def _on_interrupt(self, _frame: dict) -> None:
+    async def _on_interrupt(self, _frame: proto.InterruptMessage) -> None:
         await self._interrupt("client")
 
-    async def _on_utterance(self, frame: dict) -> None:
-        encoded = self.decode_base64(frame.get("data"))
+    async def _on_utterance(self, frame: proto.AudioMessage) -> None:
+        encoded = self.decode_base64(frame.data)
         try:
             samples = await asyncio.to_thread(decode_audio, encoded, max_seconds=self.settings.max_audio_seconds)
         except AudioError as exc:
@@ -191,7 +167,7 @@ class SocketConversation(VoiceSocketSession):
         if not pcm:
             return
         if self.vad:
-            self.microphone.push(pcm, self.input_sample_rate)
+            self.engine.push_audio(pcm, self.input_sample_rate)
         elif len(self._ptt) + len(pcm) <= self.settings.max_audio_seconds * self.input_sample_rate * 2:
             self._ptt += pcm
 
@@ -203,16 +179,16 @@ class SocketConversation(VoiceSocketSession):
             text, language = await self.transcribe(pcm, rate, self.language)
         except Exception as exc:  # noqa: BLE001 - a failed turn must not end the session
             log.warning("transcription failed: %s", exc)
-            self.send({"type": "error", "code": "stt_failed", "message": f"the transcription failed: {exc}"})
+            self.send(proto.ErrorEvent(code="stt_failed", message=f"the transcription failed: {exc}"))
             return
-        self.send({"type": "transcript", "role": "user", "text": text, "final": True, "language": language})
+        self.send(proto.TranscriptEvent(text=text, final=True, language=language))
         if any(ch.isalnum() for ch in text):
             await self._answer(text, source=source, speech_end=speech_end)
 
     async def _answer(self, text: str, *, source: str, speech_end: float | None = None) -> None:
         await self._interrupt("new_turn")
         self._next_source, self._next_speech_end = source, speech_end
-        self.session.generate_reply(user_input=text)
+        self.engine.generate_reply(user_input=text)
 
     async def _interrupt(self, reason: str) -> None:
         reply = self._reply
@@ -221,28 +197,27 @@ class SocketConversation(VoiceSocketSession):
         self._interrupt_reason = reason
         if reply.started or reason == "client":
             self._send_interrupted(reply)
-        await interrupt_session(self.session)
+        await self.engine.interrupt()
 
     def _send_interrupted(self, reply: Reply) -> None:
         if not reply.interrupt_sent:
             reply.interrupt_sent = True
-            self.send({"type": "interrupted", "reason": self._interrupt_reason})
+            self.send(proto.InterruptedEvent(reason=self._interrupt_reason))
 
     def _turn_cut(self, seconds: float) -> None:
-        self.send({"type": "turn_cut", "reason": "max_turn_length", "max_seconds": seconds,
-                   "message": f"you spoke for over {seconds:.0f} s without a pause: answering what was said so far"})
+        self.send(proto.TurnCutEvent(max_seconds=seconds,
+                                     message=f"you spoke for over {seconds:.0f} s without a pause: answering what was said so far"))
 
     # --- what the session tells us --------------------------------------------------------------
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
         if ev.new_state == "speaking" and ev.old_state != "speaking":
-            self.send({"type": "vad", "state": "speech_start"})
+            self.send(proto.VadEvent(state="speech_start"))
         elif ev.old_state == "speaking" and ev.new_state != "speaking":
-            self.send({"type": "vad", "state": "speech_end"})
+            self.send(proto.VadEvent(state="speech_end"))
 
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         if ev.is_final and ev.transcript.strip():
-            self.send({"type": "transcript", "role": "user", "text": ev.transcript.strip(), "final": True,
-                       "language": ev.language})
+            self.send(proto.TranscriptEvent(text=ev.transcript.strip(), final=True, language=ev.language))
 
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
         self._turns += 1
@@ -278,7 +253,7 @@ class SocketConversation(VoiceSocketSession):
             if reply.interrupt_sent:
                 return
             reply.text += text
-        self.send({"type": "text", "role": "assistant", "delta": text})
+        self.send(proto.TextEvent(delta=text))
 
     def reply_stopped(self) -> None:
         """The session cut the reply while the client was playing it: the client stops at once."""
@@ -294,8 +269,8 @@ class SocketConversation(VoiceSocketSession):
             return
         if not reply.started:
             return  # a reply prepared ahead and dropped, or one with nothing to say
-        self.send({"type": "response_end", "text": reply.text.strip()})
-        self.send(self._metrics(reply))
+        self.send(proto.ResponseEndEvent(text=reply.text.strip()))
+        self.send(proto.MetricsEvent.model_validate(self._metrics(reply)))
 
     def _metrics(self, reply: Reply) -> dict[str, Any]:
         assistant = reply.assistant_metrics

@@ -21,7 +21,7 @@ from app.audio.codec import resample_pcm
 from app.audio.vad import load_vad
 from app.services.base import ServiceOverloaded, UpstreamError
 from app.services.llm import ChatMessage, GenerationParams, LLMGate, Usage
-from app.voice.sentences import SentenceChunker
+from app.agents.sentences import SentenceChunker
 from bench.offline_io import voiced_end
 
 NO_RETRY = APIConnectOptions(max_retry=0)

@@ -21,7 +21,7 @@ from app.audio.vad import load_vad
 from app.config.settings import Settings
 from app.services.base import ServiceUnavailable
 from app.services.container import Services
-from app.voice.sentences import SentenceChunker
+from app.agents.sentences import SentenceChunker
 from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 

@@ -81,6 +81,10 @@ class GemmaLLM(llm.LLM):
         return self._params.max_tokens
 
     @property
+    def temperature(self) -> float:
+        return self._params.temperature
+
+    @property
     def service(self) -> LLMService:
         return self._services.llm
 

@@ -11,8 +11,9 @@ from app.api.deps import ServicesDep, accept_voice_socket
 from app.api.v1.speech import transcribe_upload
 from app.audio.codec import encode_audio
 from app.services.llm import ChatMessage, GenerationParams
-from app.voice.sentences import speakable
+from app.agents.sentences import speakable
 from app.voice.socket_io import run_counted, voice_sessions_full
+from app.voice.socket_protocol import ErrorEvent, event_json
 from app.voice.websocket import SocketConversation
 
 router = APIRouter(prefix="/conversation", tags=["conversation"])
@@ -49,8 +50,8 @@ async def conversation_ws(ws: WebSocket):
     if not await accept_voice_socket(ws):  # Origin and API key, checked before the handshake is accepted
         return
     if voice_sessions_full(ws.app.state):
-        await ws.send_json({"type": "error", "code": "too_many_sessions",
-                            "message": "the server is at its voice session limit; try again shortly"})
+        await ws.send_json(event_json(ErrorEvent(
+            code="too_many_sessions", message="the server is at its voice session limit; try again shortly")))
         await ws.close(code=1013)
         return
     await run_counted(ws.app.state, SocketConversation(ws, services))
