@@ -133,13 +133,13 @@ class Override:
 
 class VoiceEngine:
     """One conversation of the engine. ``speaker``: the reply's audio; ``on_text``: its words, as heard.
-    ``tunable_vad``: a VAD of this conversation's own, whose thresholds ``tune_vad`` may change."""
+    ``own_vad``: a VAD of this conversation's own, whose thresholds ``tune_vad`` may change."""
 
     def __init__(self, services: Services, *, name: str, speaker: ListenerPlayout, on_text: Callable[[str], None],
-                 tunable_vad_: bool = False) -> None:
+                 own_vad: bool = False) -> None:
         self.services = services
         settings = services.settings
-        self._vad = tunable_vad(settings) if tunable_vad_ else None
+        self._vad = tunable_vad(settings) if own_vad else None
         self._session: AgentSession = create_agent_session(services, **({"vad": self._vad} if self._vad else {}))
         self._agent = GemmaVoiceAgent(settings=settings)
         self._microphone = _Microphone(label=f"{name}-microphone")
@@ -188,7 +188,7 @@ class VoiceEngine:
 
     def tune_vad(self, *, threshold: float, silence_ms: int, padding_ms: int) -> None:
         if self._vad is None:
-            raise RuntimeError("this engine shares the settings' VAD: build it with tunable_vad_=True")
+            raise RuntimeError("this engine shares the settings' VAD: build it with own_vad=True")
         self._vad.update_options(activation_threshold=threshold, deactivation_threshold=max(threshold - 0.15, 0.01),
                                  min_silence_duration=silence_ms / 1000, prefix_padding_duration=padding_ms / 1000)
 

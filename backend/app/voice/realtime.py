@@ -89,7 +89,7 @@ class RealtimeConversation(VoiceSocketSession):
             threshold=settings.vad_activation_threshold, silence_ms=settings.vad_min_silence_ms,
             temperature=settings.voice_temperature)
         super().__init__(ws, services, session_id=new_id("sess"), speaker=RealtimeSpeaker(self),
-                         tunable_vad=True)
+                         own_vad=True)
 
     def session_handlers(self) -> dict[str, Callable[[Any], None]]:
         return {"user_state_changed": self._on_user_state, "speech_created": self._on_speech_created,

@@ -37,7 +37,7 @@ class VoiceSocketSession:
     kind = "voice"  # names the microphone, the transcript output and the writer task
 
     def __init__(self, ws: WebSocket, services: Services, *, session_id: str, speaker: ListenerPlayout,
-                 tunable_vad: bool = False) -> None:
+                 own_vad: bool = False) -> None:
         self.ws = ws
         self.services = services
         self.settings = services.settings
@@ -46,7 +46,7 @@ class VoiceSocketSession:
         self._tasks: set[asyncio.Task] = set()
         self.speaker = speaker
         self.engine = VoiceEngine(services, name=self.kind, speaker=speaker, on_text=self.reply_text,
-                                  tunable_vad_=tunable_vad)
+                                  own_vad=own_vad)
         for event, handler in {**self.session_handlers(), "error": self._on_error, "close": self._on_close}.items():
             self.engine.on(event, handler)
 
