@@ -462,7 +462,7 @@ async def test_the_model_pauses_where_the_first_piece_ends(services):
             paused = True
             # The TTS starts on it a few milliseconds later (in a session the text passes a few tasks first).
             asyncio.get_running_loop().call_later(0.005, gate.clear)
-            await asyncio.sleep(0.3)  # while the piece is synthesized
+            await until(lambda: gate.held, 10, "the model held at the gate")  # while the piece is synthesized
             assert usage.completion_tokens == at_piece_end[0]
             gate.set()
     assert paused and len(at_piece_end) == 1, "".join(pieces)

@@ -305,7 +305,7 @@ async def test_one_slow_server_response_does_not_hold_other_sessions_back(double
             return response.json()["choices"][0]["message"]["content"], time.monotonic()
 
         slow = asyncio.create_task(ask("a slow question"))
-        await asyncio.sleep(0.2)
+        await until(lambda: double.requests, 10, "the slow question at the model server")  # it waits there
         quick_text, quick_done = await ask("a quick question")
         slow_text, slow_done = await slow
     assert quick_text == "a quick question" and slow_text == "a slow question"
