@@ -527,7 +527,7 @@ async def test_realtime_and_conversation_ws_share_the_session_limit(server):
     assert not client.invalid, client.invalid
 
 
-async def test_beta_clients_get_beta_names_and_g711(server):
+async def test_beta_clients_get_beta_names_and_g711(server, question_pcm24k):
     headers = {"OpenAI-Beta": "realtime=v1"}
     async with websockets.connect(f"{server.ws_url}/v1/realtime?model=gemma-local", additional_headers=headers,
                                   max_size=None) as ws:
@@ -536,15 +536,34 @@ async def test_beta_clients_get_beta_names_and_g711(server):
         assert created["input_audio_format"] == "pcm16" and created["modalities"] == ["text", "audio"]
         await ws.send(json.dumps({"type": "session.update", "session": {
             "instructions": SHORT, "max_response_output_tokens": 20, "output_audio_format": "g711_ulaw",
-            "turn_detection": None}}))
+            "turn_detection": None, "input_audio_transcription": {"model": "whisper-1"}}}))
         updated = (await client.wait_for("session.updated"))[0]["session"]
         assert updated["output_audio_format"] == "g711_ulaw" and updated["turn_detection"] is None
         await ws.send(json.dumps({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}}))
         await ws.send(json.dumps({"type": "response.create"}))
         done = (await client.wait_for("response.done", timeout=120))[0]["response"]
+
+        # The other events, in their beta shapes: a committed utterance and its transcript, an item retrieved,
+        # truncated and deleted, a cleared buffer and a refused event.
+        for i in range(0, len(question_pcm24k), CHUNK * 10):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                      "audio": base64.b64encode(question_pcm24k[i:i + CHUNK * 10]).decode()}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await client.wait_for("conversation.item.input_audio_transcription.completed", timeout=60)
+        reply = done["output"][0]["id"]
+        for event in ({"type": "conversation.item.retrieve", "item_id": reply},
+                      {"type": "conversation.item.truncate", "item_id": reply, "content_index": 0, "audio_end_ms": 200},
+                      {"type": "conversation.item.delete", "item_id": reply},
+                      {"type": "input_audio_buffer.clear"}, {"type": "no.such.event"}):
+            await ws.send(json.dumps(event))
+        for kind in ("conversation.item.retrieved", "conversation.item.truncated", "conversation.item.deleted",
+                     "input_audio_buffer.cleared", "error"):
+            await client.wait_for(kind, timeout=30)
         client.close()
     assert not client.invalid, client.invalid  # every event is one the beta SDK's models accept
+    assert {"input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed"} <= \
+        {e["type"] for e in client.events}
     assert done["status"] == "completed" and done["output"][0]["content"][0]["type"] == "audio"
     types = {e["type"] for e in client.events}
     assert {"response.audio.delta", "response.audio_transcript.delta", "response.audio.done",

@@ -1,6 +1,7 @@
 """A second real client of ``WS /v1/realtime``: LiveKit's own OpenAI Realtime plugin (``livekit-plugins-openai``),
 its ``RealtimeModel`` pointed at this server, as the LLM of an ``AgentSession`` that hears spoken audio and
-plays the reply on a real-time clock. A spoken turn is answered in audio, and talking over a long reply stops it."""
+plays the reply on a real-time clock. A spoken turn is answered in audio, and talking over a long reply stops it.
+Every server event the plugin receives is checked against the ``openai`` SDK's event models (``realtime_events``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from livekit.agents import Agent, AgentSession
 from livekit.plugins import openai as lk_openai
 from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
+from realtime_events import event_mismatch
 
 from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
@@ -30,6 +32,27 @@ async def until(check, timeout: float, what: str):
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def check_events(model: lk_openai.realtime.RealtimeModel) -> tuple[list[str], list[str]]:
+    """(every event type the model's sessions receive, what is wrong with those that are not the API's)."""
+    received: list[str] = []
+    invalid: list[str] = []
+
+    def check(event: dict) -> None:
+        received.append(event.get("type"))
+        if (mismatch := event_mismatch(event)) is not None:
+            invalid.append(mismatch)
+
+    open_session = model.session
+
+    def session(*args, **kwargs):
+        opened = open_session(*args, **kwargs)
+        opened.on("openai_server_event_received", check)  # the raw JSON event, as the plugin received it
+        return opened
+
+    model.session = session
+    return received, invalid
+
+
 def messages(session: AgentSession, role: str) -> list:
     return [m for m in session.history.items if getattr(m, "role", None) == role]
 
@@ -41,6 +64,7 @@ async def test_livekit_realtime_model_holds_a_spoken_turn_and_a_barge_in(server,
             modalities=["audio"], input_audio_transcription=AudioTranscription(model="whisper-1", language="en"),
             turn_detection=ServerVad(type="server_vad", threshold=0.5, silence_duration_ms=300, prefix_padding_ms=300,
                                      create_response=True, interrupt_response=True))
+        received, invalid = check_events(model)
         session = AgentSession(llm=model)
         session.input.audio = mic = ClipMicrophone(sample_rate=RATE)
         session.output.audio = speaker = RecordingSpeaker()
@@ -72,3 +96,5 @@ async def test_livekit_realtime_model_holds_a_spoken_turn_and_a_barge_in(server,
                         "the question after the barge-in answered")
         finally:
             await session.aclose()
+    assert "session.created" in received and "response.done" in received, received
+    assert not invalid, invalid

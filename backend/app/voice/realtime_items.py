@@ -342,6 +342,8 @@ class Items:
             "max_output_tokens": self.owner.max_tokens(response.max_output_tokens),
         }
         if self.owner.beta:
+            if usage is not None:  # the beta API's usage (openai.types.beta.realtime) counts no image tokens
+                del usage["input_token_details"]["image_tokens"]
             body["modalities"] = ["text", "audio"] if response.audio_out else ["text"]
             body["output_audio_format"] = BETA_FORMAT_NAMES[response.output_format]
             body["voice"] = response.voice

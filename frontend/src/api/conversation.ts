@@ -1,4 +1,11 @@
-/** The real-time voice protocol of `WS /v1/conversation/ws` (see "The voice WebSocket" in README.md). */
+/**
+ * The real-time voice socket, `WS /v1/conversation/ws` (see "The voice WebSocket" in README.md). Its JSON events and
+ * messages are typed in socketProtocol.generated.ts, generated from the server's models
+ * (backend/app/voice/socket_protocol.py): `npm run protocol:generate`, never by hand.
+ */
+import type { ClientMessage, ConfigMessage, ServerEvent } from './socketProtocol.generated';
+
+export type * from './socketProtocol.generated';
 
 export const CONVERSATION_PATH = '/v1/conversation/ws';
 
@@ -30,28 +37,15 @@ export function socketTarget(url: string): { url: string; protocols: string[] } 
   return { url: parsed.toString(), protocols };
 }
 
-export interface ConversationConfig {
-  instructions?: string;
-  voice?: string;
-  language?: string;
+/**
+ * The session's settings, sent as the `config` message. The server's answer is a `config` event; a later
+ * config replaces them all (send every field again).
+ */
+export type ConversationConfig = Omit<ConfigMessage, 'type'> & {
   input_sample_rate: number;
   /** true: the server detects turns; false: push-to-talk, the client sends end_turn. */
   vad: boolean;
-}
-
-export type ServerEvent =
-  | { type: 'ready'; session_id?: string; input_sample_rate?: number; output_sample_rate: number }
-  | { type: 'vad'; state: 'speech_start' | 'speech_end' }
-  | { type: 'transcript'; role: 'user'; text: string; final: boolean }
-  | { type: 'text'; role: 'assistant'; delta: string }
-  | { type: 'response_end'; [key: string]: unknown }
-  | { type: 'interrupted'; [key: string]: unknown }
-  /** The user may be talking over the reply: hold its audio; `resumed` if it was only a noise. */
-  | { type: 'playback'; state: 'paused' | 'resumed' }
-  /** The user spoke past the server's maximum turn length: what was said so far is answered. */
-  | { type: 'turn_cut'; message?: string; max_seconds?: number }
-  | { type: 'metrics'; voice_to_voice_ms?: number; [key: string]: unknown }
-  | { type: 'error'; code?: string; message?: string };
+};
 
 export interface ConversationHandlers {
   onEvent: (event: ServerEvent) => void;
@@ -120,7 +114,7 @@ export class ConversationSocket {
     }
   }
 
-  private sendJson(message: Record<string, unknown>): void {
+  private sendJson(message: ClientMessage): void {
     if (this.isOpen) this.socket!.send(JSON.stringify(message));
   }
 
