@@ -11,7 +11,7 @@ import pytest
 import websockets
 from pydantic import TypeAdapter, ValidationError
 
-from helpers import QUESTION_WORDS, words
+from helpers import QUESTION_WORDS, until, words
 
 from app.audio.codec import decode_audio, float_to_pcm16
 from app.voice.socket_protocol import ServerEvent, event_json
@@ -75,11 +75,8 @@ class VoiceClient:
         return [e for e in self.events if e["type"] == kind]
 
     async def wait_for(self, kind: str, count: int = 1, timeout: float = 60) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.of(kind)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {kind!r} event within {timeout}s; got {[e['type'] for e in self.events]}")
-            await asyncio.sleep(0.02)
+        await until(lambda: len(self.of(kind)) >= count, timeout,
+                    lambda: f"{count} {kind!r} event(s); got {[e['type'] for e in self.events]}")
         return self.of(kind)
 
     async def close(self):
@@ -150,12 +147,17 @@ async def test_push_to_talk(voice, question_pcm16k):
     await voice.wait_for("ready")
     await voice.send({"type": "config", "vad": False, "instructions": "Answer in five words."})
     await voice.wait_for("config")
-    await voice.speak(question_pcm16k, speed=8.0, trailing_silence_s=0)
-    assert not voice.of("transcript")  # nothing happens until the user lets go
+    # A second of silence after the question: with the VAD on, that would end the turn.
+    await voice.speak(question_pcm16k, speed=8.0, trailing_silence_s=1.0)
+    let_go = len(voice.order)
     await voice.send({"type": "end_turn"})
     transcript = (await voice.wait_for("transcript"))[0]
     assert QUESTION_WORDS <= words(transcript["text"])
     await voice.wait_for("response_end")
+    # Nothing happened until the user let go: by the end of the reply to end_turn, a turn the VAD had heard
+    # would long have been reported (speech_start at the first words) and answered.
+    assert not voice.of("vad") and len(voice.of("transcript")) == 1, voice.order
+    assert "transcript" not in voice.order[:let_go] and len(voice.of("response_end")) == 1, voice.order
 
 
 async def test_recorded_utterance(voice, question_wav):
@@ -170,9 +172,7 @@ async def test_interrupt_stops_reply_audio(voice):
     await voice.wait_for("ready")
     await voice.send({"type": "config", "instructions": "You tell very long stories.", "vad": False})
     await voice.send({"type": "text", "text": "Tell me a long story about a brave knight and a dragon."})
-    deadline = time.monotonic() + 60
-    while not voice.audio and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await until(lambda: voice.audio, 60, "the reply's audio")
     await voice.send({"type": "interrupt"})
     await voice.wait_for("interrupted")
     # Frames are handled in order and the interrupt is filed before the next one: the answer to this config
@@ -198,17 +198,15 @@ async def reply_fully_sent(server, voice, *, unplayed_s: float, timeout: float =
     """Wait until the server has sent the whole reply (its speaker flushed the segment) with at least
     ``unplayed_s`` of it still unplayed at the client, which plays it in real time from the first
     byte; returns the seconds of audio received."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        segments = conversation(server, voice).speaker.segments
-        if segments and segments[-1].flushed and voice.audio_times:
-            await asyncio.sleep(0.2)  # the last frames are on their way
-            received = len(voice.audio) / 2 / 22050
-            assert received - (time.perf_counter() - voice.audio_times[0]) >= unplayed_s, \
-                f"the reply was too short for this test: {received:.1f} s of audio"
-            return received
-        await asyncio.sleep(0.05)
-    raise AssertionError("the reply audio never finished arriving")
+    speaker = conversation(server, voice).speaker
+    await until(lambda: speaker.segments and speaker.segments[-1].flushed, timeout, "the whole reply sent")
+    # Every sample the speaker sent (at the client's rate, 22050 Hz) has arrived.
+    sent = round(sum(segment.duration for segment in speaker.segments) * 22050)
+    await until(lambda: len(voice.audio) // 2 >= sent, 30, lambda: f"{sent} samples; {len(voice.audio) // 2} came")
+    received = len(voice.audio) / 2 / 22050
+    assert received - (time.perf_counter() - voice.audio_times[0]) >= unplayed_s, \
+        f"the reply was too short for this test: {received:.1f} s of audio"
+    return received
 
 
 STORYTELLER = "You are a storyteller. Always answer with a long story of at least eight sentences."
@@ -293,9 +291,8 @@ async def test_vanishing_client_leaves_no_work_behind(server):
     live = {f"websocket-writer-{sid}" for sid in server.app.state.voice_conversations}
     assert live and set(server.call(_session_tasks())) == live  # what is looked for below exists while it runs
     ws.transport.abort()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (llm.status()["active"] or server.app.state.voice_conversations):
-        await asyncio.sleep(0.05)
+    await until(lambda: not (llm.status()["active"] or server.app.state.voice_conversations), 10,
+                "the conversation and its generation to end")
     assert llm.status()["active"] == 0
     assert not server.app.state.voice_conversations
     tasks = server.call(_session_tasks())

@@ -102,10 +102,11 @@ async def test_talking_over_the_agent_stops_its_audio_and_it_answers_the_new_wor
         second = await user.agent_voice_after(said_again.end, REPLY_S)
         await until(lambda: len(user.texts(user.agent_identity)) >= 2, 10, "both replies' transcripts")
         heard = user.texts(user.room.local_participant.identity)
-    # The first reply (uninterrupted, over 8 s of speech) stopped soon after the user started talking,
-    # and stayed stopped until the answer to the new words.
+    # The first reply (uninterrupted, over 8 s of speech) stopped while the user was still talking (at their
+    # voice, not after their last word and pause), and stayed stopped until the answer to the new words. How
+    # soon it stops is bench.room_latency's to measure (barge_in_pause_ms): a bound here measures the machine.
     assert first < said_again.start < stopped  # it was talking when the user began
-    assert stopped - said_again.start < 1.5, f"the agent talked on {stopped - said_again.start:.2f} s"
+    assert stopped < said_again.end, "the agent talked on until the user had finished"
     assert user.voiced_seconds(stopped + 0.05, second - 0.05) == 0.0
     assert {"sky"} <= words(" ".join(heard)), heard
     print(f"the agent's audio stopped {(stopped - said_again.start) * 1000:.0f} ms after the user's voice began; "
