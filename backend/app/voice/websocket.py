@@ -1,11 +1,11 @@
 """``WS /v1/conversation/ws``: the WebSocket as one more transport of the voice engine.
 
 The conversation itself is the same ``GemmaVoiceAgent`` in the same ``AgentSession`` that answers
-a LiveKit room (``app.agents.voice_agent``). This module only moves audio and events: microphone
-PCM from binary frames into the session (``SocketMicrophone``), reply audio out as binary frames on
-the client's playback clock (``SocketSpeaker``), the reply's words in step with its audio (the
-framework's ``TranscriptSynchronizer``), and the session's events as the protocol's JSON events
-(README, "The voice WebSocket").
+a LiveKit room, reached through the engine's door (``app.engine.VoiceEngine``). This module only moves
+audio and events: microphone PCM from binary frames into the engine, reply audio out as binary frames on
+the client's playback clock as the server estimates it (``SocketSpeaker``), the reply's words in step with
+its audio, and the session's events as the protocol's JSON events (``app.voice.socket_protocol``; README,
+"The voice WebSocket").
 
 Turns the protocol has beyond an open microphone map onto the same session: a typed turn, a whole
 recorded utterance (``audio``) and push-to-talk (``vad: false`` then ``end_turn``) are transcribed
