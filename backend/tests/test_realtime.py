@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import websockets
-from helpers import QUESTION_WORDS, STRICT_KEY, words
+from helpers import QUESTION_WORDS, STRICT_KEY, until, words
 from openai import AsyncOpenAI
 from realtime_events import event_mismatch
 
@@ -57,11 +57,8 @@ class Realtime:
         return [e for e in self.events if e["type"] == kind and all(_get(e, k) == v for k, v in match.items())]
 
     async def wait_for(self, kind: str, count: int = 1, timeout: float = 90, **match) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.of(kind, **match)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {kind!r} {match or ''} within {timeout}s; got {self.summary()}")
-            await asyncio.sleep(0.02)
+        await until(lambda: len(self.of(kind, **match)) >= count, timeout,
+                    lambda: f"{count} {kind!r} {match or ''}; got {self.summary()}")
         return self.of(kind, **match)
 
     def summary(self) -> list[str]:
@@ -296,15 +293,17 @@ async def wait_for_unplayed_audio(rt, response_id: str, seconds: float, timeout:
     """Wait until the client holds ``seconds`` of the reply it has not played yet (it plays from the first
     delta, in real time); returns when the first delta came."""
     first = (await rt.wait_for("response.output_audio.delta", timeout=timeout, response_id=response_id))[0]["_t"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def enough_unplayed() -> bool:
         received = len(audio_of(rt, response_id)) / 2 / RATE
         if received - (time.perf_counter() - first) >= seconds:
-            return first
-        if rt.of("response.done", **{"response.id": response_id}):
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the reply was too short for this test: {len(audio_of(rt, response_id)) / 2 / RATE:.1f} s")
+            return True
+        assert not rt.of("response.done", **{"response.id": response_id}), \
+            f"the reply was too short for this test: {received:.1f} s"
+        return False
+
+    await until(enough_unplayed, timeout, f"{seconds} s of the reply unplayed")
+    return first
 
 
 async def test_barge_in_with_truncate_keeps_only_what_was_played(server, rt, question_pcm24k):
@@ -482,9 +481,8 @@ async def test_vanishing_client_leaves_no_work_behind(server):
         await client.wait_for("response.output_audio.delta")  # the reply is speaking: now vanish
         conn._connection.transport.abort()
         client.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (llm.status()["active"] or server.app.state.voice_conversations):
-        await asyncio.sleep(0.05)
+    await until(lambda: not (llm.status()["active"] or server.app.state.voice_conversations), 10,
+                "the conversation and its generation to end")
     assert llm.status()["active"] == 0
     assert not server.app.state.voice_conversations
     assert not server.call(_realtime_tasks())

@@ -6,11 +6,10 @@ Every server event the plugin receives is checked against the ``openai`` SDK's e
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import numpy as np
-from helpers import QUESTION_WORDS, words
+from helpers import QUESTION_WORDS, until, words
 from livekit.agents import Agent, AgentSession
 from livekit.plugins import openai as lk_openai
 from openai.types.realtime.audio_transcription import AudioTranscription
@@ -21,15 +20,6 @@ from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 RATE = 24000
 STORYTELLER = "You are a storyteller. Always answer with a long story of at least eight sentences."
-
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def check_events(model: lk_openai.realtime.RealtimeModel) -> tuple[list[str], list[str]]:
@@ -87,13 +77,15 @@ async def test_livekit_realtime_model_holds_a_spoken_turn_and_a_barge_in(server,
             await until(lambda: session.agent_state == "speaking", 120, "the story starts")
             await asyncio.sleep(2.0)
             story = len(messages(session, "assistant"))
-            spoke = time.perf_counter()
             mic.play(question_pcm16k, 16000)
-            await until(lambda: [m for m in messages(session, "assistant")[story:] if m.interrupted], 60,
-                              "the story interrupted")
-            assert time.perf_counter() - spoke < 10, "the story went on too long after the user spoke"
-            await until(lambda: len([m for m in messages(session, "assistant") if not m.interrupted]) >= 2, 120,
-                        "the question after the barge-in answered")
+            [cut] = await until(lambda: [m for m in messages(session, "assistant")[story:] if m.interrupted], 60,
+                                "the story interrupted")
+            # How soon it stops is bench.realtime_latency's to measure (a bound here measured the machine); what
+            # must hold is that the story was cut, and the question answered after it.
+            answered = await until(lambda: [m for m in messages(session, "assistant")[story:] if not m.interrupted],
+                                   120, "the question after the barge-in answered")
+            replies = messages(session, "assistant")
+            assert replies.index(cut) < replies.index(answered[0]), [(m.interrupted, m.text_content) for m in replies]
         finally:
             await session.aclose()
     assert "session.created" in received and "response.done" in received, received
