@@ -28,6 +28,16 @@ from app.config.settings import Settings
 BACKEND = Path(__file__).resolve().parents[2]
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
+
+def start_api(tmp_path: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """``uvicorn app.main:app`` on loopback in its own process group, its output in ``tmp_path/api.log``."""
+    log_path = tmp_path / "api.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=BACKEND, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc, log_path
+
 def job_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "job_thread_runner"]
 
@@ -118,11 +128,7 @@ def test_the_api_starts_and_stops_the_agent_with_its_lifespan(tmp_path):
     env.update(APP_ENV="test", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", LIVEKIT_IN_PROCESS_AGENT="true",
                LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}", LIVEKIT_API_KEY="APIlifespan",
                LIVEKIT_API_SECRET="s" * 40)
-    log_path = tmp_path / "api.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=BACKEND, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc, log_path = start_api(tmp_path, port, env)
     try:
         deadline = time.monotonic() + 150
         while True:
@@ -155,11 +161,7 @@ def test_zero_config_the_api_hands_out_the_local_servers_address(tmp_path, livek
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
     env.update(APP_ENV="development", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1", PORT=str(port),
                LIVEKIT_SERVER_BIN=str(livekit_binary), ROOM_STORE_PATH=str(tmp_path / "rooms.sqlite"))
-    log_path = tmp_path / "api.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=BACKEND, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc, log_path = start_api(tmp_path, port, env)
     try:
         deadline = time.monotonic() + 60
         while True:
