@@ -16,15 +16,17 @@ import asyncio
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 from app.agents.runtime import prewarm_services
+from app.agents.turn_trace import TurnTrace
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.config.settings import REPO_DIR, Settings, get_settings
 from app.services.container import Services
 from bench.common import summary as stats
-from bench.common import user_voice, word_errors
+from bench.common import hop_table, user_voice, word_errors
 from bench.offline_io import ClipMicrophone, RecordingSpeaker
 
 RESULTS = REPO_DIR / "bench-results" / "agent_latency.json"
@@ -52,7 +54,8 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-async def run_turns(services: Services, turns: int, *, turn_detector: bool, language: str | None) -> list[dict]:
+async def run_turns(services: Services, turns: int, *, turn_detector: bool, language: str | None,
+                    trace: Path) -> list[dict]:
     questions = (QUESTIONS * 2)[:turns + 1]
     spoken, rate = await user_voice(questions)
     clips = list(zip(questions, spoken))
@@ -69,8 +72,12 @@ async def run_turns(services: Services, turns: int, *, turn_detector: bool, lang
     session.on("user_input_transcribed",
                lambda ev: (finals if ev.is_final else preflights).append(time.perf_counter()))
     session.on("agent_state_changed", lambda ev: ev.new_state == "thinking" and thinking.append(time.perf_counter()))
+    turn_trace = TurnTrace(session, trace)  # the hops, as bench.room_latency has them from the worker
+    voice_agent = GemmaVoiceAgent()
+    voice_agent.on_moment = turn_trace.mark
     async with session:
-        await session.start(GemmaVoiceAgent())
+        await session.start(voice_agent)
+        turn_trace.tap_input()
         await asyncio.sleep(1.0)
         for index, (question, pcm) in enumerate(clips):
             before = len(speaker.segments)
@@ -103,6 +110,7 @@ async def run_turns(services: Services, turns: int, *, turn_detector: bool, lang
                 "question": question,
                 "heard": user.text_content,
                 "reply": agent.text_content,
+                "_sent": clip.speech_ended_at, "_received": reply.first_frame_at,
                 "voice_to_voice_ms": ms(reply.first_frame_at - clip.speech_ended_at),
                 # From the clip's true end of voiced speech:
                 "whisper_started_ms": ms(run[0] - run[1] - end) if run else None,
@@ -152,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"models failed to load: {services.components}")
 
     print(f"prewarm (model start-up): {prewarm_s:.2f} s; measuring {args.turns} turns...")
+    trace = Path(tempfile.mkdtemp(prefix="gemmavoice-trace-")) / "turns.jsonl"
     results = asyncio.run(run_turns(services, args.turns, turn_detector=args.turn_detector,
-                                    language=args.language))
+                                    language=args.language, trace=trace))
+    hops = hop_table(results, trace)
     load_after = os.getloadavg()
 
     keys = STEPS
@@ -172,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "unanswered": sum(r["reply"] is None for r in results),
         "word_error_rate": word_error_rate(results),
         "summary": summary,
+        **hops,
         "per_turn": results,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
         p50, p95 = summary[key]["p50"], summary[key]["p95"]
         print(f"{key.removesuffix('_ms'):<24}{p50 if p50 is not None else '-':>9}{p95 if p95 is not None else '-':>9}")
     print(f"{'prewarm (s)':<24}{prewarm_s:>9.2f}")
+    print(f"hops of {hops['turns_traced']} traced turns (p50 / p95 ms):")
+    for name, values in hops["hops_ms"].items():
+        print(f"  {name:34s} {values['p50']:7.1f} {values['p95']:7.1f}")
     print(f"word error rate: {report['word_error_rate']}; unanswered turns: {report['unanswered']}")
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
     print(f"wrote {output}")

@@ -125,3 +125,35 @@ def word_errors(said: str, heard: str) -> tuple[int, int]:
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1], len(ref)
+
+
+# The hops of a turn, in order: (name, from, to). "sent" (the user's last voiced frame) and "received" (the agent's
+# first voiced frame at the user) are the benchmark's; the rest are the agent's trace (app.agents.turn_trace).
+HOPS = [("sent -> received by the agent", "sent", "last_voiced_received"),
+        ("-> VAD end of speech", "last_voiced_received", "vad_end"),
+        ("-> final transcript", "vad_end", "final_transcript"),
+        ("-> LLM first token", "final_transcript", "llm_first_token"),
+        ("-> first piece at the TTS", "llm_first_token", "llm_first_piece"),
+        ("-> first TTS audio", "llm_first_piece", "tts_first_audio"),
+        ("-> handed to the track", "tts_first_audio", "audio_to_track"),
+        ("-> received by the user", "audio_to_track", "received")]
+
+
+def hop_table(results: list[dict], trace: Path) -> dict:
+    """Each measured turn's hops, from the user's moments (``_sent``, ``_received``: popped from each turn) and the
+    agent's trace line of that turn (the one whose end of speech falls between the two)."""
+    lines = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()] if trace.exists() else []
+    hops: dict[str, list[float]] = {name: [] for name, _, _ in HOPS}
+    traced = 0
+    for turn in results:
+        sent, received = turn.pop("_sent", None), turn.pop("_received", None)
+        moments = next((m for m in lines if sent is not None and sent < m.get("vad_end", 0) < received), None)
+        if moments is None:
+            continue
+        traced += 1
+        moments = {**moments, "sent": sent, "received": received}
+        turn["hops_ms"] = {name: round((moments[b] - moments[a]) * 1000, 1) for name, a, b in HOPS
+                           if a in moments and b in moments}
+        for name, value in turn["hops_ms"].items():
+            hops[name].append(value)
+    return {"turns_traced": traced, "hops_ms": {name: summary(values) for name, values in hops.items() if values}}

@@ -4,7 +4,11 @@ A livekit-server on loopback (``make livekit-server``), the agent worker as user
 the project's defaults), and users who are livekit SDK participants (``bench.livekit_room.RoomUser``)
 speaking the offline harness's questions (``bench.agent_latency``, the same noise-free clips):
 
-- voice-to-voice: the user's last voiced frame sent -> the first frame of the agent's voice received;
+- voice-to-voice: the user's last voiced frame sent -> the first frame of the agent's voice received, and
+  its hops (the worker's ``VOICE_TURN_TRACE``, ``app.agents.turn_trace``, on the same monotonic clock): sent ->
+  received by the agent -> the VAD's end of speech -> final transcript -> the LLM's first token -> its first
+  piece at the TTS -> first TTS audio -> handed to the room's track -> received by the user;
+- where the worker's time goes during those turns: a py-spy profile (``--profile``, on by default);
 - join: the user connected -> the agent in the room;
 - barge-in: the user's first voiced frame over a reply -> the agent's audio stops arriving;
 - memory: the worker's RSS and USS with the models loaded and with each room open.
@@ -20,7 +24,13 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -29,10 +39,11 @@ from app.agents.local_livekit import INSTALL_HINT, LocalLiveKit, find_binary
 from app.config.settings import Settings, get_settings
 from app.services.livekit_tokens import user_token
 from bench.agent_latency import QUESTIONS, SILENCE_AFTER_REPLY_S
-from bench.common import RESULTS, free_port, summary, user_voice
+from bench.common import RESULTS, free_port, hop_table, summary, user_voice
 from bench.livekit_room import RoomUser, WorkerProcess, worker_env
 
 REPLY_TIMEOUT_S = 30.0
+PROFILE_TOP = 15
 LONG_REPLY = "Tell me a long story about a brave knight."
 INTERRUPTION = "Stop. What colour is the sky?"
 # Quiet this long means the reply stopped: longer than the pauses between its sentences (up to ~0.3 s),
@@ -76,7 +87,7 @@ async def turns(settings: Settings, count: int) -> tuple[list[dict], float]:
                 continue
             replies = user.texts(user.agent_identity)
             results.append({"question": question, "voice_to_voice_ms": ms(first - said.end),
-                            "reply": replies[-1] if replies else None})
+                            "reply": replies[-1] if replies else None, "_sent": said.end, "_received": first})
             print(f"  turn {index:2d}: {results[-1]['voice_to_voice_ms']:7.1f} ms  {question}")
     finally:
         await user.close()
@@ -96,8 +107,7 @@ async def barge_ins(settings: Settings, count: int) -> list[float]:
                 break
             said = await user.say(story, rate)
             first = await user.agent_voice_after(said.end, REPLY_TIMEOUT_S)
-            # A session's first seconds of agent speech can't be talked over (VOICE_AEC_WARMUP_S).
-            await asyncio.sleep(2.0 + (get_settings().voice_aec_warmup_s if index == 0 else 0.0))
+            await asyncio.sleep(2.0)  # the first try too: a session's first seconds can be talked over
             over = await user.say(stop, rate)
             stopped = await user.agent_quiet_after(over.start, quiet_s=STOPPED_S, timeout=10)
             talking = user.voiced_seconds(over.start - 0.3, over.start) >= 0.15
@@ -140,6 +150,49 @@ async def wait_worker_free(worker: WorkerProcess, after: int) -> None:
     await asyncio.sleep(3.0)  # the jobs just left end and their next status goes out
 
 
+class Profiler:
+    """py-spy sampling the worker process (its job threads included) until ``stop()``."""
+
+    def __init__(self, pid: int, output: Path) -> None:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.output = output
+        self.proc = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                      "--nonblocking", "--output", str(output)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            err = "timed out"
+        if not self.output.exists():
+            print(f"py-spy wrote no profile: {err.strip()[-300:]}")
+
+
+def profile_top(path: Path, top: int = PROFILE_TOP) -> dict:
+    """The functions the worker spent its samples in: ``self`` (the sampled frame itself) and ``total`` (anywhere
+    on the stack), as shares of all samples (py-spy's collapsed stacks: "frame;frame;... count")."""
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        samples += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            anywhere[frame] += int(count)
+
+    def shares(counter: Counter[str]) -> list[dict]:
+        return [{"function": name, "share": round(n / samples, 3)} for name, n in counter.most_common(top)]
+    return {"file": str(path), "samples": samples, "self": shares(own) if samples else [],
+            "total": shares(anywhere) if samples else []}
+
+
 def offline_reference(whisper_model: str) -> dict | None:
     path = RESULTS / f"agent_latency-{whisper_model}.json"
     if not path.exists():
@@ -156,15 +209,24 @@ async def run(args) -> dict:
     server = await LocalLiveKit.start(binary)
     room_settings = Settings(app_env="test", _env_file=None, livekit_url=server.url, livekit_api_key=server.api_key,
                              livekit_api_secret=server.api_secret)
+    trace = Path(tempfile.mkdtemp(prefix="gemmavoice-trace-")) / "turns.jsonl"
     worker = WorkerProcess(worker_env(LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key,
-                                      LIVEKIT_API_SECRET=server.api_secret, LIVEKIT_WORKER_PORT=str(free_port())))
+                                      LIVEKIT_API_SECRET=server.api_secret, LIVEKIT_WORKER_PORT=str(free_port()),
+                                      VOICE_TURN_TRACE=str(trace)))
+    profile = RESULTS / "room_latency-worker.pyspy.txt"
     try:
         started = time.perf_counter()
         await asyncio.to_thread(worker.wait_for, "marking as available", 180)
         available_s = time.perf_counter() - started
         print(f"worker available to LiveKit {available_s:.1f} s after it started; {args.turns} turns...")
         load_before = os.getloadavg()
-        results, first_join = await turns(room_settings, args.turns)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        profiler = Profiler(worker.proc.pid, profile) if args.profile else None
+        try:
+            results, first_join = await turns(room_settings, args.turns)
+        finally:
+            if profiler is not None:
+                profiler.stop()
         await wait_worker_free(worker, 0)
         print(f"{args.barge_ins} barge-ins...")
         pauses = await barge_ins(room_settings, args.barge_ins)
@@ -191,6 +253,8 @@ async def run(args) -> dict:
         "turns": len(results),
         "unanswered": len(results) - len(v2v),
         "voice_to_voice_ms": summary(v2v),
+        **hop_table(results, trace),
+        "worker_profile": profile_top(profile) if args.profile else None,
         "offline_harness_ms": offline_reference(settings.whisper_model),
         "join_ms": summary([ms(s) for s in [first_join, *joins]]),
         "barge_in_pause_ms": summary([ms(s) for s in pauses]),
@@ -206,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--rooms", type=int, default=2, help="rooms open at once for the memory reading")
     parser.add_argument("--output", type=Path, default=RESULTS / "room_latency.json")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="no py-spy profile of the worker during the turns")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +285,13 @@ def main(argv: list[str] | None = None) -> None:
               f"the room adds {v2v['p50'] - offline['p50']:.0f} ms at p50")
     else:
         print("no offline harness result to compare with: run `python -m bench.agent_latency` first")
+    print(f"hops of {report['turns_traced']} traced turns (p50 / p95 ms):")
+    for name, values in report["hops_ms"].items():
+        print(f"  {name:34s} {values['p50']:7.1f} {values['p95']:7.1f}")
+    if report["worker_profile"]:
+        print(f"the worker's samples ({report['worker_profile']['samples']}), self time:")
+        for item in report["worker_profile"]["self"][:10]:
+            print(f"  {item['share'] * 100:5.1f}%  {item['function'][:110]}")
     print(f"join: p50 {report['join_ms']['p50']} ms, max {report['join_ms']['max']} ms")
     print(f"barge-in, the agent's audio stops: p50 {report['barge_in_pause_ms']['p50']} ms, "
           f"p95 {report['barge_in_pause_ms']['p95']} ms")

@@ -31,6 +31,7 @@ from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from app.agents import runtime
 from app.agents.room_memory import RoomMemory
+from app.agents.turn_trace import TurnTrace
 from app.agents.voice_agent import GemmaVoiceAgent, create_agent_session
 from app.audio.codec import WHISPER_RATE
 from app.config.settings import Settings, get_settings
@@ -206,9 +207,13 @@ async def entrypoint(ctx: JobContext) -> None:
     # A connection made anew after its LiveKit node went away (the room is a new one of the same name): this agent
     # was seen staying there without hearing the user. It leaves; the room keeper sends a fresh one, with the history.
     ctx.room.on("reconnected", lambda: ctx.shutdown(reason="its connection to LiveKit was made anew"))
-    await session.start(GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings,
-                                        chat_ctx=chat_ctx),
-                        room=ctx.room, room_options=room_options())
+    agent = GemmaVoiceAgent(instructions=options.get("instructions"), settings=settings, chat_ctx=chat_ctx)
+    trace = TurnTrace(session, settings.voice_turn_trace) if settings.voice_turn_trace else None
+    if trace is not None:
+        agent.on_moment = trace.mark
+    await session.start(agent, room=ctx.room, room_options=room_options())
+    if trace is not None:
+        trace.tap_input()
 
 
 def prewarm(proc: JobProcess) -> None:

@@ -165,8 +165,10 @@ class Settings(BaseSettings):
     # paused the reply at 200 too: the VAD counts its trailing silence as speech until it ends).
     voice_min_interruption_ms: int = Field(50, ge=50, le=2000)
     voice_false_interruption_s: float = Field(1.5, ge=0.2, le=10.0)
-    # Speech during the first seconds of the agent's speech in a session is not a barge-in: the listener's
-    # echo canceller is still learning the agent's voice (LiveKit Agents' default; 0 turns it off).
+    # The first seconds of the agent's speech in a session, while the listener's echo canceller still learns its
+    # voice: speech over the agent then is checked for its echo (app.agents.voice_agent.EchoCheck: a voice that
+    # stops when the reply pauses, or words the agent said, neither stop the reply nor make a turn); the user's
+    # own words stop it as at any time. 0: no check (a headset, a phone line).
     voice_aec_warmup_s: float = Field(3.0, ge=0.0, le=10.0)
     # A spoken turn Whisper decoded less surely than this (mean token log-probability) is taken for a noise:
     # backwards speech and hisses came out as "Steech desa" at -1.17 to -1.56, 36 short spoken words at
@@ -179,6 +181,9 @@ class Settings(BaseSettings):
     voice_speculate_after_ms: int = Field(32, ge=32, le=1000)
     # A turn that never ends (a noisy room) is cut here and answered.
     voice_max_turn_seconds: float = Field(30.0, ge=2.0, le=300.0)
+    # A file the LiveKit agent appends each turn's moments to (app.agents.turn_trace; bench.room_latency's hop
+    # table). Unset: no trace.
+    voice_turn_trace: Optional[Path] = None
     vad_min_silence_ms: int = 250
     # Voiced audio before the VAD says speech started (silero scores 32 ms windows): 32 starts at the first window
     # over the threshold (after its smoothing), ~64 ms after the voice. 80 (three windows) paused a reply 32-64 ms
@@ -236,7 +241,8 @@ class Settings(BaseSettings):
 
     @field_validator("llm_model_path", "llm_hf_repo", "llm_hf_file", "openaudio_url", "livekit_url", "llm_base_url",
                      "llm_model", "stt_base_url", "tts_base_url", "tts_voice",
-                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", "livekit_webhook_url", "livekit_webhook_api_key", mode="before")
+                     "livekit_public_url", "livekit_api_key", "livekit_server_bin", "livekit_webhook_url", "livekit_webhook_api_key",
+                     "voice_turn_trace", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
