@@ -3,7 +3,7 @@
 ``ClipMicrophone`` is an open microphone: it delivers frames in real time, playing queued clips and
 silence in between. ``RecordingSpeaker`` keeps what the agent says and takes as long to "play" it
 as a real speaker would (``ListenerPlayout``), so the session sees speaking turns of realistic length
-(and barge-ins).
+(and barge-ins). ``SpeakerEcho`` lets the microphone hear the speaker too, as one with no echo canceller yet.
 
     session.input.audio = mic = ClipMicrophone()
     session.output.audio = speaker = RecordingSpeaker()
@@ -62,6 +62,7 @@ class ClipMicrophone(io.AudioInput):
         self._queue: deque[PlayedClip] = deque()
         self._next_at: float | None = None
         self._closed = False
+        self.echo: SpeakerEcho | None = None  # what it hears of the agent's speaker, if anything
 
     def play(self, pcm: bytes, sample_rate: int) -> PlayedClip:
         """Queue a clip (PCM s16le mono at ``sample_rate``): heard after the clips queued before it."""
@@ -99,6 +100,8 @@ class ClipMicrophone(io.AudioInput):
             if clip.position >= len(clip.samples):
                 self._queue.popleft()
                 clip.done.set()
+        if self.echo is not None:
+            out = np.clip(out.astype(np.int32) + self.echo.take(n), -32768, 32767).astype("<i2")
         return rtc.AudioFrame(data=out.tobytes(), sample_rate=self.sample_rate, num_channels=1,
                               samples_per_channel=n)
 
@@ -113,6 +116,7 @@ class RecordingSpeaker(ListenerPlayout):
         super().__init__(label="recording-speaker")
         self.speed = speed
         self._frames: dict[int, list[rtc.AudioFrame]] = {}  # by id() of the segment
+        self._pcm: dict[int, bytearray] = {}  # the same, as one buffer
 
     def audio(self, segment: PlayedSegment) -> rtc.AudioFrame:
         """What the agent said in ``segment``."""
@@ -120,6 +124,59 @@ class RecordingSpeaker(ListenerPlayout):
 
     async def _deliver(self, frame: rtc.AudioFrame) -> None:
         self._frames.setdefault(id(self.segments[-1]), []).append(frame)
+        self._pcm.setdefault(id(self.segments[-1]), bytearray()).extend(frame.data.tobytes())
+
+    def audio_rate(self, segment: PlayedSegment) -> int | None:
+        frames = self._frames.get(id(segment))
+        return frames[0].sample_rate if frames else None
+
+    def played(self, segment: PlayedSegment, start: int = 0) -> np.ndarray:
+        """The samples of ``segment`` from ``start`` that the listener has played by now (all of them once it has
+        finished), at the agent's output rate (``audio(segment).sample_rate``)."""
+        frames = self._frames.get(id(segment))
+        if not frames:
+            return np.zeros(0, dtype="<i2")
+        heard = segment.played if segment.interrupted is not None else self._heard(segment)
+        end = int(heard * frames[0].sample_rate)
+        return np.frombuffer(bytes(self._pcm[id(segment)][2 * start:2 * end]), dtype="<i2")
 
     def _listening_time(self, audio_s: float) -> float:
         return audio_s / self.speed
+
+
+class SpeakerEcho:
+    """What a microphone near the speaker picks up of it (an echo canceller that has not learnt the voice yet): the
+    first ``seconds`` of the agent's speech as the listener plays it, ``delay_s`` later, times ``gain``.
+
+    ``ClipMicrophone.echo = SpeakerEcho(speaker, sample_rate=mic.sample_rate)``; the speaker's audio must come at
+    the microphone's rate (``mic = ClipMicrophone(sample_rate=tts_rate)``)."""
+
+    def __init__(self, speaker: RecordingSpeaker, *, sample_rate: int, gain: float = 0.5, delay_s: float = 0.1,
+                 seconds: float = 2.5) -> None:
+        self.speaker = speaker
+        self.sample_rate = sample_rate
+        self.gain = gain
+        self.left = int(seconds * sample_rate)  # samples of the agent's voice still to echo
+        self.echoed = 0  # samples of it echoed so far
+        self._line = np.zeros(int(delay_s * sample_rate), dtype=np.float32)  # the delay
+        self._taken: dict[int, int] = {}  # samples of each segment already in the line
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` samples the microphone hears of the speaker (a frame's worth, in real time)."""
+        new = []
+        for segment in self.speaker.segments:
+            played = self.speaker.played(segment, self._taken.get(id(segment), 0))
+            if len(played):
+                assert self.speaker.audio_rate(segment) == self.sample_rate, "the speaker's rate isn't the mic's"
+                self._taken[id(segment)] = self._taken.get(id(segment), 0) + len(played)
+                new.append(played)
+        fresh = np.concatenate(new).astype(np.float32)[:self.left] if new else np.zeros(0, np.float32)
+        self.left -= len(fresh)
+        self.echoed += len(fresh)
+        if not len(fresh):  # a paused or silent speaker: its silence comes through, as late as its voice
+            fresh = np.zeros(n, np.float32)
+        self._line = np.concatenate([self._line, fresh * self.gain])
+        if len(self._line) < n:  # the speaker ran a little behind the microphone's clock
+            self._line = np.concatenate([self._line, np.zeros(n - len(self._line), np.float32)])
+        out, self._line = self._line[:n], self._line[n:]
+        return out.astype(np.int32)

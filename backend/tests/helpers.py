@@ -26,8 +26,8 @@ STRICT_KEY = "test-key-0123456789"
 QUESTION = "How many legs does a spider have?"
 QUESTION_WORDS = {"spider", "legs"}
 # The embedded voice samples noise; the tests speak with none, so a spoken question sounds the same every run.
-# Their microphones hear no echo of the agent, so barge-in needs no echo-canceller warm-up; replies are greedy
-# (the same words every run).
+# Their microphones hear no echo of the agent, so nothing is checked for it (voice_aec_warmup_s: the tests of
+# that set it); replies are greedy (the same words every run).
 TEST_VOICE = {"local_tts_variation": 0.0, "voice_aec_warmup_s": 0.0, "voice_temperature": 0.0}
 
 

@@ -22,19 +22,27 @@ Talking over a reply pauses it as soon as the VAD hears speech (``VOICE_MIN_INTE
 the first words are heard (``BargeIn``: Whisper on the utterance so far, while the user still talks) the
 reply stops and the history keeps what the listener heard. Speech with no words (a cough) lets the reply go
 on. Every turn fits the model's context (``ContextWindow``); a turn that never ends is cut after
-``VOICE_MAX_TURN_SECONDS`` (``TurnLengthLimit``).
+``VOICE_MAX_TURN_SECONDS`` (``TurnLengthLimit``). The same holds from the first word of a session: in its first
+seconds (``VOICE_AEC_WARMUP_S``), while the listener's echo canceller still learns the agent's voice, a voice
+over the reply that stops when the reply pauses, or whose words are the reply's own, is its echo, not the user
+(``EchoCheck``): it neither stops the reply nor makes a turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
+import re
+import time
 from collections.abc import AsyncIterable, Callable
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, APIError, ModelSettings, llm, tts
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, APIError, ModelSettings, llm, stt, tts
 from livekit.agents.inference import TurnDetector
-from livekit.agents.voice.events import UserInputTranscribedEvent, UserStateChangedEvent
+from livekit.agents.types import USERDATA_TTS_STARTED_TIME
+from livekit.agents.voice.events import AgentStateChangedEvent, UserInputTranscribedEvent, UserStateChangedEvent
 
 from app.agents.context_window import ContextWindow
 from app.agents.plugins import GemmaLLM, OpenAudioTTS, SpeculativeSTT, WhisperSTT
@@ -56,6 +64,17 @@ MAX_ENDPOINTING_S = 1.5
 EARLY_WORDS_WINDOW_S = 3.0
 # How long a cut turn's transcription may take (Whisper on up to VOICE_MAX_TURN_SECONDS of audio).
 CUT_TRANSCRIPT_TIMEOUT_S = 20.0
+# EchoCheck: an utterance that starts this long after the agent's voice stopped (a pause, the reply's end) may
+# still be its echo (the echo's delay, and the VAD's start-of-speech lag).
+ECHO_TAIL_S = 0.5
+# EchoCheck: words heard are the echo when at least this share of them are words of what the agent said.
+ECHO_MATCH = 0.6
+# EchoCheck: the first words of an utterance, heard while it goes on, are the user's only once this many of them
+# are not the agent's (Whisper mishears the start of a piece of echo: "Once upon a time" came out as "So upon").
+ECHO_USER_WORDS = 3
+# EchoCheck: how alike (difflib's ratio) a word heard must be to one the agent said to count as its ("lane" and
+# "land": 0.75; not "spider" and "spied": 0.73, nor "pun" and "upon": 0.57).
+ECHO_WORD_LIKE = 0.75
 
 
 class GemmaVoiceAgent(Agent):
@@ -67,12 +86,17 @@ class GemmaVoiceAgent(Agent):
         self._window: ContextWindow | None = None
         self._turn_limit: TurnLengthLimit | None = None
         self._barge_in: BargeIn | None = None
+        self._echo: EchoCheck | None = None
         # Called with the limit (seconds) when a turn that would not end was cut (transports tell the user).
         self.turn_cut_handlers: list[Callable[[float], None]] = []
+        # Told the moments of a reply with their perf_counter() time: a benchmark's trace (``TurnTrace``).
+        self.on_moment: Callable[[str, float], None] | None = None
 
     async def on_enter(self) -> None:
         self._turn_limit = TurnLengthLimit(self.session, self.settings.voice_max_turn_seconds,
                                            on_cut=self._turn_cut)
+        if self.settings.voice_aec_warmup_s > 0:
+            self._echo = EchoCheck(self.session, self.settings.voice_aec_warmup_s)
         self._barge_in = BargeIn(self.session)
 
     async def on_exit(self) -> None:
@@ -80,6 +104,41 @@ class GemmaVoiceAgent(Agent):
             self._turn_limit.close()
         if self._barge_in is not None:
             self._barge_in.close()
+        if self._echo is not None:
+            self._echo.close()
+
+    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame],
+                       model_settings: ModelSettings) -> AsyncIterable[stt.SpeechEvent | str]:
+        # The echo's words (EchoCheck) are dropped here, before the session sees them: any final transcript stops a
+        # paused reply at once (AgentActivity.on_final_transcript -> _cancel_speech_pause), and a turn's reply
+        # interrupts it before on_user_turn_completed runs. Dropped, they are like a cough's none: the reply
+        # resumes after voice_false_interruption_s and no turn is made.
+        async for event in Agent.default.stt_node(self, audio, model_settings):
+            echo = self._echo
+            if echo is not None and isinstance(event, stt.SpeechEvent):
+                if event.type == stt.SpeechEventType.START_OF_SPEECH:
+                    echo.utterance_started()
+                elif event.type == stt.SpeechEventType.END_OF_SPEECH:
+                    echo.utterance_ended(event.speech_end_time)
+                elif event.alternatives and echo.is_echo(
+                        event.alternatives[0].text, final=event.type == stt.SpeechEventType.FINAL_TRANSCRIPT):
+                    log.debug("the agent's echo (%r): not the user", event.alternatives[0].text[:40])
+                    continue
+            yield event
+
+    async def tts_node(self, text: AsyncIterable[str],
+                       model_settings: ModelSettings) -> AsyncIterable[rtc.AudioFrame]:
+        if self._echo is not None:
+            text = self._echo.follow(text)
+        first = True
+        async for frame in Agent.default.tts_node(self, text, model_settings):
+            if first and self.on_moment is not None:
+                self.on_moment("tts_first_audio", time.perf_counter())
+                # The framework's stamp: when the reply's first piece of text (a clause) reached the TTS.
+                if (started := frame.userdata.get(USERDATA_TTS_STARTED_TIME)) is not None:
+                    self.on_moment("llm_first_piece", started)
+            first = False
+            yield frame
 
     def _turn_cut(self, seconds: float) -> None:
         for handler in self.turn_cut_handlers:
@@ -103,6 +162,8 @@ class GemmaVoiceAgent(Agent):
         replied = False
         try:
             async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+                if not replied and self.on_moment is not None:
+                    self.on_moment("llm_first_token", time.perf_counter())
                 replied = True
                 yield chunk
         except APIError as exc:
@@ -197,6 +258,149 @@ class BargeIn:
         self._session.off("user_input_transcribed", self._transcribed)
 
 
+class EchoCheck:
+    """Tells the agent's echo from the user during the agent's first ``window_s`` of speech in a session.
+
+    Until the listener's echo canceller has learnt the agent's voice (a browser's takes a few seconds of it), the
+    microphone may hear the agent too. LiveKit Agents' own answer (``aec_warmup_duration``) is to give the STT
+    silence and let no sound interrupt the reply for that long: a user who talks over the greeting or the first
+    reply is not heard at all. Here the reply pauses at any voice as always, and an utterance that starts while
+    the agent is audible in the window is the echo if
+    - its voice stopped when the agent's did: it ended within ``ECHO_TAIL_S`` of the reply pausing (Whisper finds
+      no words in so short a piece of the echo, or wrong ones: a 0.2 s piece came out as "What's"), or
+    - its words are mostly (``ECHO_MATCH``) words the agent has said; while it goes on, until ``ECHO_USER_WORDS``
+      of them are not.
+    ``GemmaVoiceAgent.stt_node`` drops the echo's transcripts: the reply resumes as after a cough, and no turn is
+    made. The user's own voice goes on past the pause: their words stop the reply (``BargeIn``) once it has
+    outlasted the echo's tail.
+
+    A word heard is the agent's if it said it or one like it (``ECHO_WORD_LIKE``: Whisper hears "Once upon a
+    time in the land" in its echo as "The pun at time in the lane").
+
+    Once an echo has been heard, the voice alone no longer pauses the reply for the rest of the window (each
+    pause would cut the echo short and resume into the next one; ``guarding``): the final transcript of what was
+    said over it decides, and words that are not the reply's own stop it then. The window counts the agent's
+    audible speech (a paused reply teaches the echo canceller nothing)."""
+
+    def __init__(self, session: AgentSession, window_s: float) -> None:
+        self._session = session
+        self.window_s = window_s
+        self._loop = asyncio.get_running_loop()
+        self._spoken_s = 0.0  # the agent's speech so far, but for the stretch under way
+        self._speaking_since: float | None = None  # loop time; None while it does not speak
+        self._audible_until = 0.0  # loop time: when its voice last stopped, plus ECHO_TAIL_S
+        self._stopped_at: float | None = None  # time.time() when its voice last stopped
+        self._said: set[str] = set()  # the words it has said (while the window is open)
+        # The current utterance: whether it started where an echo could, when, and whether it was the echo's tail.
+        self._suspect = False
+        self._started_at = 0.0
+        self._tail_echo = False
+        self.echo_heard = False
+        self._min_duration: float | None = None  # the session's own, while the voice alone does not pause
+        self._closing: asyncio.TimerHandle | None = None
+        session.on("agent_state_changed", self._agent_state_changed)
+        if session.agent_state == "speaking":
+            self._started_speaking(self._loop.time())
+
+    def spoken_s(self) -> float:
+        """Seconds of speech the agent has made audible so far."""
+        now = self._loop.time()
+        return self._spoken_s + (now - self._speaking_since if self._speaking_since is not None else 0.0)
+
+    def open(self) -> bool:
+        return self.spoken_s() < self.window_s
+
+    def guarding(self) -> bool:
+        """Whether only the user's words, not their voice, stop the reply now (an echo was heard)."""
+        return self._min_duration is not None
+
+    def _agent_state_changed(self, ev: AgentStateChangedEvent) -> None:
+        now = self._loop.time()
+        if ev.new_state == "speaking" and self._speaking_since is None:
+            self._started_speaking(now)
+        elif ev.new_state != "speaking" and self._speaking_since is not None:
+            self._spoken_s += now - self._speaking_since
+            self._speaking_since = None
+            self._audible_until = now + ECHO_TAIL_S
+            self._stopped_at = time.time()
+            if self._closing is not None:
+                self._closing.cancel()
+                self._closing = None
+
+    def _started_speaking(self, now: float) -> None:
+        self._speaking_since = now
+        if self.open():
+            self._closing = self._loop.call_later(self.window_s - self._spoken_s, self._close_window)
+        else:
+            self._close_window()
+
+    def _close_window(self) -> None:
+        self._closing = None
+        if self._min_duration is not None:
+            self._session.options.interruption["min_duration"] = self._min_duration
+            self._min_duration = None
+            log.debug("the echo window closed: the voice pauses a reply again")
+
+    def _guard(self) -> None:
+        self.echo_heard = True
+        if self.open() and not self.guarding():
+            interruption = self._session.options.interruption
+            self._min_duration = interruption["min_duration"]
+            interruption["min_duration"] = float("inf")
+            log.debug("the agent's echo was heard: until the window closes, only words stop a reply")
+
+    async def follow(self, text: AsyncIterable[str]) -> AsyncIterable[str]:
+        """``text`` (what the agent is about to say), noting its words."""
+        async for piece in text:
+            if self.open():
+                self._said.update(WORD.findall(piece.lower()))
+            yield piece
+
+    def utterance_started(self) -> None:
+        audible = self._speaking_since is not None or self._loop.time() < self._audible_until
+        self._suspect = audible and self.open()
+        self._started_at, self._tail_echo = time.time(), False
+
+    def _paused_by_it(self) -> bool:
+        """Whether the agent's voice stopped during the current (suspect) utterance, and has not come back."""
+        return (self._suspect and self._speaking_since is None and self._stopped_at is not None
+                and self._stopped_at >= self._started_at - ECHO_TAIL_S)
+
+    def utterance_ended(self, ended_at: float | None) -> None:
+        """The VAD heard the current utterance end (``ended_at``: time.time() of its last voice)."""
+        ended_at = ended_at or time.time()
+        if self._paused_by_it() and ended_at <= self._stopped_at + ECHO_TAIL_S:
+            self._tail_echo = True
+            self._guard()
+
+    def is_echo(self, transcript: str, *, final: bool) -> bool:
+        """Whether ``transcript`` (of the current utterance, so far or, ``final``, whole) is the agent's own voice."""
+        if not self._suspect:
+            return False
+        if self._tail_echo:
+            return True
+        if not final and self._paused_by_it() and time.time() <= self._stopped_at + ECHO_TAIL_S:
+            return True  # too soon to say: the next pass over the utterance, if the voice goes on, will tell
+        heard = WORD.findall(transcript.lower())
+        unknown = sum(not self._said_like(word) for word in heard)
+        if heard and (unknown <= (1 - ECHO_MATCH) * len(heard) or not final and unknown < ECHO_USER_WORDS):
+            self._guard()
+            return True
+        return False
+
+    def _said_like(self, word: str) -> bool:
+        if word in self._said:
+            return True
+        return len(word) > 2 and bool(difflib.get_close_matches(word, self._said, n=1, cutoff=ECHO_WORD_LIKE))
+
+    def close(self) -> None:
+        self._close_window()
+        self._session.off("agent_state_changed", self._agent_state_changed)
+
+
+WORD = re.compile(r"[\w']+")
+
+
 class PieceByPieceTTS(tts.StreamAdapter):
     """The session's TTS: a reply is spoken one piece at a time, the first piece maybe a clause."""
 
@@ -233,7 +437,8 @@ def create_agent_session(services: Services | None = None, *, voice: str | None 
         # The sentence tokenizer already makes each piece speakable (no markup, no emoji); LiveKit's markdown
         # filter would also hold every piece's closing punctuation back until the model's next token.
         "tts_text_transforms": None,
-        "aec_warmup_duration": settings.voice_aec_warmup_s or None,
+        # LiveKit's warm-up would ignore the user for VOICE_AEC_WARMUP_S; GemmaVoiceAgent tells the echo apart.
+        "aec_warmup_duration": None,
         "turn_handling": {
             "turn_detection": TurnDetector(version="v1-mini") if turn_detector else "vad",
             "endpointing": {"min_delay": MIN_ENDPOINTING_S, "max_delay": MAX_ENDPOINTING_S},

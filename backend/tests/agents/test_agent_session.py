@@ -22,7 +22,7 @@ from app.config.settings import Settings
 from app.services.base import ServiceUnavailable
 from app.services.container import Services
 from app.agents.sentences import SentenceChunker
-from bench.offline_io import ClipMicrophone, RecordingSpeaker
+from bench.offline_io import ClipMicrophone, RecordingSpeaker, SpeakerEcho
 
 
 def messages(session, role: str):
@@ -76,10 +76,8 @@ async def test_user_speech_interrupts_the_reply_on_its_first_words(services):
     story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
     # One breath, no comma: the voice does not pause in it, so the VAD can't end the turn before it ends.
     over = await services.tts.synthesize("Stop the story now and tell me instead how many legs a spider has")
-    # No echo to guard against here, so barge-in works from the first word of the reply.
     # Greedy decoding: a long story every time, so the reply is surely still playing.
-    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0),
-                                   aec_warmup_duration=None)
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0))
     session.input.audio = mic = ClipMicrophone()
     session.output.audio = speaker = RecordingSpeaker()
     paused_at: list[float] = []
@@ -108,6 +106,87 @@ async def test_user_speech_interrupts_the_reply_on_its_first_words(services):
         assert messages(session, "assistant")[0].interrupted
         await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
         assert {"story", "spider"} <= words(messages(session, "user")[1].text_content)
+
+
+STORYTELLER = "You are a storyteller. Always answer with a long story of at least eight sentences."
+
+
+def echo_guarded(services: Services, monkeypatch) -> Settings:
+    """The settings of a room's session (the tests' own turn it off): the first seconds of the agent's speech may
+    come back through the listener's microphone (``VOICE_AEC_WARMUP_S``)."""
+    settings = services.settings.model_copy(update={"voice_aec_warmup_s": 3.0})
+    monkeypatch.setattr(services, "settings", settings)
+    return settings
+
+
+async def test_a_user_who_talks_over_the_first_reply_of_a_session_stops_it(services, monkeypatch):
+    """In a session's first seconds (VOICE_AEC_WARMUP_S) the user is heard as always: talking over the first reply
+    pauses it, their first words stop it, and their question is answered. (LiveKit's echo-canceller warm-up, which
+    this replaces, fed Whisper silence and let nothing interrupt for those seconds.)"""
+    settings = echo_guarded(services, monkeypatch)
+    story_request = await services.tts.synthesize("Tell me a long story about a brave little dragon.")
+    over = await services.tts.synthesize("Stop the story now and tell me instead how many legs a spider has")
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0))
+    session.input.audio = mic = ClipMicrophone()
+    session.output.audio = speaker = RecordingSpeaker()
+    paused_at: list[float] = []
+    session.on("agent_state_changed", lambda ev: ev.new_state == "listening" and paused_at.append(time.perf_counter()))
+    async with session:
+        await session.start(GemmaVoiceAgent(settings=settings, instructions=STORYTELLER))
+        await asyncio.sleep(0.5)
+        mic.play(story_request, services.tts.sample_rate)
+        await until(lambda: speaker.segments, 120, "the reply to start")
+        await until(lambda: heard_s(speaker, speaker.segments[0]) >= 0.6, 60, "the reply's first words played")
+        paused_at.clear()
+        clip = mic.play(over, services.tts.sample_rate)  # within the first second of the session's first reply
+        await until(lambda: speaker.segments[0].interrupted is not None, 60, "the reply to stop")
+        stopped_at = time.perf_counter()
+        still_talking = clip.speech_ended_at is None
+
+        assert speaker.segments[0].interrupted is True
+        assert still_talking, "the reply stopped only after the user had finished"
+        assert paused_at and paused_at[0] < stopped_at  # paused at the voice, before words stopped it
+        await until(lambda: messages(session, "assistant"), 30, "the cut reply in the history")
+        assert messages(session, "assistant")[0].interrupted
+        await until(lambda: len(messages(session, "user")) == 2, 60, "the interruption to be transcribed")
+        assert {"story", "spider"} <= words(messages(session, "user")[1].text_content)  # all of it was heard
+        await until(lambda: len(speaker.segments) == 2, 120, "the answer to the question")
+        assert speaker.segments[1].first_frame_at > clip.speech_ended_at
+
+
+async def test_the_echo_of_the_first_reply_neither_stops_it_nor_makes_a_turn(services, monkeypatch):
+    """The listener's echo canceller has not learnt the agent's voice yet: the microphone hears the first seconds
+    of the reply, 100 ms late at half its level. The reply pauses once at that voice (which stops with it) and
+    goes on; the rest of the echo does not pause it again (its words are the reply's own), nobody answers any of
+    it, and the reply is heard to its end."""
+    settings = echo_guarded(services, monkeypatch)
+    rate = services.tts.sample_rate
+    session = create_agent_session(services, llm=GemmaLLM(services=services, temperature=0.0, max_tokens=60))
+    session.input.audio = mic = ClipMicrophone(sample_rate=rate)  # the speaker's rate: the echo needs no resampling
+    session.output.audio = speaker = RecordingSpeaker()
+    mic.echo = echo = SpeakerEcho(speaker, sample_rate=rate, gain=0.5, delay_s=0.1, seconds=2.5)
+    pauses: list[float] = []
+    session.on("agent_state_changed", lambda ev: ev.new_state == "listening" and speaker.paused
+               and pauses.append(time.perf_counter()))
+    user_turns: list[str] = []
+    session.on("user_input_transcribed", lambda ev: ev.is_final and user_turns.append(ev.transcript))
+    async with session:
+        await session.start(GemmaVoiceAgent(settings=settings, instructions=STORYTELLER))
+        await asyncio.sleep(0.5)
+        mic.play(await services.tts.synthesize("Tell me a long story about a brave little dragon."), rate)
+        await until(lambda: speaker.segments and speaker.segments[0].interrupted is not None, 240,
+                    "the reply to be played out")
+        assert speaker.segments[0].interrupted is False, (pauses, user_turns)
+        assert echo.echoed == int(2.5 * rate)  # the microphone heard the reply's first 2.5 s
+        await until(lambda: messages(session, "assistant"), 30, "the reply in the history")
+        # A reply to the echo, if one were coming, is queued by now: a typed turn's reply comes after it.
+        await session.run(user_input="Thank you.")
+
+    assert pauses, "the echo was too faint to test anything: the reply never paused at it"
+    assert len(pauses) == 1, pauses  # not once for every piece of echo
+    assert len(user_turns) == 1, user_turns  # the question; none of the echo
+    turns = [(item.role, item.text_content) for item in session.history.items if item.type == "message"]
+    assert [role for role, _ in turns] == ["user", "assistant", "user", "assistant"], turns
 
 
 async def test_a_reply_started_on_an_early_guess_waits_for_the_user_to_finish(services):
