@@ -4,6 +4,7 @@ see the interface."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -105,3 +106,18 @@ def test_the_settings_choose_redis_when_there_is_one(redis, tmp_path):
     without = open_room_store(Settings(_env_file=None, room_store_path=tmp_path / "r.sqlite"))
     assert isinstance(with_redis, RedisRoomStore) and isinstance(without, SQLiteRoomStore)
     assert redis.password not in repr(with_redis.where)
+
+
+async def test_a_store_call_that_fails_hands_its_error_to_the_agent(tmp_path):
+    """The agent's store thread (RoomMemory's): an error of the store reaches the awaiting caller, which would
+    otherwise wait for ever (the exception was unbound before the loop read it)."""
+    from app.agents.room_memory import _StoreThread
+
+    thread = _StoreThread(SQLiteRoomStore(tmp_path / "rooms.sqlite", **LIMITS))
+
+    def fail() -> None:
+        raise RoomStoreError("the store is down")
+
+    with pytest.raises(RoomStoreError, match="the store is down"):
+        await asyncio.wait_for(thread.call(fail), 10)
+    assert await asyncio.wait_for(thread.call(lambda: "served"), 10) == "served"  # and it goes on serving

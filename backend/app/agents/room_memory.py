@@ -47,7 +47,8 @@ class _StoreThread:
             try:
                 result = work()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+                # (bound now: Python unbinds ``exc`` when this block ends, before the loop runs the callback)
+                loop.call_soon_threadsafe(lambda exc=exc: done.done() or done.set_exception(exc))
             else:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
         self._work.put(run)
