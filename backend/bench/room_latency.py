@@ -193,6 +193,16 @@ def profile_top(path: Path, top: int = PROFILE_TOP) -> dict:
             "total": shares(anywhere) if samples else []}
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far, its threads and children included."""
+    used = {}
+    for name, pid in pids.items():
+        proc = psutil.Process(pid)
+        times = [proc.cpu_times(), *(child.cpu_times() for child in proc.children(recursive=True))]
+        used[name] = sum(t.user + t.system for t in times)
+    return used
+
+
 def offline_reference(whisper_model: str) -> dict | None:
     path = RESULTS / f"agent_latency-{whisper_model}.json"
     if not path.exists():
@@ -222,11 +232,16 @@ async def run(args) -> dict:
         load_before = os.getloadavg()
         RESULTS.mkdir(parents=True, exist_ok=True)
         profiler = Profiler(worker.proc.pid, profile) if args.profile else None
+        # Who used the 2 cores during the turns: on one machine the user and the SFU take from the agent.
+        pids = {"worker": worker.proc.pid, "livekit_server": server.process.pid, "user (this benchmark)": os.getpid()}
+        cpu_before, turns_started = cpu_seconds(pids), time.perf_counter()
         try:
             results, first_join = await turns(room_settings, args.turns)
         finally:
             if profiler is not None:
                 profiler.stop()
+        cpu_after, turns_s = cpu_seconds(pids), time.perf_counter() - turns_started
+        cpu_share = {name: round((cpu_after[name] - cpu_before[name]) / turns_s, 3) for name in pids}
         await wait_worker_free(worker, 0)
         print(f"{args.barge_ins} barge-ins...")
         pauses = await barge_ins(room_settings, args.barge_ins)
@@ -255,6 +270,7 @@ async def run(args) -> dict:
         "voice_to_voice_ms": summary(v2v),
         **hop_table(results, trace),
         "worker_profile": profile_top(profile) if args.profile else None,
+        "cpu_cores_used_during_turns": cpu_share,
         "offline_harness_ms": offline_reference(settings.whisper_model),
         "join_ms": summary([ms(s) for s in [first_join, *joins]]),
         "barge_in_pause_ms": summary([ms(s) for s in pauses]),
@@ -292,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"the worker's samples ({report['worker_profile']['samples']}), self time:")
         for item in report["worker_profile"]["self"][:10]:
             print(f"  {item['share'] * 100:5.1f}%  {item['function'][:110]}")
+    print("cores used during the turns: " + ", ".join(f"{name} {share:.2f}"
+                                                      for name, share in report["cpu_cores_used_during_turns"].items()))
     print(f"join: p50 {report['join_ms']['p50']} ms, max {report['join_ms']['max']} ms")
     print(f"barge-in, the agent's audio stops: p50 {report['barge_in_pause_ms']['p50']} ms, "
           f"p95 {report['barge_in_pause_ms']['p95']} ms")
