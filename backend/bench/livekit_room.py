@@ -37,13 +37,11 @@ from app.audio.codec import resample_pcm
 from bench.offline_io import voiced_span
 
 RATE = 48000
-FRAME_MS = 10
-FRAME_SAMPLES = RATE * FRAME_MS // 1000
-# What the SDK may hold of the microphone before WebRTC takes it. WebRTC takes 10 ms at a time on its own
-# clock; each time that clock falls behind (a busy CPU) the SDK's default 1 s queue keeps the difference,
+FRAME_MS = 10  # the user's frames, both ways, unless a RoomUser is given its own
+# What the SDK may hold of the microphone before WebRTC takes it: one frame. WebRTC takes 10 ms at a time on its
+# own clock; each time that clock falls behind (a busy CPU) the SDK's default 1 s queue keeps the difference,
 # so the user's words could reach the agent later and later. A real microphone is clocked by its device
 # and has no such queue; one frame bounds the lag this one can add (40 ms held a barge-in back ~30 ms).
-MIC_QUEUE_MS = 10
 # An agent frame louder than this (RMS of s16 samples) is its voice; the SFU path's silence is ~0.
 VOICE_RMS = 200.0
 
@@ -66,10 +64,14 @@ class RoomUser:
     """One participant: joins with a token, publishes a microphone that sends silence between clips
     (as a real one does, so the agent's VAD hears each turn end), and records the agent's audio."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, frame_ms: int = FRAME_MS) -> None:
+        """``frame_ms``: how much audio each of the user's frames holds, sent and received. Each frame wakes this
+        process; on the agent's own machine, 20 ms instead of 10 keeps the user from slowing the agent (see
+        bench.room_latency)."""
         self.url, self.token = url, token
+        self.frame_ms, self.frame_samples = frame_ms, RATE * frame_ms // 1000
         self.room = rtc.Room()
-        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=MIC_QUEUE_MS)
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=frame_ms)
         self.agent_joined = asyncio.Event()
         self.agent_joined_at: float | None = None
         self.agent_identity: str | None = None  # the first agent to join
@@ -170,7 +172,7 @@ class RoomUser:
         return done
 
     async def _microphone(self) -> None:
-        silence = np.zeros(FRAME_SAMPLES, dtype="<i2")
+        silence = np.zeros(self.frame_samples, dtype="<i2")
         started = time.perf_counter()
         sent = 0
         clip = done = None
@@ -179,15 +181,15 @@ class RoomUser:
                 clip, done = self._clips.popleft()
                 position, (voice_start, voice_end), voice_at = 0, voiced_span(clip, RATE), []
             if clip is not None:
-                chunk = clip[position:position + FRAME_SAMPLES]
-                chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
-                position += FRAME_SAMPLES
+                chunk = clip[position:position + self.frame_samples]
+                chunk = np.pad(chunk, (0, self.frame_samples - len(chunk)))
+                position += self.frame_samples
             else:
                 chunk = silence
-            frame = rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME_SAMPLES)
+            frame = rtc.AudioFrame(chunk.tobytes(), RATE, 1, self.frame_samples)
             # Real time: frame n goes out at n x 10 ms from the start, however long capture_frame took.
             sent += 1
-            await asyncio.sleep(max(0.0, started + sent * FRAME_MS / 1000 - time.perf_counter()))
+            await asyncio.sleep(max(0.0, started + sent * self.frame_ms / 1000 - time.perf_counter()))
             await self.source.capture_frame(frame)
             if clip is None:
                 continue
@@ -204,7 +206,7 @@ class RoomUser:
     # -- the agent's voice
 
     async def _listen(self, track: rtc.Track) -> None:
-        async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+        async for event in rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=self.frame_ms):
             samples = np.frombuffer(event.frame.data, dtype="<i2").astype(np.float32)
             self.heard.append((time.perf_counter(), float(np.sqrt(np.mean(samples ** 2))) if samples.size else 0.0))
             self._heard_more.set()
@@ -271,7 +273,7 @@ class RoomUser:
 
     def voiced_seconds(self, start: float, end: float) -> float:
         """How much of the agent's audio between ``start`` and ``end`` was voice."""
-        return sum(FRAME_MS / 1000 for at, level in self.heard if start < at <= end and level > VOICE_RMS)
+        return sum(self.frame_ms / 1000 for at, level in self.heard if start < at <= end and level > VOICE_RMS)
 
     def texts(self, identity: str) -> list[str]:
         """The final transcripts of one participant, in the order they ended."""

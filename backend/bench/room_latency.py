@@ -8,7 +8,8 @@ speaking the offline harness's questions (``bench.agent_latency``, the same nois
   its hops (the worker's ``VOICE_TURN_TRACE``, ``app.agents.turn_trace``, on the same monotonic clock): sent ->
   received by the agent -> the VAD's end of speech -> final transcript -> the LLM's first token -> its first
   piece at the TTS -> first TTS audio -> handed to the room's track -> received by the user;
-- where the worker's time goes during those turns: a py-spy profile (``--profile``, on by default);
+- where the worker's time goes during those turns: a py-spy profile (``--profile``; its sampling takes CPU from
+  the turns, so the latency figures of record come from runs without it);
 - join: the user connected -> the agent in the room;
 - barge-in: the user's first voiced frame over a reply -> the agent's audio stops arriving;
 - memory: the worker's RSS and USS with the models loaded and with each room open.
@@ -43,6 +44,10 @@ from bench.common import RESULTS, free_port, hop_table, summary, user_voice
 from bench.livekit_room import RoomUser, WorkerProcess, worker_env
 
 REPLY_TIMEOUT_S = 30.0
+# The user's frames: 20 ms, as WebRTC packs its Opus packets. With 10 ms frames the user process (on the agent's
+# own 2 cores here, on another machine in real life) woke 200 times a second and made the agent's LLM and TTS
+# steps 2-3 times as slow as in the offline harness (docs/benchmarks.md, issue 32).
+USER_FRAME_MS = 20
 PROFILE_TOP = 15
 LONG_REPLY = "Tell me a long story about a brave knight."
 INTERRUPTION = "Stop. What colour is the sky?"
@@ -61,7 +66,7 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 async def joined_user(settings: Settings) -> tuple[RoomUser, float]:
-    user = RoomUser(settings.livekit_url, user_token(settings).token)
+    user = RoomUser(settings.livekit_url, user_token(settings).token, frame_ms=USER_FRAME_MS)
     await user.connect()
     return user, await user.wait_for_agent(10.0)
 
@@ -286,8 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--rooms", type=int, default=2, help="rooms open at once for the memory reading")
     parser.add_argument("--output", type=Path, default=RESULTS / "room_latency.json")
-    parser.add_argument("--no-profile", dest="profile", action="store_false",
-                        help="no py-spy profile of the worker during the turns")
+    parser.add_argument("--profile", action="store_true",
+                        help="a py-spy profile of the worker during the turns (its sampling slows the turns: time "
+                             "them without it)")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
